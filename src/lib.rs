@@ -1,0 +1,7 @@
+//! vision-operator: a Kubernetes operator that turns `VisionJob`s into GPU pods
+//! under a cluster-wide worker pool (`VisionQueue`) of registered algorithms
+//! (`VisionAlgorithm`).
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api;
