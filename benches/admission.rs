@@ -1,0 +1,2 @@
+//! placeholder, replaced by the admission-core benchmark
+fn main() {}
