@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The project's test command: starts the local cluster (building what is
+# missing), runs every test target with the end-to-end tests enabled, and
+# stops the cluster on exit (set KEEP_CLUSTER=1 to leave it running).
+#
+#   hack/test.sh [extra cargo test args, e.g. a test name filter]
+#
+# Exits non-zero if the cluster cannot be built or started, or a test fails.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+mkdir -p .local/logs
+
+cleanup() {
+  local rc=$?
+  if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
+    echo "[test] KEEP_CLUSTER=1: leaving the cluster running (hack/cluster.sh down stops it)" >&2
+  else
+    hack/cluster.sh down >/dev/null 2>&1 || echo "[test] hack/cluster.sh down failed" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+start=$SECONDS
+if ! hack/cluster.sh up >.local/logs/cluster-up.log 2>&1; then
+  echo "[test] hack/cluster.sh up failed:" >&2
+  tail -n 60 .local/logs/cluster-up.log >&2
+  exit 1
+fi
+echo "[test] cluster up in $((SECONDS - start))s"
+
+VISION_KUBECONFIG="$ROOT/.local/cluster/kubeconfig"
+VISION_KUBECTL="$(hack/cluster.sh env | sed -n 's/^export PATH=\([^:]*\):.*/\1/p')/kubectl"
+export VISION_KUBECONFIG VISION_KUBECTL
+"$VISION_KUBECTL" --kubeconfig "$VISION_KUBECONFIG" get nodes -L nvidia.com/gpu.present
+
+# Tests may be filtered (`hack/test.sh smoke`) or given harness flags after
+# `--` (`hack/test.sh -- --nocapture`).
+cargo_args=() test_args=()
+while [ $# -gt 0 ]; do
+  if [ "$1" = -- ]; then shift; test_args+=("$@"); break; fi
+  cargo_args+=("$1"); shift
+done
+cargo test --all-targets --features e2e "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}"
