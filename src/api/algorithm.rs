@@ -1,0 +1,142 @@
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The container of the pod template that runs the algorithm and receives the job.
+pub const ALGORITHM_CONTAINER: &str = "algorithm";
+
+/// A registered algorithm backend: how to run one job of it as a pod.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vision.zjlab.io",
+    version = "v1alpha1",
+    kind = "VisionAlgorithm",
+    shortname = "va",
+    category = "vision",
+    status = "VisionAlgorithmStatus",
+    doc = "A registered vision algorithm backend: the pod template that runs one VisionJob, its GPU needs and limits, default timeout and retries, backend capacity and circuit breaker.",
+    printcolumn(name = "GPUs", type_ = "integer", json_path = ".spec.gpusPerJob"),
+    printcolumn(name = "Running", type_ = "integer", json_path = ".status.running"),
+    printcolumn(name = "Max", type_ = "integer", json_path = ".spec.maxRunning"),
+    printcolumn(name = "Breaker", type_ = "string", json_path = ".status.breaker"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("!has(self.maxGPUsPerJob) || self.maxGPUsPerJob >= self.gpusPerJob").message("spec.maxGPUsPerJob must be >= spec.gpusPerJob"))]
+#[serde(rename_all = "camelCase")]
+pub struct VisionAlgorithmSpec {
+    /// The pod that runs one attempt of a job. It must have a container named
+    /// "algorithm": it receives the job as JSON in the VISION_JOB environment
+    /// variable and the file /etc/vision/job.json, and writes its result as
+    /// JSON to /dev/termination-log. The operator sets restartPolicy Never,
+    /// the GPU limit, activeDeadlineSeconds and, where the template sets none,
+    /// a restricted security context.
+    pub template: PodTemplateSpec,
+
+    /// GPUs a job of this algorithm gets when it does not ask. Default 1.
+    #[serde(rename = "gpusPerJob", default = "one")]
+    #[schemars(range(min = 0, max = 64))]
+    pub gpus_per_job: i32,
+
+    /// The most GPUs one job may ask for. Default: gpusPerJob.
+    #[serde(
+        rename = "maxGPUsPerJob",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0, max = 64))]
+    pub max_gpus_per_job: Option<i32>,
+
+    /// Default time limit of one attempt, in seconds. Default 3600.
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1, max = 604_800))]
+    pub timeout_seconds: i64,
+
+    /// Default number of retries of a failed job. Default 2.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 20))]
+    pub retries: i32,
+
+    /// Backend capacity: the most jobs of this algorithm admitted or running
+    /// at once, across all queues. Unset: unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub max_running: Option<i32>,
+
+    /// Namespaces whose jobs may use this algorithm. Unset or empty: all.
+    /// A job from another namespace fails with reason NamespaceNotAllowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    pub allowed_namespaces: Vec<String>,
+
+    /// Pauses admission of this algorithm after repeated failures. Unset: no breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+fn one() -> i32 {
+    1
+}
+fn default_timeout() -> i64 {
+    3600
+}
+fn default_retries() -> i32 {
+    2
+}
+
+/// Circuit breaker: failureThreshold failed attempts within windowSeconds open
+/// it; while open no job of the algorithm is admitted (they wait, with reason
+/// BreakerOpen) and the algorithm reports Degraded; after cooldownSeconds one
+/// job is admitted as a probe: success closes it, failure opens it again.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitBreaker {
+    /// Failed attempts within the window that open the breaker. Default 5.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub failure_threshold: i32,
+    /// Length of the sliding window, in seconds. Default 300.
+    #[serde(default = "default_window")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub window_seconds: i64,
+    /// How long the breaker stays open before a probe, in seconds. Default 60.
+    #[serde(default = "default_cooldown")]
+    #[schemars(range(min = 1, max = 86_400))]
+    pub cooldown_seconds: i64,
+}
+
+fn default_threshold() -> i32 {
+    5
+}
+fn default_window() -> i64 {
+    300
+}
+fn default_cooldown() -> i64 {
+    60
+}
+
+/// What the operator observed of an algorithm. Written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VisionAlgorithmStatus {
+    /// Jobs of this algorithm holding a slot (Admitted or Running).
+    #[serde(default)]
+    pub running: i32,
+    /// Failed attempts within the breaker's window.
+    #[serde(default)]
+    pub recent_failures: i32,
+    /// Closed, Open or HalfOpen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<String>,
+    /// Standard conditions: Ready (the template is usable), Degraded (the breaker is open).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

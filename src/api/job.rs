@@ -1,0 +1,269 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A vision task: one run of a registered algorithm on one input, admitted
+/// through a worker pool and executed as a GPU pod.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "vision.zjlab.io",
+    version = "v1alpha1",
+    kind = "VisionJob",
+    namespaced,
+    shortname = "vj",
+    category = "vision",
+    status = "VisionJobStatus",
+    doc = "A vision task: one run of a registered VisionAlgorithm on one input, admitted by a VisionQueue and executed as a GPU pod. The result is written to status.result.",
+    printcolumn(name = "Algorithm", type_ = "string", json_path = ".spec.algorithm"),
+    printcolumn(name = "Queue", type_ = "string", json_path = ".spec.queue"),
+    printcolumn(
+        name = "Priority",
+        type_ = "integer",
+        json_path = ".spec.priority",
+        priority = "1"
+    ),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason"),
+    printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
+    printcolumn(
+        name = "Pod",
+        type_ = "string",
+        json_path = ".status.podName",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    selectable = ".spec.algorithm",
+    selectable = ".spec.queue",
+    selectable = ".status.phase"
+)]
+#[x_kube(validation = Rule::new("self.algorithm == oldSelf.algorithm").message("spec.algorithm is immutable"))]
+#[x_kube(validation = Rule::new("self.queue == oldSelf.queue").message("spec.queue is immutable"))]
+#[x_kube(validation = Rule::new("has(self.input) == has(oldSelf.input) && (!has(self.input) || self.input == oldSelf.input)").message("spec.input is immutable"))]
+#[x_kube(validation = Rule::new("has(self.params) == has(oldSelf.params) && (!has(self.params) || self.params == oldSelf.params)").message("spec.params is immutable"))]
+#[x_kube(validation = Rule::new("has(self.gpus) == has(oldSelf.gpus) && (!has(self.gpus) || self.gpus == oldSelf.gpus)").message("spec.gpus is immutable"))]
+#[x_kube(validation = Rule::new("has(self.timeoutSeconds) == has(oldSelf.timeoutSeconds) && (!has(self.timeoutSeconds) || self.timeoutSeconds == oldSelf.timeoutSeconds)").message("spec.timeoutSeconds is immutable"))]
+#[x_kube(validation = Rule::new("has(self.retries) == has(oldSelf.retries) && (!has(self.retries) || self.retries == oldSelf.retries)").message("spec.retries is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct VisionJobSpec {
+    /// Name of the VisionAlgorithm that runs this job (cluster-scoped). A job
+    /// naming an algorithm that does not exist fails with reason
+    /// AlgorithmNotFound; no pod is created. Immutable.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.algorithm must be a lowercase DNS name such as yolo-detect"))]
+    pub algorithm: String,
+
+    /// Name of the VisionQueue (worker pool) that admits this job. Defaults
+    /// to "default". While the queue does not exist the job waits, and its
+    /// status.message says so. Immutable.
+    #[serde(default = "default_queue")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.queue must be a lowercase DNS name such as default"))]
+    pub queue: String,
+
+    /// Admission priority within the queue: higher is admitted first; equal
+    /// priorities are admitted in creation order (then by namespace/name).
+    /// Range -1000000..1000000, default 0. May be changed while the job waits.
+    #[serde(default)]
+    #[schemars(range(min = -1_000_000, max = 1_000_000))]
+    pub priority: i32,
+
+    /// Free-form JSON handed to the algorithm (for example
+    /// {"uri": "s3://frames/cam42/0001.jpg"}). The pod receives it in the
+    /// VISION_JOB environment variable and file. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub input: Option<Value>,
+
+    /// Free-form JSON parameters handed to the algorithm (for example
+    /// {"confidence": 0.5}). Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub params: Option<Value>,
+
+    /// GPUs (nvidia.com/gpu) for this job's pod. Defaults to the algorithm's
+    /// gpusPerJob; more than the algorithm's maxGPUsPerJob fails the job with
+    /// reason GPULimitExceeded. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 64))]
+    pub gpus: Option<i32>,
+
+    /// Longest time one attempt may run, in seconds, after which its pod is
+    /// stopped and the job fails with reason Timeout (a timeout is not
+    /// retried). Defaults to the algorithm's timeoutSeconds. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 604_800))]
+    pub timeout_seconds: Option<i64>,
+
+    /// How many times a failed attempt is retried (with exponential backoff)
+    /// before the job fails with reason BackoffLimitExceeded. Defaults to the
+    /// algorithm's retries. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 20))]
+    pub retries: Option<i32>,
+
+    /// true stops the job: a running pod is deleted, the slot is freed, and
+    /// the job stays with phase Suspended. Setting it back to false queues the
+    /// job again (with its original place in line).
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// Seconds after the job finished (Succeeded, Failed or Rejected) after
+    /// which the operator deletes it. Unset: finished jobs are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+fn default_queue() -> String {
+    crate::api::DEFAULT_QUEUE.to_string()
+}
+
+/// Schema of a free-form JSON object: any fields, kept as given.
+pub(crate) fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Where a job is in its life. Succeeded, Failed and Rejected are final.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum JobPhase {
+    /// Accepted by its queue, waiting for a free slot; status.message says why.
+    Queued,
+    /// Given a slot; its pod is being created or scheduled.
+    Admitted,
+    /// Its pod runs.
+    Running,
+    /// The algorithm finished with exit code 0; status.result holds its result.
+    Succeeded,
+    /// The job failed for good; status.reason says why.
+    Failed,
+    /// Refused at submission: the queue had maxPending jobs waiting (reason QueueFull).
+    Rejected,
+    /// Stopped by spec.suspend; holds no slot.
+    Suspended,
+}
+
+impl JobPhase {
+    /// Final phases: the job never runs again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobPhase::Succeeded | JobPhase::Failed | JobPhase::Rejected
+        )
+    }
+
+    /// Phases in which the job holds a slot of its queue.
+    pub fn holds_slot(self) -> bool {
+        matches!(self, JobPhase::Admitted | JobPhase::Running)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobPhase::Queued => "Queued",
+            JobPhase::Admitted => "Admitted",
+            JobPhase::Running => "Running",
+            JobPhase::Succeeded => "Succeeded",
+            JobPhase::Failed => "Failed",
+            JobPhase::Rejected => "Rejected",
+            JobPhase::Suspended => "Suspended",
+        }
+    }
+}
+
+impl std::fmt::Display for JobPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the operator observed of a job. Written only by the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VisionJobStatus {
+    /// Queued, Admitted, Running, Succeeded, Failed, Rejected or Suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+
+    /// A CamelCase word for why the job is in its phase, to filter on:
+    /// QueueFull, AlgorithmNotFound, GPULimitExceeded, NamespaceNotAllowed,
+    /// Timeout, BackoffLimitExceeded, PodDeleted, Completed, Suspended, or
+    /// for a waiting job the reason it waits (SlotsFull, GPUQuotaFull, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+
+    /// A human-readable explanation, including why a waiting job still waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+
+    /// Attempts started so far (pods created); the current pod is attempt
+    /// number `attempts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<i32>,
+
+    /// Name of the pod of the current (or last) attempt: <job>-<attempt>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+
+    /// When the job was accepted by its queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<Time>,
+
+    /// When the job was last given a slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admitted_at: Option<Time>,
+
+    /// When the current attempt's pod started running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+
+    /// When the job reached a final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+
+    /// Earliest time the next attempt's pod is created, while a failed attempt
+    /// backs off before its retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+
+    /// The algorithm's result: the JSON it wrote to /dev/termination-log, or
+    /// the text itself if it was not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_any")]
+    pub result: Option<Value>,
+
+    /// Standard conditions: Admitted, Running, Complete, Failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// The spec generation this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Schema of any JSON value (object, array, string, number), kept as given.
+fn free_form_any(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+impl VisionJob {
+    /// The job's phase; a job without status has none yet.
+    pub fn phase(&self) -> Option<JobPhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+}
