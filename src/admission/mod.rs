@@ -1,1 +1,984 @@
-//! placeholder
+//! The worker pool: a pure, synchronous, deterministic admission core.
+//!
+//! [`WorkerPool`] owns, for every `VisionQueue`, the pending jobs in
+//! admission order and the count of jobs holding a slot (admitted or running),
+//! with their GPUs; for every `VisionAlgorithm`, its holders across all queues
+//! and its circuit breaker. The controller feeds it what it observes (jobs,
+//! queue and algorithm specs, attempt outcomes) and asks [`WorkerPool::admit`]
+//! what to admit now. It does no I/O, never reads a clock (every time is an
+//! argument, in ms since the Unix epoch) and iterates no hash map to decide
+//! anything, so the same calls always give the same answers.
+//!
+//! # Guarantees
+//!
+//! - **Never over-admits.** An admission happens only if, with it, the
+//!   queue's holders stay within `max_running` and `max_gpus`, the
+//!   algorithm's holders within its `max_running` (shared by all queues), the
+//!   queue is not paused and the algorithm's breaker lets it through. Holders
+//!   observed from the cluster are taken as given (never evicted), so after a
+//!   limit is lowered the pool only stops admitting until it is below.
+//! - **Never admits twice.** An admitted job is marked holding before
+//!   `admit` returns; observing it again as New/Queued (a status write still
+//!   in flight) does not make it pending again; only [`WorkerPool::rollback`]
+//!   (the write failed) or [`WorkerPool::remove_job`] (finished) does.
+//! - **Work-conserving.** `admit` loops until nothing is admissible: no job
+//!   that fits every limit is left waiting, and one call fills every free slot.
+//! - **Order.** Highest priority first, then oldest creation time, then
+//!   namespace/name. Across queues (algorithm capacity is shared) the pool
+//!   takes, each time, the first in that order among the queues' admissible
+//!   candidates, so `admit` returns admissions in ascending order.
+//!   `StrictFifo`: a queue admits only its head (its first pending job that
+//!   could ever run: one with a registered algorithm and within the queue's
+//!   GPU quota). `BestEffortFifo`: a queue admits its first job that fits.
+//! - **Rebuild.** The state is a function of the set of jobs with their
+//!   phases plus the specs: observing the cluster's jobs after a restart (the
+//!   holders as `Holding`, the waiting as `Queued`) in any order gives the
+//!   same pool as the one fed the history. The starvation guard below is
+//!   stateless for that reason. Only breaker history (outcomes) is not in the
+//!   jobs; a restart starts breakers closed.
+//! - **Backpressure.** A job observed as `New` is rejected (and not kept)
+//!   exactly when its queue already has `max_pending` pending jobs. Jobs
+//!   already accepted are never rejected or evicted.
+//!
+//! # Starvation guard (BestEffortFifo)
+//!
+//! Letting smaller jobs pass a head that does not fit could starve a large job
+//! forever: there is always some small job holding part of the quota. The
+//! guard: consider the first pending job of the queue that is blocked *only*
+//! by the queue's GPU quota (slots free, algorithm has capacity, breaker
+//! closed). Once it has waited [`DEFAULT_STARVATION_GUARD_MS`] since its
+//! creation (configurable with [`WorkerPool::with_starvation_guard_ms`]), the
+//! queue *reserves* for it: no job ordered after it that takes GPUs is
+//! admitted from that queue (reason `GpusReserved`) until it fits; jobs
+//! ordered before it and GPU-less jobs still go. GPU holders then only drain,
+//! so it fits after at most the run time of the jobs already holding.
+//!
+//! The guard is a function of the job's creation time and the current time,
+//! not of a "times passed" counter, so a rebuilt pool makes the same
+//! decisions (a counter would be lost on restart), and it is sticky by
+//! construction (age only grows). A job larger than the queue's `max_gpus`
+//! can never fit: it gets the permanent reason `ExceedsQueueGpus`, is never
+//! reserved for, and never blocks anyone, under either ordering.
+//!
+//! # Cost
+//!
+//! Pending jobs of a queue are split by (algorithm, gpus) group; each group is
+//! an order-statistic treap with its head cached. All members of a group are
+//! equally constrained, so only group heads are candidates. Observe, remove
+//! and rollback are O(log n); one admission is O(log n + G) where G is the
+//! number of non-empty groups over all queues; `explain` is O(G log n);
+//! `next_wakeup` is O(number of algorithms). Nothing scans the pending jobs.
+
+mod breaker;
+mod index;
+mod reason;
+
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use breaker::{Breaker, Gate};
+use index::{Job, JobId, NIL, Slab, State, Tree, mix};
+pub use reason::{WaitReason, WaitStatus};
+
+/// How long a job blocked only by its queue's GPU quota may be passed by
+/// smaller jobs (measured from its creation) before the queue reserves for it.
+pub const DEFAULT_STARVATION_GUARD_MS: i64 = 10 * 60 * 1000;
+
+/// A job's identity: namespace and name. Ordered by namespace, then name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl JobKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
+        JobKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for JobKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The phase the caller observed in the job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObservedPhase {
+    /// No status yet: never accepted, subject to `max_pending`.
+    New,
+    /// Accepted and waiting.
+    Queued,
+    /// Admitted or Running: holds a slot, its GPUs and algorithm capacity.
+    Holding,
+}
+
+/// A job as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobSpec {
+    pub key: JobKey,
+    pub queue: String,
+    pub algorithm: String,
+    pub priority: i32,
+    pub created_ms: i64,
+    pub gpus: u32,
+    pub phase: ObservedPhase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    BestEffortFifo,
+    StrictFifo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    /// Slots: admitted + running jobs at most. 0 admits nothing.
+    pub max_running: u32,
+    /// GPUs held by admitted + running jobs at most; `None` = unlimited.
+    pub max_gpus: Option<u32>,
+    /// Pending jobs at most; beyond it new jobs are rejected. `None` = unlimited.
+    pub max_pending: Option<u32>,
+    pub ordering: Ordering,
+    /// Admits nothing; new jobs are still accepted as pending.
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerSpec {
+    /// Failures inside the window that open the breaker; 0 disables it.
+    pub failure_threshold: u32,
+    pub window_ms: i64,
+    pub cooldown_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgorithmSpec {
+    /// Backend capacity shared by all queues; `None` = unlimited.
+    pub max_running: Option<u32>,
+    pub breaker: Option<BreakerSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+}
+
+/// A job the caller must now mark Admitted (the pool already counts it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub key: JobKey,
+    pub queue: String,
+    pub algorithm: String,
+    pub gpus: u32,
+}
+
+/// A new job refused because its queue is full (reason `QueueFull`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub key: JobKey,
+    pub queue: String,
+    pub max_pending: u32,
+}
+
+/// The pool's view of a known job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum JobPhase {
+    Pending,
+    Holding,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueStats {
+    /// `None` when the queue is known only from its jobs (or was deleted).
+    pub spec: Option<QueueSpec>,
+    pub pending: u32,
+    pub holding: u32,
+    pub gpus_in_use: u64,
+    /// The first pending job in admission order.
+    pub head: Option<JobKey>,
+}
+
+/// The breaker as last updated (an `Open` whose `until_ms` has passed is in
+/// effect half-open: the next `admit` may send a probe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakerState {
+    Closed,
+    Open { until_ms: i64 },
+    HalfOpen { probe: Option<JobKey> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlgorithmStats {
+    pub spec: Option<AlgorithmSpec>,
+    pub holding: u32,
+    pub pending: u32,
+    pub breaker: BreakerState,
+    /// Failures inside the window when last recorded (closed breaker only).
+    pub recent_failures: u32,
+}
+
+/// Pending jobs of one queue with the same algorithm and GPU count: equally
+/// constrained, so only the head can be the queue's candidate.
+#[derive(Debug)]
+struct Group {
+    algo: u32,
+    gpus: u32,
+    tree: Tree,
+}
+
+#[derive(Debug)]
+struct QueueState {
+    name: String,
+    spec: Option<QueueSpec>,
+    groups: Vec<Group>,
+    pending: u32,
+    holding: u32,
+    gpus_in_use: u64,
+}
+
+#[derive(Debug)]
+struct AlgoState {
+    name: String,
+    spec: Option<AlgorithmSpec>,
+    pending: u32,
+    holding: u32,
+    breaker: Breaker,
+}
+
+impl AlgoState {
+    fn breaker_spec(&self) -> Option<&BreakerSpec> {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.breaker.as_ref())
+            .filter(|b| b.failure_threshold > 0)
+    }
+
+    fn gate(&self, now_ms: i64) -> Gate {
+        if self.breaker_spec().is_some() {
+            self.breaker.gate(now_ms)
+        } else {
+            Gate::Pass
+        }
+    }
+
+    fn at_capacity(&self) -> Option<u32> {
+        let max = self.spec.as_ref()?.max_running?;
+        (self.holding >= max).then_some(max)
+    }
+}
+
+/// The result of looking at a queue's group heads.
+#[derive(Debug, Default)]
+struct Scan {
+    /// First pending job that could ever run here (algorithm registered,
+    /// within the GPU quota): the StrictFIFO head.
+    runnable: Option<JobId>,
+    /// First job that fits every limit now.
+    admissible: Option<JobId>,
+    /// First job taking no GPUs that fits every limit now.
+    admissible_gpuless: Option<JobId>,
+    /// First job blocked only by the GPU quota.
+    gpu_blocked: Option<JobId>,
+}
+
+/// The admission core. See the module documentation.
+#[derive(Debug)]
+pub struct WorkerPool {
+    queues: Vec<QueueState>,
+    queue_ids: HashMap<String, u32>,
+    algos: Vec<AlgoState>,
+    algo_ids: HashMap<String, u32>,
+    jobs: Slab,
+    ids: HashMap<Arc<JobKey>, JobId>,
+    /// Feeds the treap weights (deterministic).
+    seq: u64,
+    starvation_guard_ms: i64,
+}
+
+impl Default for WorkerPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn first(s: &Slab, a: Option<JobId>, b: JobId) -> Option<JobId> {
+    match a {
+        Some(a) if s[a].precedes(&s[b]) => Some(a),
+        _ => Some(b),
+    }
+}
+
+impl WorkerPool {
+    pub fn new() -> Self {
+        Self::with_starvation_guard_ms(DEFAULT_STARVATION_GUARD_MS)
+    }
+
+    /// A pool whose BestEffortFIFO queues reserve GPUs for a job blocked by
+    /// the GPU quota once it is `ms` old.
+    pub fn with_starvation_guard_ms(ms: i64) -> Self {
+        WorkerPool {
+            queues: Vec::new(),
+            queue_ids: HashMap::new(),
+            algos: Vec::new(),
+            algo_ids: HashMap::new(),
+            jobs: Slab::default(),
+            ids: HashMap::new(),
+            seq: 0,
+            starvation_guard_ms: ms,
+        }
+    }
+
+    fn queue_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.queue_ids.get(name) {
+            return id;
+        }
+        let id = self.queues.len() as u32;
+        self.queues.push(QueueState {
+            name: name.to_owned(),
+            spec: None,
+            groups: Vec::new(),
+            pending: 0,
+            holding: 0,
+            gpus_in_use: 0,
+        });
+        self.queue_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    fn algo_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.algo_ids.get(name) {
+            return id;
+        }
+        let id = self.algos.len() as u32;
+        self.algos.push(AlgoState {
+            name: name.to_owned(),
+            spec: None,
+            pending: 0,
+            holding: 0,
+            breaker: Breaker::default(),
+        });
+        self.algo_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// Creates the queue or changes it live. Raising a limit lets the next
+    /// `admit` fill the new room; lowering one never evicts.
+    pub fn set_queue(&mut self, name: &str, spec: QueueSpec) {
+        let q = self.queue_id(name);
+        self.queues[q as usize].spec = Some(spec);
+    }
+
+    /// Its jobs stay known and wait with `QueueNotFound`; its holders keep
+    /// counting for their algorithms (their pods still run).
+    pub fn remove_queue(&mut self, name: &str) {
+        if let Some(&q) = self.queue_ids.get(name) {
+            self.queues[q as usize].spec = None;
+        }
+    }
+
+    pub fn set_algorithm(&mut self, name: &str, spec: AlgorithmSpec) {
+        let a = self.algo_id(name);
+        let algo = &mut self.algos[a as usize];
+        algo.spec = Some(spec);
+        if algo.breaker_spec().is_none() {
+            // A disabled breaker forgets its history; re-enabling starts closed.
+            algo.breaker = Breaker::default();
+        }
+    }
+
+    /// Its pending jobs wait with `AlgorithmNotFound`; its holders keep
+    /// counting. A re-registered algorithm starts with a closed breaker.
+    pub fn remove_algorithm(&mut self, name: &str) {
+        if let Some(&a) = self.algo_ids.get(name) {
+            let algo = &mut self.algos[a as usize];
+            algo.spec = None;
+            algo.breaker = Breaker::default();
+        }
+    }
+
+    fn group_index(&self, q: u32, algo: u32, gpus: u32) -> Option<usize> {
+        self.queues[q as usize]
+            .groups
+            .iter()
+            .position(|g| g.algo == algo && g.gpus == gpus)
+    }
+
+    /// Puts a pending job into its group tree.
+    fn link(&mut self, id: JobId) {
+        let (q, a, gpus) = {
+            let j = &self.jobs[id];
+            (j.queue, j.algo, j.gpus)
+        };
+        self.seq += 1;
+        self.jobs[id].weight = mix(self.seq);
+        let gi = match self.group_index(q, a, gpus) {
+            Some(gi) => gi,
+            None => {
+                let groups = &mut self.queues[q as usize].groups;
+                groups.push(Group {
+                    algo: a,
+                    gpus,
+                    tree: Tree::default(),
+                });
+                groups.len() - 1
+            }
+        };
+        let queue = &mut self.queues[q as usize];
+        queue.groups[gi].tree.insert(&mut self.jobs, id);
+        queue.pending += 1;
+        self.algos[a as usize].pending += 1;
+    }
+
+    /// Takes a pending job out of its group tree (with the order fields it
+    /// was inserted with).
+    fn unlink(&mut self, id: JobId) {
+        let (q, a, gpus) = {
+            let j = &self.jobs[id];
+            (j.queue, j.algo, j.gpus)
+        };
+        let gi = self
+            .group_index(q, a, gpus)
+            .expect("a pending job's group exists");
+        let queue = &mut self.queues[q as usize];
+        queue.groups[gi].tree.remove(&mut self.jobs, id);
+        if queue.groups[gi].tree.is_empty() {
+            // Empty groups are dropped so that admission scans stay short.
+            queue.groups.swap_remove(gi);
+        }
+        queue.pending -= 1;
+        self.algos[a as usize].pending -= 1;
+    }
+
+    fn hold(&mut self, id: JobId) {
+        let j = &self.jobs[id];
+        let queue = &mut self.queues[j.queue as usize];
+        queue.holding += 1;
+        queue.gpus_in_use += u64::from(j.gpus);
+        self.algos[j.algo as usize].holding += 1;
+    }
+
+    fn unhold(&mut self, id: JobId) {
+        let j = &self.jobs[id];
+        let queue = &mut self.queues[j.queue as usize];
+        queue.holding -= 1;
+        queue.gpus_in_use -= u64::from(j.gpus);
+        self.algos[j.algo as usize].holding -= 1;
+    }
+
+    /// Observes a job (add or change). See the module docs for the rules;
+    /// in short: `New` may be rejected when the queue is full, `Queued` and
+    /// `Holding` are taken as given, and a job the pool holds stays held.
+    pub fn observe_job(&mut self, job: JobSpec) -> Option<Rejection> {
+        let q = self.queue_id(&job.queue);
+        let a = self.algo_id(&job.algorithm);
+        if let Some(&id) = self.ids.get(&job.key) {
+            let cur = &self.jobs[id];
+            let (cur_state, cur_algo) = (cur.state, cur.algo);
+            let target = match (cur.state, job.phase) {
+                // The pool's own state never goes backwards: an admission
+                // whose status write is in flight stays held.
+                (State::Holding, _) | (_, ObservedPhase::Holding) => State::Holding,
+                _ => State::Pending,
+            };
+            let unchanged = cur.state == target
+                && cur.queue == q
+                && cur.algo == a
+                && cur.gpus == job.gpus
+                && cur.priority == job.priority
+                && cur.created_ms == job.created_ms;
+            if unchanged {
+                // The common case (a status update of a known job): O(1).
+                return None;
+            }
+            match cur_state {
+                State::Pending => self.unlink(id),
+                State::Holding => {
+                    if cur_algo != a {
+                        self.algos[cur_algo as usize].breaker.on_release(id);
+                    }
+                    self.unhold(id);
+                }
+            }
+            let j = &mut self.jobs[id];
+            j.queue = q;
+            j.algo = a;
+            j.gpus = job.gpus;
+            j.priority = job.priority;
+            j.created_ms = job.created_ms;
+            j.state = target;
+            match target {
+                State::Pending => self.link(id),
+                State::Holding => self.hold(id),
+            }
+            return None;
+        }
+        let queue = &self.queues[q as usize];
+        if job.phase == ObservedPhase::New
+            && let Some(max_pending) = queue.spec.as_ref().and_then(|s| s.max_pending)
+            && queue.pending >= max_pending
+        {
+            return Some(Rejection {
+                key: job.key,
+                queue: job.queue,
+                max_pending,
+            });
+        }
+        let key = Arc::new(job.key);
+        let state = if job.phase == ObservedPhase::Holding {
+            State::Holding
+        } else {
+            State::Pending
+        };
+        let id = self.jobs.insert(Job {
+            key: Arc::clone(&key),
+            created_ms: job.created_ms,
+            priority: job.priority,
+            gpus: job.gpus,
+            queue: q,
+            algo: a,
+            state,
+            left: NIL,
+            right: NIL,
+            size: 0,
+            weight: 0,
+        });
+        self.ids.insert(key, id);
+        match state {
+            State::Pending => self.link(id),
+            State::Holding => self.hold(id),
+        }
+        None
+    }
+
+    /// The job no longer waits nor holds anything (finished, failed,
+    /// suspended, rejected, deleted): forget it and free what it held.
+    pub fn remove_job(&mut self, key: &JobKey) {
+        let Some(id) = self.ids.remove(key) else {
+            return;
+        };
+        match self.jobs[id].state {
+            State::Pending => self.unlink(id),
+            State::Holding => self.release(id),
+        }
+        self.jobs.remove(id);
+    }
+
+    fn release(&mut self, id: JobId) {
+        let a = self.jobs[id].algo;
+        self.algos[a as usize].breaker.on_release(id);
+        self.unhold(id);
+    }
+
+    /// An attempt of a job of this algorithm ended (feeds the breaker). Does
+    /// not free the slot: `remove_job` does.
+    pub fn record_outcome(&mut self, algorithm: &str, outcome: Outcome, now_ms: i64) {
+        let Some(&a) = self.algo_ids.get(algorithm) else {
+            return;
+        };
+        let algo = &mut self.algos[a as usize];
+        if let Some(spec) = algo.breaker_spec().cloned() {
+            algo.breaker.record(&spec, outcome, now_ms);
+        }
+    }
+
+    /// Whether algorithm `a` exists and can take one more job now.
+    fn algo_ok(&self, a: u32, now_ms: i64) -> bool {
+        let algo = &self.algos[a as usize];
+        algo.spec.is_some()
+            && algo.at_capacity().is_none()
+            && matches!(algo.gate(now_ms), Gate::Pass | Gate::Probe)
+    }
+
+    /// Looks at the group heads of queue `q`. Assumes nothing about slots or
+    /// pause (callers check those first).
+    fn scan(&self, q: u32, now_ms: i64) -> Scan {
+        let queue = &self.queues[q as usize];
+        let spec = queue.spec.as_ref().expect("scan of a queue with a spec");
+        let free = spec
+            .max_gpus
+            .map(|m| u64::from(m).saturating_sub(queue.gpus_in_use));
+        let mut s = Scan::default();
+        for g in &queue.groups {
+            let Some(head) = g.tree.head() else { continue };
+            let algo = &self.algos[g.algo as usize];
+            if algo.spec.is_none() || spec.max_gpus.is_some_and(|m| g.gpus > m) {
+                continue; // can never run here: blocks no one
+            }
+            s.runnable = first(&self.jobs, s.runnable, head);
+            if !self.algo_ok(g.algo, now_ms) {
+                continue;
+            }
+            if free.is_none_or(|f| u64::from(g.gpus) <= f) {
+                s.admissible = first(&self.jobs, s.admissible, head);
+                if g.gpus == 0 {
+                    s.admissible_gpuless = first(&self.jobs, s.admissible_gpuless, head);
+                }
+            } else {
+                s.gpu_blocked = first(&self.jobs, s.gpu_blocked, head);
+            }
+        }
+        s
+    }
+
+    /// The job the starvation guard reserves for in queue `q`, if any.
+    fn reserved_for(&self, scan: &Scan, now_ms: i64) -> Option<JobId> {
+        let r = scan.gpu_blocked?;
+        (now_ms.saturating_sub(self.jobs[r].created_ms) >= self.starvation_guard_ms).then_some(r)
+    }
+
+    /// Whether the queue as a whole may admit (exists, not paused, a slot free).
+    fn queue_open(&self, q: u32) -> Option<&QueueSpec> {
+        let queue = &self.queues[q as usize];
+        let spec = queue.spec.as_ref()?;
+        (!spec.paused && queue.holding < spec.max_running).then_some(spec)
+    }
+
+    /// The job queue `q` would admit next, if any.
+    fn candidate(&self, q: u32, now_ms: i64) -> Option<JobId> {
+        let spec = self.queue_open(q)?;
+        let scan = self.scan(q, now_ms);
+        match spec.ordering {
+            Ordering::StrictFifo => scan.admissible.filter(|&j| Some(j) == scan.runnable),
+            Ordering::BestEffortFifo => {
+                let Some(r) = self.reserved_for(&scan, now_ms) else {
+                    return scan.admissible;
+                };
+                match scan.admissible {
+                    // Jobs ahead of the reserved one are not held back.
+                    Some(a) if self.jobs[a].precedes(&self.jobs[r]) => Some(a),
+                    // Behind it only GPU-less jobs go: they take no GPU the
+                    // reserved job waits for.
+                    _ => scan.admissible_gpuless,
+                }
+            }
+        }
+    }
+
+    /// Everything admissible now, in admission order, already counted as
+    /// holding (the caller writes the statuses after; on a failed write it
+    /// calls `rollback`).
+    pub fn admit(&mut self, now_ms: i64) -> Vec<Admission> {
+        let mut out = Vec::new();
+        loop {
+            let mut best = None;
+            for q in 0..self.queues.len() as u32 {
+                if let Some(j) = self.candidate(q, now_ms) {
+                    best = first(&self.jobs, best, j);
+                }
+            }
+            let Some(id) = best else { break };
+            self.unlink(id);
+            self.jobs[id].state = State::Holding;
+            self.hold(id);
+            let j = &self.jobs[id];
+            let algo = &mut self.algos[j.algo as usize];
+            if algo.breaker_spec().is_some() {
+                algo.breaker.on_admit(id, now_ms);
+            }
+            out.push(Admission {
+                key: (*j.key).clone(),
+                queue: self.queues[j.queue as usize].name.clone(),
+                algorithm: algo.name.clone(),
+                gpus: j.gpus,
+            });
+        }
+        out
+    }
+
+    /// The status write of this admission failed: the job is pending again,
+    /// at the same position (its order fields did not change), and what it
+    /// took is free. A no-op unless the pool holds the job.
+    pub fn rollback(&mut self, key: &JobKey) {
+        let Some(&id) = self.ids.get(key) else { return };
+        if self.jobs[id].state != State::Holding {
+            return;
+        }
+        self.release(id);
+        self.jobs[id].state = State::Pending;
+        self.link(id);
+    }
+
+    /// For a pending job: its 1-based position in its queue and the first
+    /// reason it is not admitted now. `None` for unknown or holding jobs.
+    pub fn explain(&self, key: &JobKey, now_ms: i64) -> Option<WaitStatus> {
+        let &id = self.ids.get(key)?;
+        let j = &self.jobs[id];
+        if j.state != State::Pending {
+            return None;
+        }
+        let queue = &self.queues[j.queue as usize];
+        let position = 1 + queue
+            .groups
+            .iter()
+            .map(|g| g.tree.rank(&self.jobs, id))
+            .sum::<usize>();
+        Some(WaitStatus {
+            position,
+            reason: self.reason(id, now_ms),
+        })
+    }
+
+    fn reason(&self, id: JobId, now_ms: i64) -> WaitReason {
+        let j = &self.jobs[id];
+        let queue = &self.queues[j.queue as usize];
+        let algo = &self.algos[j.algo as usize];
+        let Some(spec) = &queue.spec else {
+            return WaitReason::QueueNotFound {
+                queue: queue.name.clone(),
+            };
+        };
+        if algo.spec.is_none() {
+            return WaitReason::AlgorithmNotFound {
+                algorithm: algo.name.clone(),
+            };
+        }
+        if let Some(max_gpus) = spec.max_gpus
+            && j.gpus > max_gpus
+        {
+            return WaitReason::ExceedsQueueGpus {
+                queue: queue.name.clone(),
+                gpus: j.gpus,
+                max_gpus,
+            };
+        }
+        if spec.paused {
+            return WaitReason::QueuePaused {
+                queue: queue.name.clone(),
+            };
+        }
+        if queue.holding >= spec.max_running {
+            return WaitReason::SlotsFull {
+                queue: queue.name.clone(),
+                max_running: spec.max_running,
+                holding: queue.holding,
+            };
+        }
+        if let Some(max_running) = algo.at_capacity() {
+            return WaitReason::AlgorithmCapacity {
+                algorithm: algo.name.clone(),
+                max_running,
+                holding: algo.holding,
+            };
+        }
+        match algo.gate(now_ms) {
+            Gate::Open { until_ms } => {
+                return WaitReason::BreakerOpen {
+                    algorithm: algo.name.clone(),
+                    until_ms,
+                };
+            }
+            Gate::Probing => {
+                return WaitReason::BreakerProbing {
+                    algorithm: algo.name.clone(),
+                };
+            }
+            Gate::Pass | Gate::Probe => {}
+        }
+        if let Some(max_gpus) = spec.max_gpus {
+            let free = u64::from(max_gpus).saturating_sub(queue.gpus_in_use);
+            if u64::from(j.gpus) > free {
+                return WaitReason::GpuQuota {
+                    queue: queue.name.clone(),
+                    gpus: j.gpus,
+                    free: free as u32,
+                    max_gpus,
+                };
+            }
+        }
+        let scan = self.scan(j.queue, now_ms);
+        match spec.ordering {
+            Ordering::StrictFifo => {
+                if let Some(head) = scan.runnable
+                    && head != id
+                {
+                    return WaitReason::BehindHead {
+                        queue: queue.name.clone(),
+                        head: (*self.jobs[head].key).clone(),
+                    };
+                }
+            }
+            Ordering::BestEffortFifo => {
+                if let Some(r) = self.reserved_for(&scan, now_ms)
+                    && j.gpus > 0
+                    && !j.precedes(&self.jobs[r])
+                {
+                    return WaitReason::GpusReserved {
+                        queue: queue.name.clone(),
+                        head: (*self.jobs[r].key).clone(),
+                    };
+                }
+            }
+        }
+        WaitReason::Admissible
+    }
+
+    pub fn queue_stats(&self, name: &str) -> Option<QueueStats> {
+        let queue = &self.queues[*self.queue_ids.get(name)? as usize];
+        let mut head = None;
+        for g in &queue.groups {
+            if let Some(h) = g.tree.head() {
+                head = first(&self.jobs, head, h);
+            }
+        }
+        Some(QueueStats {
+            spec: queue.spec.clone(),
+            pending: queue.pending,
+            holding: queue.holding,
+            gpus_in_use: queue.gpus_in_use,
+            head: head.map(|h| (*self.jobs[h].key).clone()),
+        })
+    }
+
+    pub fn algorithm_stats(&self, name: &str) -> Option<AlgorithmStats> {
+        let algo = &self.algos[*self.algo_ids.get(name)? as usize];
+        let breaker = match &algo.breaker {
+            Breaker::Closed { .. } => BreakerState::Closed,
+            Breaker::Open { until_ms } => BreakerState::Open {
+                until_ms: *until_ms,
+            },
+            Breaker::HalfOpen { probe } => BreakerState::HalfOpen {
+                probe: probe.map(|p| (*self.jobs[p].key).clone()),
+            },
+        };
+        Some(AlgorithmStats {
+            spec: algo.spec.clone(),
+            holding: algo.holding,
+            pending: algo.pending,
+            breaker,
+            recent_failures: algo.breaker.recent_failures(),
+        })
+    }
+
+    /// The earliest time after `now_ms` at which the passing of time alone
+    /// (a breaker cool-down ending) could make a pending job admissible.
+    /// Everything else that frees room is an event the caller sees anyway.
+    pub fn next_wakeup(&self, now_ms: i64) -> Option<i64> {
+        self.algos
+            .iter()
+            .filter(|a| a.pending > 0)
+            .filter_map(|a| match a.gate(now_ms) {
+                Gate::Open { until_ms } => Some(until_ms),
+                _ => None,
+            })
+            .min()
+    }
+
+    pub fn job_phase(&self, key: &JobKey) -> Option<JobPhase> {
+        let &id = self.ids.get(key)?;
+        Some(match self.jobs[id].state {
+            State::Pending => JobPhase::Pending,
+            State::Holding => JobPhase::Holding,
+        })
+    }
+
+    /// Number of jobs known (pending + holding).
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Every known job with the pool's view of it, sorted by key: O(n), for
+    /// diagnostics and tests.
+    pub fn jobs(&self) -> Vec<(JobKey, JobPhase)> {
+        let mut v: Vec<_> = self
+            .jobs
+            .iter()
+            .map(|(_, j)| {
+                let p = match j.state {
+                    State::Pending => JobPhase::Pending,
+                    State::Holding => JobPhase::Holding,
+                };
+                ((*j.key).clone(), p)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The pending jobs of a queue in admission order: O(n log n), for
+    /// diagnostics and tests.
+    pub fn pending_in_order(&self, queue: &str) -> Vec<JobKey> {
+        let Some(&q) = self.queue_ids.get(queue) else {
+            return Vec::new();
+        };
+        let mut ids: Vec<JobId> = self.queues[q as usize]
+            .groups
+            .iter()
+            .flat_map(|g| g.tree.members(&self.jobs))
+            .collect();
+        ids.sort_by(|&a, &b| self.jobs[a].order(&self.jobs[b]));
+        ids.into_iter()
+            .map(|id| (*self.jobs[id].key).clone())
+            .collect()
+    }
+
+    /// Recomputes every counter and checks every tree (tests only).
+    #[cfg(test)]
+    fn check_consistency(&self) {
+        let mut pending = vec![0u32; self.queues.len()];
+        let mut holding = vec![0u32; self.queues.len()];
+        let mut gpus = vec![0u64; self.queues.len()];
+        let mut apending = vec![0u32; self.algos.len()];
+        let mut aholding = vec![0u32; self.algos.len()];
+        for (id, j) in self.jobs.iter() {
+            assert_eq!(self.ids.get(&*j.key), Some(&id));
+            match j.state {
+                State::Pending => {
+                    pending[j.queue as usize] += 1;
+                    apending[j.algo as usize] += 1;
+                    let gi = self.group_index(j.queue, j.algo, j.gpus).expect("group");
+                    let tree = &self.queues[j.queue as usize].groups[gi].tree;
+                    assert!(tree.members(&self.jobs).contains(&id));
+                }
+                State::Holding => {
+                    holding[j.queue as usize] += 1;
+                    gpus[j.queue as usize] += u64::from(j.gpus);
+                    aholding[j.algo as usize] += 1;
+                }
+            }
+        }
+        assert_eq!(self.ids.len(), self.jobs.iter().count());
+        for (i, q) in self.queues.iter().enumerate() {
+            assert_eq!(q.pending, pending[i], "pending of {}", q.name);
+            assert_eq!(q.holding, holding[i], "holding of {}", q.name);
+            assert_eq!(q.gpus_in_use, gpus[i], "gpus of {}", q.name);
+            let mut n = 0;
+            for g in &q.groups {
+                assert!(!g.tree.is_empty(), "empty groups are dropped");
+                g.tree.check(&self.jobs);
+                for m in g.tree.members(&self.jobs) {
+                    let j = &self.jobs[m];
+                    assert_eq!(
+                        (j.queue, j.algo, j.gpus, j.state),
+                        (i as u32, g.algo, g.gpus, State::Pending)
+                    );
+                }
+                n += g.tree.len(&self.jobs);
+            }
+            assert_eq!(n, q.pending);
+        }
+        for (i, a) in self.algos.iter().enumerate() {
+            assert_eq!(a.pending, apending[i], "pending of {}", a.name);
+            assert_eq!(a.holding, aholding[i], "holding of {}", a.name);
+            if let Breaker::HalfOpen { probe: Some(p) } = a.breaker {
+                assert_eq!(self.jobs[p].state, State::Holding, "the probe holds");
+                assert_eq!(self.jobs[p].algo, i as u32);
+            }
+        }
+    }
+}
