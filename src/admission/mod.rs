@@ -606,9 +606,13 @@ impl WorkerPool {
     fn scan(&self, q: u32, now_ms: i64) -> Scan {
         let queue = &self.queues[q as usize];
         let spec = queue.spec.as_ref().expect("scan of a queue with a spec");
-        let free = spec
-            .max_gpus
-            .map(|m| u64::from(m).saturating_sub(queue.gpus_in_use));
+        // Fits when the GPUs in use plus its own stay within the quota: a
+        // queue over a lowered quota admits nothing at all (not even GPU-less
+        // jobs), like one over a lowered maxRunning, until it is back within.
+        let fits = |gpus: u32| {
+            spec.max_gpus
+                .is_none_or(|m| queue.gpus_in_use + u64::from(gpus) <= u64::from(m))
+        };
         let mut s = Scan::default();
         for g in &queue.groups {
             let Some(head) = g.tree.head() else { continue };
@@ -620,7 +624,7 @@ impl WorkerPool {
             if !self.algo_ok(g.algo, now_ms) {
                 continue;
             }
-            if free.is_none_or(|f| u64::from(g.gpus) <= f) {
+            if fits(g.gpus) {
                 s.admissible = first(&self.jobs, s.admissible, head);
                 if g.gpus == 0 {
                     s.admissible_gpuless = first(&self.jobs, s.admissible_gpuless, head);
@@ -787,8 +791,8 @@ impl WorkerPool {
             Gate::Pass | Gate::Probe => {}
         }
         if let Some(max_gpus) = spec.max_gpus {
-            let free = u64::from(max_gpus).saturating_sub(queue.gpus_in_use);
-            if u64::from(j.gpus) > free {
+            if queue.gpus_in_use + u64::from(j.gpus) > u64::from(max_gpus) {
+                let free = u64::from(max_gpus).saturating_sub(queue.gpus_in_use);
                 return WaitReason::GpuQuota {
                     queue: queue.name.clone(),
                     gpus: j.gpus,

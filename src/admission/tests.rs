@@ -758,3 +758,41 @@ fn next_wakeup_only_for_breakers_with_waiting_jobs() {
     assert_eq!(p.next_wakeup(0), Some(50));
     assert_eq!(p.next_wakeup(50), None, "already half-open: admit now");
 }
+
+/// A 4-GPU job in a 4-GPU queue while 1-GPU jobs arrive every tick and run
+/// 3 ticks: returns the tick at which the big job is admitted, if any.
+fn big_job_admitted_at(guard_ms: i64, ticks: i64) -> Option<i64> {
+    let mut p = WorkerPool::with_starvation_guard_ms(guard_ms);
+    p.set_queue("q", qspec(100, Some(4)));
+    p.set_algorithm("a", aspec(None));
+    let mut started: Vec<(i64, String)> = Vec::new();
+    for t in 0..ticks {
+        if t == 5 {
+            add(&mut p, &[mk_job("big", "q", "a", 0, t, 4)]);
+        }
+        add(&mut p, &[mk_job(&format!("s{t}"), "q", "a", 0, t, 1)]);
+        started.retain(|(at, name)| {
+            let done = t - at >= 3;
+            if done {
+                p.remove_job(&key(name));
+            }
+            !done
+        });
+        for name in admit(&mut p, t) {
+            if name == "big" {
+                return Some(t);
+            }
+            started.push((t, name));
+        }
+    }
+    None
+}
+
+#[test]
+fn best_effort_never_starves_a_large_job() {
+    // Without the guard the stream of small jobs always holds 3 of 4 GPUs.
+    assert_eq!(big_job_admitted_at(i64::MAX, 1000), None);
+    // With it: reserved from tick 105 (created at 5); the two small jobs
+    // still holding then (started at 103 and 104) finish by 107.
+    assert_eq!(big_job_admitted_at(100, 1000), Some(107));
+}
