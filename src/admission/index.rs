@@ -204,12 +204,12 @@ fn insert_at(s: &mut Slab, t: JobId, x: JobId) -> JobId {
     } else if less(s, x, t) {
         let l = insert_at(s, s[t].left, x);
         s[t].left = l;
-        update(s, t);
+        s[t].size += 1;
         t
     } else {
         let r = insert_at(s, s[t].right, x);
         s[t].right = r;
-        update(s, t);
+        s[t].size += 1;
         t
     }
 }
@@ -226,7 +226,20 @@ fn remove_at(s: &mut Slab, t: JobId, x: JobId) -> JobId {
         let r = remove_at(s, s[t].right, x);
         s[t].right = r;
     }
-    update(s, t);
+    // Exactly one node left this subtree: no need to read the children.
+    s[t].size -= 1;
+    t
+}
+
+/// Removes the first member of `t` (no comparisons: the left spine).
+fn remove_first(s: &mut Slab, t: JobId) -> JobId {
+    let l = s[t].left;
+    if l == NIL {
+        return s[t].right;
+    }
+    let l = remove_first(s, l);
+    s[t].left = l;
+    s[t].size -= 1;
     t
 }
 
@@ -259,9 +272,13 @@ impl Tree {
     /// Removes member `x` (its order fields must be the ones it was inserted
     /// with).
     pub fn remove(&mut self, s: &mut Slab, x: JobId) {
-        self.root = remove_at(s, self.root, x);
         if self.head == x {
+            // The common case (admission takes group heads): walk the left
+            // spine only.
+            self.root = remove_first(s, self.root);
             self.head = self.leftmost(s);
+        } else {
+            self.root = remove_at(s, self.root, x);
         }
     }
 

@@ -236,6 +236,47 @@ struct Group {
     algo: u32,
     gpus: u32,
     tree: Tree,
+    /// The tree's head with its order fields (valid: empty groups are
+    /// dropped). Kept here so that scanning the groups reads one contiguous
+    /// vector instead of one randomly placed job record per group.
+    head: Cand,
+}
+
+impl Group {
+    fn refresh_head(&mut self, jobs: &Slab) {
+        if let Some(h) = self.tree.head() {
+            self.head = Cand::of(jobs, h);
+        }
+    }
+}
+
+/// A job with a copy of its order fields: comparing two touches the job
+/// records only when priority and creation time tie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cand {
+    id: JobId,
+    priority: i32,
+    created_ms: i64,
+}
+
+impl Cand {
+    fn of(jobs: &Slab, id: JobId) -> Cand {
+        let j = &jobs[id];
+        Cand {
+            id,
+            priority: j.priority,
+            created_ms: j.created_ms,
+        }
+    }
+
+    fn precedes(self, other: Cand, jobs: &Slab) -> bool {
+        other
+            .priority
+            .cmp(&self.priority)
+            .then(self.created_ms.cmp(&other.created_ms))
+            .then_with(|| jobs[self.id].key.cmp(&jobs[other.id].key))
+            == std::cmp::Ordering::Less
+    }
 }
 
 #[derive(Debug)]
@@ -284,13 +325,13 @@ impl AlgoState {
 struct Scan {
     /// First pending job that could ever run here (algorithm registered,
     /// within the GPU quota): the StrictFIFO head.
-    runnable: Option<JobId>,
+    runnable: Option<Cand>,
     /// First job that fits every limit now.
-    admissible: Option<JobId>,
+    admissible: Option<Cand>,
     /// First job taking no GPUs that fits every limit now.
-    admissible_gpuless: Option<JobId>,
+    admissible_gpuless: Option<Cand>,
     /// First job blocked only by the GPU quota.
-    gpu_blocked: Option<JobId>,
+    gpu_blocked: Option<Cand>,
 }
 
 /// The admission core. See the module documentation.
@@ -313,9 +354,10 @@ impl Default for WorkerPool {
     }
 }
 
-fn first(s: &Slab, a: Option<JobId>, b: JobId) -> Option<JobId> {
+/// The one of `a` and `b` that comes first in admission order.
+fn first(s: &Slab, a: Option<Cand>, b: Cand) -> Option<Cand> {
     match a {
-        Some(a) if s[a].precedes(&s[b]) => Some(a),
+        Some(a) if a.precedes(b, s) => Some(a),
         _ => Some(b),
     }
 }
@@ -431,12 +473,15 @@ impl WorkerPool {
                     algo: a,
                     gpus,
                     tree: Tree::default(),
+                    head: Cand::of(&self.jobs, id),
                 });
                 groups.len() - 1
             }
         };
         let queue = &mut self.queues[q as usize];
-        queue.groups[gi].tree.insert(&mut self.jobs, id);
+        let group = &mut queue.groups[gi];
+        group.tree.insert(&mut self.jobs, id);
+        group.refresh_head(&self.jobs);
         queue.pending += 1;
         self.algos[a as usize].pending += 1;
     }
@@ -452,10 +497,13 @@ impl WorkerPool {
             .group_index(q, a, gpus)
             .expect("a pending job's group exists");
         let queue = &mut self.queues[q as usize];
-        queue.groups[gi].tree.remove(&mut self.jobs, id);
-        if queue.groups[gi].tree.is_empty() {
+        let group = &mut queue.groups[gi];
+        group.tree.remove(&mut self.jobs, id);
+        if group.tree.is_empty() {
             // Empty groups are dropped so that admission scans stay short.
             queue.groups.swap_remove(gi);
+        } else {
+            group.refresh_head(&self.jobs);
         }
         queue.pending -= 1;
         self.algos[a as usize].pending -= 1;
@@ -615,7 +663,7 @@ impl WorkerPool {
         };
         let mut s = Scan::default();
         for g in &queue.groups {
-            let Some(head) = g.tree.head() else { continue };
+            let head = g.head;
             let algo = &self.algos[g.algo as usize];
             if algo.spec.is_none() || spec.max_gpus.is_some_and(|m| g.gpus > m) {
                 continue; // can never run here: blocks no one
@@ -637,9 +685,9 @@ impl WorkerPool {
     }
 
     /// The job the starvation guard reserves for in queue `q`, if any.
-    fn reserved_for(&self, scan: &Scan, now_ms: i64) -> Option<JobId> {
+    fn reserved_for(&self, scan: &Scan, now_ms: i64) -> Option<Cand> {
         let r = scan.gpu_blocked?;
-        (now_ms.saturating_sub(self.jobs[r].created_ms) >= self.starvation_guard_ms).then_some(r)
+        (now_ms.saturating_sub(r.created_ms) >= self.starvation_guard_ms).then_some(r)
     }
 
     /// Whether the queue as a whole may admit (exists, not paused, a slot free).
@@ -650,7 +698,7 @@ impl WorkerPool {
     }
 
     /// The job queue `q` would admit next, if any.
-    fn candidate(&self, q: u32, now_ms: i64) -> Option<JobId> {
+    fn candidate(&self, q: u32, now_ms: i64) -> Option<Cand> {
         let spec = self.queue_open(q)?;
         let scan = self.scan(q, now_ms);
         match spec.ordering {
@@ -661,7 +709,7 @@ impl WorkerPool {
                 };
                 match scan.admissible {
                     // Jobs ahead of the reserved one are not held back.
-                    Some(a) if self.jobs[a].precedes(&self.jobs[r]) => Some(a),
+                    Some(a) if a.precedes(r, &self.jobs) => Some(a),
                     // Behind it only GPU-less jobs go: they take no GPU the
                     // reserved job waits for.
                     _ => scan.admissible_gpuless,
@@ -682,7 +730,9 @@ impl WorkerPool {
                     best = first(&self.jobs, best, j);
                 }
             }
-            let Some(id) = best else { break };
+            let Some(Cand { id, .. }) = best else {
+                break;
+            };
             self.unlink(id);
             self.jobs[id].state = State::Holding;
             self.hold(id);
@@ -805,22 +855,22 @@ impl WorkerPool {
         match spec.ordering {
             Ordering::StrictFifo => {
                 if let Some(head) = scan.runnable
-                    && head != id
+                    && head.id != id
                 {
                     return WaitReason::BehindHead {
                         queue: queue.name.clone(),
-                        head: (*self.jobs[head].key).clone(),
+                        head: (*self.jobs[head.id].key).clone(),
                     };
                 }
             }
             Ordering::BestEffortFifo => {
                 if let Some(r) = self.reserved_for(&scan, now_ms)
                     && j.gpus > 0
-                    && !j.precedes(&self.jobs[r])
+                    && !j.precedes(&self.jobs[r.id])
                 {
                     return WaitReason::GpusReserved {
                         queue: queue.name.clone(),
-                        head: (*self.jobs[r].key).clone(),
+                        head: (*self.jobs[r.id].key).clone(),
                     };
                 }
             }
@@ -832,16 +882,14 @@ impl WorkerPool {
         let queue = &self.queues[*self.queue_ids.get(name)? as usize];
         let mut head = None;
         for g in &queue.groups {
-            if let Some(h) = g.tree.head() {
-                head = first(&self.jobs, head, h);
-            }
+            head = first(&self.jobs, head, g.head);
         }
         Some(QueueStats {
             spec: queue.spec.clone(),
             pending: queue.pending,
             holding: queue.holding,
             gpus_in_use: queue.gpus_in_use,
-            head: head.map(|h| (*self.jobs[h].key).clone()),
+            head: head.map(|h| (*self.jobs[h.id].key).clone()),
         })
     }
 
@@ -964,6 +1012,7 @@ impl WorkerPool {
             let mut n = 0;
             for g in &q.groups {
                 assert!(!g.tree.is_empty(), "empty groups are dropped");
+                assert_eq!(Some(g.head), g.tree.head().map(|h| Cand::of(&self.jobs, h)));
                 g.tree.check(&self.jobs);
                 for m in g.tree.members(&self.jobs) {
                     let j = &self.jobs[m];
