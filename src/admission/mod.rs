@@ -36,6 +36,9 @@
 //!   same pool as the one fed the history. The starvation guard below is
 //!   stateless for that reason. Only breaker history (outcomes) is not in the
 //!   jobs; a restart starts breakers closed.
+//!   The pool cannot tell a finished job from a new one: the caller
+//!   removes a job when it finishes and never observes finished ones, so a
+//!   finished job is never admitted again.
 //! - **Backpressure.** A job observed as `New` is rejected (and not kept)
 //!   exactly when its queue already has `max_pending` pending jobs. Jobs
 //!   already accepted are never rejected or evicted.
@@ -51,7 +54,13 @@
 //! queue *reserves* for it: no job ordered after it that takes GPUs is
 //! admitted from that queue (reason `GpusReserved`) until it fits; jobs
 //! ordered before it and GPU-less jobs still go. GPU holders then only drain,
-//! so it fits after at most the run time of the jobs already holding.
+//! so it fits once the jobs already holding end (plus any job of higher
+//! priority arriving meanwhile: priority wins by design).
+//!
+//! Limit of the guard: it covers the queue's own GPU quota. A job that is
+//! alternately blocked by its GPU quota and by its algorithm's capacity
+//! (shared with other queues) gets no reservation while capacity is the
+//! blocker, so in that mix it can still be passed.
 //!
 //! The guard is a function of the job's creation time and the current time,
 //! not of a "times passed" counter, so a rebuilt pool makes the same
@@ -339,6 +348,9 @@ struct Scan {
 pub struct WorkerPool {
     queues: Vec<QueueState>,
     queue_ids: HashMap<String, u32>,
+    /// Queues with a spec, ascending: the only ones `admit` looks at, so
+    /// names known only from jobs (typos, deleted queues) cost nothing there.
+    live_queues: Vec<u32>,
     algos: Vec<AlgoState>,
     algo_ids: HashMap<String, u32>,
     jobs: Slab,
@@ -373,6 +385,7 @@ impl WorkerPool {
         WorkerPool {
             queues: Vec::new(),
             queue_ids: HashMap::new(),
+            live_queues: Vec::new(),
             algos: Vec::new(),
             algo_ids: HashMap::new(),
             jobs: Slab::default(),
@@ -419,7 +432,10 @@ impl WorkerPool {
     /// `admit` fill the new room; lowering one never evicts.
     pub fn set_queue(&mut self, name: &str, spec: QueueSpec) {
         let q = self.queue_id(name);
-        self.queues[q as usize].spec = Some(spec);
+        if self.queues[q as usize].spec.replace(spec).is_none() {
+            let at = self.live_queues.partition_point(|&l| l < q);
+            self.live_queues.insert(at, q);
+        }
     }
 
     /// Its jobs stay known and wait with `QueueNotFound`; its holders keep
@@ -427,6 +443,7 @@ impl WorkerPool {
     pub fn remove_queue(&mut self, name: &str) {
         if let Some(&q) = self.queue_ids.get(name) {
             self.queues[q as usize].spec = None;
+            self.live_queues.retain(|&l| l != q);
         }
     }
 
@@ -725,7 +742,7 @@ impl WorkerPool {
         let mut out = Vec::new();
         loop {
             let mut best = None;
-            for q in 0..self.queues.len() as u32 {
+            for &q in &self.live_queues {
                 if let Some(j) = self.candidate(q, now_ms) {
                     best = first(&self.jobs, best, j);
                 }
@@ -840,16 +857,16 @@ impl WorkerPool {
             }
             Gate::Pass | Gate::Probe => {}
         }
-        if let Some(max_gpus) = spec.max_gpus {
-            if queue.gpus_in_use + u64::from(j.gpus) > u64::from(max_gpus) {
-                let free = u64::from(max_gpus).saturating_sub(queue.gpus_in_use);
-                return WaitReason::GpuQuota {
-                    queue: queue.name.clone(),
-                    gpus: j.gpus,
-                    free: free as u32,
-                    max_gpus,
-                };
-            }
+        if let Some(max_gpus) = spec.max_gpus
+            && queue.gpus_in_use + u64::from(j.gpus) > u64::from(max_gpus)
+        {
+            let free = u64::from(max_gpus).saturating_sub(queue.gpus_in_use);
+            return WaitReason::GpuQuota {
+                queue: queue.name.clone(),
+                gpus: j.gpus,
+                free: free as u32,
+                max_gpus,
+            };
         }
         let scan = self.scan(j.queue, now_ms);
         match spec.ordering {
@@ -1025,6 +1042,10 @@ impl WorkerPool {
             }
             assert_eq!(n, q.pending);
         }
+        let live: Vec<u32> = (0..self.queues.len() as u32)
+            .filter(|&q| self.queues[q as usize].spec.is_some())
+            .collect();
+        assert_eq!(live, self.live_queues);
         for (i, a) in self.algos.iter().enumerate() {
             assert_eq!(a.pending, apending[i], "pending of {}", a.name);
             assert_eq!(a.holding, aholding[i], "holding of {}", a.name);
