@@ -5,4 +5,11 @@
 
 pub mod admission;
 pub mod api;
+pub mod controller;
 pub mod crd;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod pod;
+pub mod status;
+pub mod validate;

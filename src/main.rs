@@ -1,2 +1,217 @@
+//! The vision-operator process: configuration, telemetry, the health and
+//! metrics endpoint, leader election, and the controllers.
 #![forbid(unsafe_code)]
-fn main() {}
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::{Router, routing::get};
+use clap::{Parser, ValueEnum};
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tracing::{error, info};
+use tracing_subscriber::EnvFilter;
+
+use vision_operator::controller::{self, JobEvents, Readiness, Settings};
+use vision_operator::leader::{Election, LeaderConfig};
+use vision_operator::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Dispatches VisionJobs onto GPU pods through cluster-wide worker pools.
+#[derive(Debug, Parser)]
+#[command(name = "vision-operator", version)]
+struct Cli {
+    /// Kubeconfig file; default: in-cluster credentials, else ~/.kube/config.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, env = "VISION_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "VISION_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log filter, in tracing's EnvFilter syntax (e.g. info,vision_operator=debug).
+    #[arg(long, env = "VISION_LOG", default_value = "info")]
+    log_level: String,
+    /// Elect a leader among replicas through a Lease; only the leader writes.
+    #[arg(long, env = "VISION_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "VISION_LEASE_NAME", default_value = "vision-operator")]
+    lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the election; default: the host name and pid.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a lease lasts without renewal (a crashed leader is replaced after at most this).
+    #[arg(long, env = "VISION_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// Backoff before the first retry of a failed attempt, in ms; doubles per retry.
+    #[arg(long, env = "VISION_RETRY_BACKOFF_BASE_MS", default_value_t = 1000)]
+    retry_backoff_base_ms: u64,
+    /// Longest backoff between attempts, in ms.
+    #[arg(long, env = "VISION_RETRY_BACKOFF_MAX_MS", default_value_t = 60_000)]
+    retry_backoff_max_ms: u64,
+    /// Which job transitions become Kubernetes Events.
+    #[arg(long, env = "VISION_JOB_EVENTS", value_enum, default_value = "all")]
+    job_events: JobEvents,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("vision-operator: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn client(cli: &Cli) -> controller::anyhow_like::Result<Client> {
+    match &cli.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)?;
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await?;
+            Ok(Client::try_from(config)?)
+        }
+        None => Ok(Client::try_default().await?),
+    }
+}
+
+async fn run(cli: Cli) -> controller::anyhow_like::Result<()> {
+    let client = client(&cli).await?;
+    controller::check_crds(&client).await?;
+
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(cli.http_addr).await?;
+    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    tokio::spawn(serve_http(listener, metrics.clone(), readiness.clone()));
+
+    let identity = cli.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let election = Election::start(
+        client.clone(),
+        &LeaderConfig {
+            enabled: cli.leader_election,
+            lease_name: cli.lease_name.clone(),
+            namespace: cli.lease_namespace.clone(),
+            identity,
+            duration_seconds: cli.lease_seconds.max(2),
+            grace_seconds: (cli.lease_seconds / 3).max(1),
+        },
+    )
+    .await?;
+
+    let settings = Settings {
+        retry_backoff_base: Duration::from_millis(cli.retry_backoff_base_ms),
+        retry_backoff_max: Duration::from_millis(cli.retry_backoff_max_ms),
+        job_events: cli.job_events,
+        ..Settings::default()
+    };
+    let result = controller::run(
+        client,
+        settings,
+        metrics,
+        readiness,
+        election.leadership.clone(),
+        shutdown_signal(),
+    )
+    .await;
+    // Give the lease back so that a standby takes over now, not at expiry.
+    election.release(async {}).await;
+    info!("stopped");
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    info!("shutdown requested: stopping admission and finishing in-flight writes");
+}
+
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let body = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+    if let Err(e) = axum::serve(listener, app).await {
+        error!(error = %e, "http server failed");
+    }
+}

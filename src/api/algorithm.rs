@@ -1,3 +1,7 @@
+// kube-derive takes one `printcolumn(...)` per column; clippy mistakes the repeated
+// keys inside them for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};

@@ -1,3 +1,7 @@
+// kube-derive takes one `printcolumn(...)` per column; clippy mistakes the repeated
+// keys inside them for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -213,6 +217,10 @@ pub struct VisionJobStatus {
     /// number `attempts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+
+    /// GPUs given to the job's pods (its own request or the algorithm's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<i32>,
 
     /// Name of the pod of the current (or last) attempt: <job>-<attempt>.
     #[serde(default, skip_serializing_if = "Option::is_none")]

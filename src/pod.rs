@@ -1,0 +1,353 @@
+//! Pure builders from (job, algorithm, attempt) to the attempt's Pod, and the
+//! reading of a pod back into what it means for the job. No I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar,
+    ObjectFieldSelector, Pod, PodSecurityContext, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use serde_json::json;
+
+use crate::api::{ALGORITHM_CONTAINER, VisionAlgorithm, VisionJob};
+
+/// Label on every pod the operator creates; the pod watch selects on it.
+pub const LABEL_JOB_UID: &str = "vision.zjlab.io/job-uid";
+/// Label with the job's name (when it is a valid label value).
+pub const LABEL_JOB: &str = "vision.zjlab.io/job";
+/// Label with the attempt number, 1-based.
+pub const LABEL_ATTEMPT: &str = "vision.zjlab.io/attempt";
+pub const LABEL_ALGORITHM: &str = "vision.zjlab.io/algorithm";
+pub const LABEL_QUEUE: &str = "vision.zjlab.io/queue";
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Annotation holding the job JSON that the downward-API volume exposes as a file.
+pub const ANNOTATION_JOB_JSON: &str = "vision.zjlab.io/job-json";
+/// The environment variable that carries the job JSON.
+pub const ENV_JOB: &str = "VISION_JOB";
+/// Where the job JSON file is mounted in the algorithm container.
+pub const JOB_DIR: &str = "/etc/vision";
+pub const JOB_FILE: &str = "job.json";
+/// The extended resource that GPUs are requested as.
+pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+const JOB_VOLUME: &str = "vision-job";
+const MANAGER: &str = "vision-operator";
+
+/// Why a pod cannot be built for a job: permanent, the job fails with this.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("algorithm {0} has no container named \"algorithm\" in its template")]
+    NoAlgorithmContainer(String),
+    #[error("the job has no uid yet")]
+    NoUid,
+}
+
+/// The name of a job's pod for an attempt: `<job>-<attempt>`, shortened with a
+/// stable hash when the job's name leaves no room for the suffix.
+pub fn pod_name(job_name: &str, attempt: i32) -> String {
+    let suffix = format!("-{attempt}");
+    if job_name.len() + suffix.len() <= 253 {
+        return format!("{job_name}{suffix}");
+    }
+    let hash = fnv1a(job_name.as_bytes());
+    let keep = 253 - suffix.len() - 9;
+    let mut cut = keep;
+    while !job_name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!(
+        "{}-{hash:08x}{suffix}",
+        job_name[..cut].trim_end_matches(['-', '.'])
+    )
+}
+
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// A label value is at most 63 characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        && v.bytes().next().is_none_or(|b| b.is_ascii_alphanumeric())
+        && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
+}
+
+/// The GPUs a job gets: its own request, else the algorithm's default.
+pub fn job_gpus(job: &VisionJob, algorithm: &VisionAlgorithm) -> i32 {
+    job.spec.gpus.unwrap_or(algorithm.spec.gpus_per_job)
+}
+
+/// The time limit of one attempt, in seconds.
+pub fn job_timeout_seconds(job: &VisionJob, algorithm: &VisionAlgorithm) -> i64 {
+    job.spec
+        .timeout_seconds
+        .unwrap_or(algorithm.spec.timeout_seconds)
+}
+
+/// How many retries a job gets.
+pub fn job_retries(job: &VisionJob, algorithm: &VisionAlgorithm) -> i32 {
+    job.spec.retries.unwrap_or(algorithm.spec.retries)
+}
+
+/// The JSON the algorithm receives (env VISION_JOB and /etc/vision/job.json).
+pub fn job_json(job: &VisionJob, attempt: i32) -> String {
+    json!({
+        "name": job.metadata.name,
+        "namespace": job.metadata.namespace,
+        "uid": job.metadata.uid,
+        "attempt": attempt,
+        "algorithm": job.spec.algorithm,
+        "input": job.spec.input.clone().unwrap_or_else(|| json!({})),
+        "params": job.spec.params.clone().unwrap_or_else(|| json!({})),
+    })
+    .to_string()
+}
+
+/// Builds the pod of one attempt of a job.
+pub fn build_pod(
+    job: &VisionJob,
+    algorithm: &VisionAlgorithm,
+    attempt: i32,
+) -> Result<Pod, BuildError> {
+    let job_name = job.metadata.name.clone().unwrap_or_default();
+    let uid = job.metadata.uid.clone().ok_or(BuildError::NoUid)?;
+    let algorithm_name = algorithm.metadata.name.clone().unwrap_or_default();
+    let template = &algorithm.spec.template;
+    let mut spec = template.spec.clone().unwrap_or_default();
+    if !spec
+        .containers
+        .iter()
+        .any(|c| c.name == ALGORITHM_CONTAINER)
+    {
+        return Err(BuildError::NoAlgorithmContainer(algorithm_name));
+    }
+    let gpus = job_gpus(job, algorithm);
+    let payload = job_json(job, attempt);
+
+    let mut labels: BTreeMap<String, String> = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(LABEL_MANAGED_BY.into(), MANAGER.into());
+    labels.insert(LABEL_JOB_UID.into(), uid.clone());
+    labels.insert(LABEL_ATTEMPT.into(), attempt.to_string());
+    for (key, value) in [
+        (LABEL_JOB, &job_name),
+        (LABEL_ALGORITHM, &algorithm_name),
+        (LABEL_QUEUE, &job.spec.queue),
+    ] {
+        if is_label_value(value) {
+            labels.insert(key.into(), value.clone());
+        }
+    }
+
+    // The template's annotations, then the job's own (they script the
+    // simulated pods of the local cluster and carry users' metadata).
+    let mut annotations: BTreeMap<String, String> = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    for (k, v) in job.metadata.annotations.iter().flatten() {
+        if k != "kubectl.kubernetes.io/last-applied-configuration" {
+            annotations.insert(k.clone(), v.clone());
+        }
+    }
+    annotations.insert(ANNOTATION_JOB_JSON.into(), payload.clone());
+
+    spec.restart_policy = Some("Never".into());
+    spec.active_deadline_seconds = Some(job_timeout_seconds(job, algorithm));
+    if spec.security_context.is_none() {
+        spec.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if spec.service_account_name.is_none() && spec.automount_service_account_token.is_none() {
+        // The algorithm talks to no Kubernetes API unless its template says so.
+        spec.automount_service_account_token = Some(false);
+    }
+    spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+        name: JOB_VOLUME.into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: JOB_FILE.into(),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.annotations['{ANNOTATION_JOB_JSON}']"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    // Init containers too: the restricted Pod Security Standard checks them all.
+    for container in spec.init_containers.iter_mut().flatten() {
+        if container.security_context.is_none() {
+            container.security_context = Some(restricted_container_context());
+        }
+    }
+    for container in spec.containers.iter_mut() {
+        if container.security_context.is_none() {
+            container.security_context = Some(restricted_container_context());
+        }
+        if container.name == ALGORITHM_CONTAINER {
+            prepare_algorithm_container(container, &payload, gpus);
+        }
+    }
+
+    Ok(Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name(&job_name, attempt)),
+            namespace: job.metadata.namespace.clone(),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![owner_reference(job, uid)]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    })
+}
+
+fn restricted_container_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn prepare_algorithm_container(container: &mut Container, payload: &str, gpus: i32) {
+    let env = container.env.get_or_insert_with(Vec::new);
+    env.retain(|e| e.name != ENV_JOB);
+    env.push(EnvVar {
+        name: ENV_JOB.into(),
+        value: Some(payload.to_string()),
+        ..Default::default()
+    });
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: JOB_VOLUME.into(),
+            mount_path: JOB_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    container.termination_message_policy = Some("FallbackToLogsOnError".into());
+    let resources = container
+        .resources
+        .get_or_insert_with(ResourceRequirements::default);
+    let limits = resources.limits.get_or_insert_with(BTreeMap::new);
+    if gpus > 0 {
+        limits.insert(GPU_RESOURCE.into(), Quantity(gpus.to_string()));
+        // Extended resources need request == limit; set it so nothing differs.
+        resources
+            .requests
+            .get_or_insert_with(BTreeMap::new)
+            .insert(GPU_RESOURCE.into(), Quantity(gpus.to_string()));
+    } else {
+        limits.remove(GPU_RESOURCE);
+        if let Some(r) = resources.requests.as_mut() {
+            r.remove(GPU_RESOURCE);
+        }
+    }
+}
+
+fn owner_reference(job: &VisionJob, uid: String) -> OwnerReference {
+    OwnerReference {
+        api_version: VisionJob::api_version(&()).into_owned(),
+        kind: VisionJob::kind(&()).into_owned(),
+        name: job.metadata.name.clone().unwrap_or_default(),
+        uid,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// What a pod says about its attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodState {
+    /// Created, not yet running (scheduling, pulling, or unschedulable).
+    Pending,
+    /// Running since the given time (if the kubelet reported it).
+    Running {
+        started: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    },
+    /// Exit code 0; the algorithm container's termination message.
+    Succeeded { message: Option<String> },
+    /// Failed: the exit code, the kubelet's reason and the message.
+    Failed {
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        message: Option<String>,
+    },
+    /// Being deleted (deletionTimestamp set) and not finished.
+    Terminating,
+}
+
+impl PodState {
+    /// A pod that still occupies (or may yet occupy) a node and its GPUs.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            PodState::Pending | PodState::Running { .. } | PodState::Terminating
+        )
+    }
+}
+
+/// Reads a pod's phase and the algorithm container's termination state.
+pub fn pod_state(pod: &Pod) -> PodState {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+    let terminated = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.name == ALGORITHM_CONTAINER)
+                .or_else(|| cs.first())
+        })
+        .and_then(|c| c.state.as_ref())
+        .and_then(|s| s.terminated.as_ref());
+    match phase {
+        "Succeeded" => PodState::Succeeded {
+            message: terminated.and_then(|t| t.message.clone()),
+        },
+        "Failed" => PodState::Failed {
+            exit_code: terminated.map(|t| t.exit_code),
+            // A pod-level reason (DeadlineExceeded, Evicted) says more than the
+            // container's, which is just "Error" for a container the kubelet killed.
+            reason: status
+                .and_then(|s| s.reason.clone())
+                .or_else(|| terminated.and_then(|t| t.reason.clone())),
+            message: terminated
+                .and_then(|t| t.message.clone())
+                .or_else(|| status.and_then(|s| s.message.clone())),
+        },
+        _ if pod.metadata.deletion_timestamp.is_some() => PodState::Terminating,
+        "Running" => PodState::Running {
+            started: status.and_then(|s| s.start_time.clone()),
+        },
+        _ => PodState::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,378 @@
+//! Pure transitions of a VisionJob's status: each takes the status as it is
+//! and returns the whole status as it must be written (server-side apply
+//! under one field manager replaces every field the manager owns, so a
+//! status is always written whole). No I/O, no clock: `now` is an argument.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use serde_json::Value;
+
+use crate::api::{JobPhase, VisionJob, VisionJobStatus};
+
+/// Kubernetes keeps at most this much of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+pub const CONDITION_ADMITTED: &str = "Admitted";
+pub const CONDITION_RUNNING: &str = "Running";
+pub const CONDITION_COMPLETE: &str = "Complete";
+pub const CONDITION_FAILED: &str = "Failed";
+
+/// The reasons a job ends up Failed or Rejected, as written to status.reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    AlgorithmNotFound,
+    InvalidAlgorithm,
+    GpuLimitExceeded,
+    NamespaceNotAllowed,
+    Timeout,
+    BackoffLimitExceeded,
+    QueueFull,
+}
+
+impl FailReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailReason::AlgorithmNotFound => "AlgorithmNotFound",
+            FailReason::InvalidAlgorithm => "InvalidAlgorithm",
+            FailReason::GpuLimitExceeded => "GPULimitExceeded",
+            FailReason::NamespaceNotAllowed => "NamespaceNotAllowed",
+            FailReason::Timeout => "Timeout",
+            FailReason::BackoffLimitExceeded => "BackoffLimitExceeded",
+            FailReason::QueueFull => "QueueFull",
+        }
+    }
+}
+
+/// The status of a job as it is now (empty for a new job).
+pub fn current(job: &VisionJob) -> VisionJobStatus {
+    job.status.clone().unwrap_or_default()
+}
+
+/// May a job's phase go from `from` to `to`? Final phases never change, and
+/// nothing returns to "no phase". Admitted -> Admitted is a retry.
+pub fn may_transition(from: Option<JobPhase>, to: JobPhase) -> bool {
+    use JobPhase::*;
+    match from {
+        None => matches!(to, Queued | Admitted | Failed | Rejected | Suspended),
+        Some(f) if f.is_final() => false,
+        Some(Queued) => matches!(to, Queued | Admitted | Failed | Suspended),
+        Some(Admitted) | Some(Running) => {
+            matches!(to, Admitted | Running | Succeeded | Failed | Suspended)
+        }
+        Some(Suspended) => matches!(to, Queued | Suspended | Failed),
+        Some(_) => false,
+    }
+}
+
+fn base(job: &VisionJob, now: &Time) -> VisionJobStatus {
+    let mut s = current(job);
+    s.observed_generation = job.metadata.generation;
+    if s.queued_at.is_none() {
+        s.queued_at = Some(now.clone());
+    }
+    s
+}
+
+/// Sets a condition, keeping its transition time when its status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" }.to_string();
+    if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
+        if c.status != status {
+            c.last_transition_time = now.clone();
+        }
+        c.status = status;
+        c.reason = reason.into();
+        c.message = message.into();
+        c.observed_generation = generation;
+    } else {
+        conditions.push(Condition {
+            type_: type_.into(),
+            status,
+            reason: reason.into(),
+            message: message.into(),
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        });
+    }
+}
+
+/// Accepted by its queue; waits for a slot for the given reason.
+pub fn queued(job: &VisionJob, now: &Time, reason: &str, message: String) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.phase = Some(JobPhase::Queued);
+    s.reason = Some(reason.into());
+    s.message = Some(message);
+    s.retry_after = None;
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_ADMITTED,
+        false,
+        reason,
+        "waiting for a slot",
+        generation,
+        now,
+    );
+    s
+}
+
+/// Given a slot for its first attempt (or, after a suspension, the next one).
+pub fn admitted(job: &VisionJob, now: &Time, queue: &str) -> VisionJobStatus {
+    let mut s = base(job, now);
+    let attempt = s.attempts.unwrap_or(0) + 1;
+    s.phase = Some(JobPhase::Admitted);
+    s.reason = Some("Admitted".into());
+    s.message = Some(format!(
+        "admitted by queue {queue}; creating pod for attempt {attempt}"
+    ));
+    s.attempts = Some(attempt);
+    s.pod_name = Some(crate::pod::pod_name(
+        job.metadata.name.as_deref().unwrap_or_default(),
+        attempt,
+    ));
+    s.admitted_at = Some(now.clone());
+    s.started_at = None;
+    s.retry_after = None;
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_ADMITTED,
+        true,
+        "Admitted",
+        &format!("admitted by queue {queue}"),
+        generation,
+        now,
+    );
+    s
+}
+
+/// Its pod runs.
+pub fn running(job: &VisionJob, now: &Time, started: Option<Time>) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.phase = Some(JobPhase::Running);
+    s.reason = Some("PodRunning".into());
+    s.message = Some(format!(
+        "pod {} is running",
+        s.pod_name.clone().unwrap_or_default()
+    ));
+    s.started_at = Some(started.unwrap_or_else(|| now.clone()));
+    s.retry_after = None;
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_RUNNING,
+        true,
+        "PodRunning",
+        "the algorithm runs",
+        generation,
+        now,
+    );
+    s
+}
+
+/// An attempt failed and another one follows after `retry_after`; the job
+/// keeps its slot meanwhile.
+pub fn retrying(job: &VisionJob, now: &Time, retry_after: Time, why: &str) -> VisionJobStatus {
+    let mut s = base(job, now);
+    let failed = s.attempts.unwrap_or(1);
+    let next = failed + 1;
+    s.phase = Some(JobPhase::Admitted);
+    s.reason = Some("Retrying".into());
+    s.message = Some(format!(
+        "attempt {failed} failed ({why}); attempt {next} starts after backoff"
+    ));
+    s.attempts = Some(next);
+    s.pod_name = Some(crate::pod::pod_name(
+        job.metadata.name.as_deref().unwrap_or_default(),
+        next,
+    ));
+    s.started_at = None;
+    s.retry_after = Some(retry_after);
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_RUNNING,
+        false,
+        "Retrying",
+        why,
+        generation,
+        now,
+    );
+    s
+}
+
+/// The algorithm finished with exit code 0.
+pub fn succeeded(job: &VisionJob, now: &Time, message: Option<&str>) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.phase = Some(JobPhase::Succeeded);
+    s.finished_at = Some(now.clone());
+    s.retry_after = None;
+    let (result, reason, msg) = match parse_result(message) {
+        ParsedResult::Json(v) => (Some(v), "Completed", "the algorithm finished".to_string()),
+        ParsedResult::Text(t) => (
+            Some(Value::String(t)),
+            "Completed",
+            "the algorithm finished; its result is not JSON and is kept as text".to_string(),
+        ),
+        ParsedResult::Empty => (
+            None,
+            "Completed",
+            "the algorithm finished without a result".to_string(),
+        ),
+        ParsedResult::TooLarge(n) => (
+            None,
+            "ResultTooLarge",
+            format!(
+                "the algorithm finished but its result ({n} bytes) reached Kubernetes' {TERMINATION_MESSAGE_LIMIT}-byte termination message limit and was cut; write large results to object storage and return their location"
+            ),
+        ),
+    };
+    s.result = result;
+    s.reason = Some(reason.into());
+    s.message = Some(msg.clone());
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_RUNNING,
+        false,
+        "Completed",
+        "the algorithm finished",
+        generation,
+        now,
+    );
+    set_condition(
+        &mut s.conditions,
+        CONDITION_COMPLETE,
+        true,
+        reason,
+        &msg,
+        generation,
+        now,
+    );
+    s
+}
+
+/// Failed for good.
+pub fn failed(job: &VisionJob, now: &Time, reason: FailReason, message: String) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.phase = Some(JobPhase::Failed);
+    s.reason = Some(reason.as_str().into());
+    s.message = Some(message.clone());
+    s.finished_at = Some(now.clone());
+    s.retry_after = None;
+    let generation = s.observed_generation;
+    if s.conditions.iter().any(|c| c.type_ == CONDITION_RUNNING) {
+        set_condition(
+            &mut s.conditions,
+            CONDITION_RUNNING,
+            false,
+            reason.as_str(),
+            &message,
+            generation,
+            now,
+        );
+    }
+    set_condition(
+        &mut s.conditions,
+        CONDITION_FAILED,
+        true,
+        reason.as_str(),
+        &message,
+        generation,
+        now,
+    );
+    s
+}
+
+/// Refused by its queue at submission: maxPending jobs already wait.
+pub fn rejected(job: &VisionJob, now: &Time, queue: &str, max_pending: u32) -> VisionJobStatus {
+    let mut s = base(job, now);
+    let message = format!(
+        "queue {queue} already has {max_pending} jobs waiting (maxPending); submit again later"
+    );
+    s.phase = Some(JobPhase::Rejected);
+    s.reason = Some(FailReason::QueueFull.as_str().into());
+    s.message = Some(message.clone());
+    s.finished_at = Some(now.clone());
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_FAILED,
+        true,
+        "QueueFull",
+        &message,
+        generation,
+        now,
+    );
+    s
+}
+
+/// Stopped by spec.suspend: no pod, no slot.
+pub fn suspended(job: &VisionJob, now: &Time) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.phase = Some(JobPhase::Suspended);
+    s.reason = Some("Suspended".into());
+    s.message = Some("suspended by spec.suspend; set it to false to queue the job again".into());
+    s.started_at = None;
+    s.retry_after = None;
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_ADMITTED,
+        false,
+        "Suspended",
+        "suspended",
+        generation,
+        now,
+    );
+    if s.conditions.iter().any(|c| c.type_ == CONDITION_RUNNING) {
+        set_condition(
+            &mut s.conditions,
+            CONDITION_RUNNING,
+            false,
+            "Suspended",
+            "suspended",
+            generation,
+            now,
+        );
+    }
+    s
+}
+
+/// What the algorithm's termination message holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedResult {
+    Json(Value),
+    Text(String),
+    Empty,
+    TooLarge(usize),
+}
+
+/// Reads a termination message as the algorithm's result.
+pub fn parse_result(message: Option<&str>) -> ParsedResult {
+    let Some(text) = message.map(str::trim).filter(|t| !t.is_empty()) else {
+        return ParsedResult::Empty;
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => ParsedResult::Json(v),
+        // Kubernetes cuts messages at the limit: a cut JSON document is not a result.
+        Err(_) if text.len() >= TERMINATION_MESSAGE_LIMIT => ParsedResult::TooLarge(text.len()),
+        Err(_) => ParsedResult::Text(text.to_string()),
+    }
+}
+
+/// Exponential backoff before retry number `retry` (1-based): base * 2^(retry-1), capped.
+pub fn backoff_ms(retry: i32, base_ms: u64, cap_ms: u64) -> u64 {
+    let shift = (retry.max(1) - 1).min(30) as u32;
+    base_ms.saturating_mul(1u64 << shift).min(cap_ms)
+}
+
+#[cfg(test)]
+mod tests;
