@@ -361,12 +361,12 @@ fn template_deployment_is_restricted_and_complete() {
         env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.name"
     );
-    assert_eq!(
-        c["args"],
-        json!([
-            "--retry-backoff-base-ms=1000",
-            "--retry-backoff-max-ms=60000"
-        ])
+    assert_eq!(val("VISION_LEASE_SECONDS"), "15");
+    assert_eq!(val("VISION_RETRY_BACKOFF_BASE_MS"), "1000");
+    assert_eq!(val("VISION_RETRY_BACKOFF_MAX_MS"), "60000");
+    assert!(
+        c.get("args").is_none() && c.get("command").is_none(),
+        "settings go through the environment"
     );
 
     // Two replicas: prefer different nodes; never both down in a drain.
@@ -562,6 +562,23 @@ fn template_options() {
     let env = c["env"].as_array().unwrap();
     assert!(env.contains(&json!({"name": "VISION_LOG_FORMAT", "value": "text"})));
     assert!(env.contains(&json!({"name": "VISION_LOG", "value": "debug"})));
+
+    // Big numbers stay integers (Helm reads values as floats).
+    let objs = render(&[
+        "--set",
+        "defaultQueue.maxPending=10000000,retryBackoff.maxMs=3600000",
+    ]);
+    assert_eq!(
+        find(&objs, "VisionQueue", "default")["spec"]["maxPending"],
+        10_000_000
+    );
+    let d = find(&objs, "Deployment", "vo-vision-operator");
+    assert!(
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "VISION_RETRY_BACKOFF_MAX_MS", "value": "3600000"}))
+    );
 
     let objs = render(&["--set", "defaultQueue.create=false"]);
     assert_eq!(count(&objs, "VisionQueue"), 0);
@@ -971,7 +988,7 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         CHART,
         "-n",
         &ns,
-        "--reuse-values",
+        "--reset-then-reuse-values",
         "--wait",
         "--timeout",
         "120s",
