@@ -13,6 +13,7 @@
 # (binary cache, default ~/.cache/vision-operator), VISION_CLUSTER_DIR (state,
 # default <repo>/.local/cluster). See hack/README.md.
 set -euo pipefail
+shopt -s inherit_errexit
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODS="$ROOT/hack/cluster"
@@ -82,15 +83,18 @@ build_component() {
   local start=$SECONDS
   for spec in "$@"; do pkgs+=("${spec#*=}"); done
   # One go build for all the mains of a module shares the compile work.
-  if ! (cd "$MODS/$mod" && go build -trimpath -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") >"$logf" 2>&1; then
+  local o="$tmp/"
+  if [ $# -eq 1 ]; then o="$tmp/${1%%=*}"; fi
+  if ! (cd "$MODS/$mod" && go build -trimpath -ldflags "$ldflags" -o "$o" "${pkgs[@]}") >"$logf" 2>&1; then
     tail -n 40 "$logf" >&2
     rm -rf "$tmp"
     die "building $name failed (full log: $logf)"
   fi
   for spec in "$@"; do
-    out="${spec%%=*}"; pkg="${spec#*=}"
-    if [ "$out" != "$(basename "$pkg")" ]; then mv "$tmp/$(basename "$pkg")" "$tmp/$out"; fi
+    out="${spec%%=*}"
+    [ -x "$tmp/$out" ] || die "building $name produced no $out"
   done
+  chmod 755 "$tmp"
   touch "$tmp/.complete"
   rm -rf "$dir"
   mv "$tmp" "$dir"
@@ -120,6 +124,7 @@ build() {
   local tmp f
   tmp="$(mktemp -d "$CACHE/bin/.tmp-bin.XXXXXX")"
   for f in "$k"/* "$e"/* "$w"/* "$h"/*; do ln -s "$f" "$tmp/$(basename "$f")"; done
+  chmod 755 "$tmp"
   touch "$tmp/.complete"
   rm -rf "$BIN"
   mv "$tmp" "$BIN"
@@ -156,12 +161,16 @@ metadata:
     node-role.kubernetes.io/agent: ""
 spec: {}
 status:
-  capacity: &res
+  capacity:
     cpu: "$NODE_CPU"
     memory: $NODE_MEMORY
     pods: "$NODE_PODS"
     nvidia.com/gpu: "$GPUS"
-  allocatable: *res
+  allocatable:
+    cpu: "$NODE_CPU"
+    memory: $NODE_MEMORY
+    pods: "$NODE_PODS"
+    nvidia.com/gpu: "$GPUS"
 EOF
   done
 }
@@ -173,6 +182,11 @@ ensure_nodes() {
   # The status is not updated by apply on existing nodes: patch it so that a
   # changed --gpus takes effect on a reused cluster.
   for n in "${want[@]}"; do
+    # The API server taints new nodes node.kubernetes.io/not-ready; the node
+    # lifecycle controller, which would lift it, is deliberately not run (it
+    # could mark fake nodes NotReady on a loaded 2-core machine). Fake nodes
+    # carry no taints: pods need no tolerations.
+    kubectl_ patch node "$n" --type=merge -p '{"spec":{"taints":null}}' >/dev/null
     kubectl_ patch node "$n" --subresource=status --type=merge -p \
       "{\"status\":{\"capacity\":{\"cpu\":\"$NODE_CPU\",\"memory\":\"$NODE_MEMORY\",\"pods\":\"$NODE_PODS\",\"nvidia.com/gpu\":\"$GPUS\"},\"allocatable\":{\"cpu\":\"$NODE_CPU\",\"memory\":\"$NODE_MEMORY\",\"pods\":\"$NODE_PODS\",\"nvidia.com/gpu\":\"$GPUS\"}}}" >/dev/null
   done
@@ -273,7 +287,7 @@ down() {
 status() {
   if healthy; then
     echo "running: Kubernetes $K8S_VERSION, kubeconfig $STATE/kubeconfig"
-    kubectl_ get nodes -L nvidia.com/gpu.present \
+    kubectl_ get nodes \
       -o custom-columns='NAME:.metadata.name,STATUS:.status.conditions[?(@.type=="Ready")].status,GPU:.status.allocatable.nvidia\.com/gpu,CPU:.status.allocatable.cpu,MEMORY:.status.allocatable.memory'
   elif [ -d "$STATE" ]; then
     echo "not healthy (state in $STATE; run hack/cluster.sh down && hack/cluster.sh up)"

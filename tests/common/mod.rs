@@ -48,7 +48,10 @@ pub async fn client() -> Client {
     match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
         Ok(Ok(_)) => client,
         Ok(Err(e)) => panic!("{NOT_REACHABLE} (API server of {}: {e})", path.display()),
-        Err(_) => panic!("{NOT_REACHABLE} (API server of {} did not answer in 10s)", path.display()),
+        Err(_) => panic!(
+            "{NOT_REACHABLE} (API server of {} did not answer in 10s)",
+            path.display()
+        ),
     }
 }
 
@@ -76,7 +79,10 @@ where
 /// name. Delete it with [`delete_namespace`] or use [`TestNamespace`].
 pub async fn unique_namespace(client: &Client, prefix: &str) -> String {
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
     let prefix: String = prefix
         .to_ascii_lowercase()
         .chars()
@@ -106,13 +112,18 @@ pub async fn unique_namespace(client: &Client, prefix: &str) -> String {
         async move { matches!(sas.get_opt("default").await, Ok(Some(_))) }
     })
     .await;
-    assert!(ready, "namespace {name}: default ServiceAccount not created in 30s (is kube-controller-manager running?)");
+    assert!(
+        ready,
+        "namespace {name}: default ServiceAccount not created in 30s (is kube-controller-manager running?)"
+    );
     name
 }
 
 /// Starts deleting a namespace (does not wait for it to be gone).
 pub async fn delete_namespace(client: &Client, name: &str) {
-    let _ = Api::<Namespace>::all(client.clone()).delete(name, &DeleteParams::background()).await;
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await;
 }
 
 /// A namespace deleted when dropped (also when the test panics).
@@ -134,7 +145,13 @@ impl Drop for TestNamespace {
         // Delete through kubectl: Drop cannot await, and this also works
         // while a panicking test's runtime is being torn down.
         let _ = kubectl_command()
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .output();
     }
 }
@@ -153,14 +170,25 @@ pub fn kubectl_path() -> PathBuf {
                 .arg("env")
                 .output()
                 .expect("running hack/cluster.sh env");
-            assert!(out.status.success(), "hack/cluster.sh env failed: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "hack/cluster.sh env failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let text = String::from_utf8_lossy(&out.stdout);
             let dir = text
                 .lines()
-                .find_map(|l| l.strip_prefix("export PATH=").and_then(|p| p.split(':').next()))
+                .find_map(|l| {
+                    l.strip_prefix("export PATH=")
+                        .and_then(|p| p.split(':').next())
+                })
                 .expect("hack/cluster.sh env printed no PATH");
             let path = PathBuf::from(dir).join("kubectl");
-            assert!(path.exists(), "{} missing: run hack/cluster.sh up", path.display());
+            assert!(
+                path.exists(),
+                "{} missing: run hack/cluster.sh up",
+                path.display()
+            );
             path
         })
         .clone()
@@ -179,8 +207,14 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let out = kubectl_command().args(&args).output().expect("running kubectl");
+    let args: Vec<std::ffi::OsString> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect();
+    let out = kubectl_command()
+        .args(&args)
+        .output()
+        .expect("running kubectl");
     assert!(
         out.status.success(),
         "kubectl {:?} failed: {}",
