@@ -138,7 +138,20 @@ healthy() {
     kubectl_ get --raw /readyz --request-timeout=5s >/dev/null 2>&1
 }
 
-pids() { cat "$KWOK_WORKDIR/clusters/$NAME/pids/"*.pid 2>/dev/null || true; }
+# Pids of the processes kwokctl started (one file each, no trailing newline).
+pids() {
+  local f
+  for f in "$KWOK_WORKDIR/clusters/$NAME/pids/"*.pid; do
+    [ -f "$f" ] && { cat "$f"; echo; }
+  done
+  return 0
+}
+
+# Is pid a live process of this cluster? (A stale pid file, e.g. after a
+# reboot, may name an unrelated process: never kill that.)
+ours() {
+  kill -0 "$1" 2>/dev/null && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$KWOK_WORKDIR/"
+}
 
 nodes_yaml() {
   local i
@@ -271,14 +284,16 @@ down() {
       log "kwokctl delete cluster failed (see ${LOGS#"$ROOT"/}/kwokctl-delete.log); killing by pid"
     # Make sure every process that was started is gone.
     for pid in $p; do
-      if kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi
+      if ours "$pid"; then kill "$pid" 2>/dev/null || true; fi
     done
     for pid in $p; do
-      for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+      for _ in 1 2 3 4 5 6 7 8 9 10; do ours "$pid" || break; sleep 0.5; done
+      if ours "$pid"; then kill -9 "$pid" 2>/dev/null || true; fi
     done
   elif [ -d "$KWOK_WORKDIR/clusters/$NAME/pids" ]; then
-    for pid in $(pids); do kill "$pid" 2>/dev/null || true; done
+    for pid in $(pids); do
+      if ours "$pid"; then kill "$pid" 2>/dev/null || true; fi
+    done
   fi
   rm -rf "$STATE"
   log "cluster '$NAME' is down"

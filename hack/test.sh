@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The project's test command: starts the local cluster (building what is
 # missing), runs every test target with the end-to-end tests enabled, and
-# stops the cluster on exit (set KEEP_CLUSTER=1 to leave it running).
+# stops the cluster on exit.
+#
+# KEEP_CLUSTER=1 leaves the cluster running. Without KEEP_CLUSTER, a cluster
+# that was already running when this script started (a developer's, shared by
+# others in the same checkout) is reused and left running; KEEP_CLUSTER=0
+# stops it anyway. CI always starts from no cluster, so CI always stops it.
 #
 #   hack/test.sh [extra cargo test args, e.g. a test name filter]
 #
@@ -12,10 +17,13 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 mkdir -p .local/logs
 
+was_running=0
+if hack/cluster.sh status >/dev/null 2>&1; then was_running=1; fi
+
 cleanup() {
   local rc=$?
-  if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
-    echo "[test] KEEP_CLUSTER=1: leaving the cluster running (hack/cluster.sh down stops it)" >&2
+  if [ "${KEEP_CLUSTER:-}" = 1 ] || { [ -z "${KEEP_CLUSTER:-}" ] && [ "$was_running" = 1 ]; }; then
+    echo "[test] leaving the cluster running (hack/cluster.sh down stops it)" >&2
   else
     hack/cluster.sh down >/dev/null 2>&1 || echo "[test] hack/cluster.sh down failed" >&2
   fi
