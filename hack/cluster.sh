@@ -331,9 +331,17 @@ while [ $# -gt 0 ]; do
 done
 [[ "$NODES" =~ ^[0-9]+$ ]] && [[ "$GPUS" =~ ^[0-9]+$ ]] || die "--nodes and --gpus take integers"
 
+# One up/down at a time per cluster directory (several test runs may share a
+# checkout).
+lock() {
+  mkdir -p "$(dirname "$STATE")"
+  exec 8>"$STATE.lock"
+  flock 8
+}
+
 case "$cmd" in
-  up) up ;;
-  down) down ;;
+  up) lock; up ;;
+  down) lock; down ;;
   status) status ;;
   env) env_ ;;
   build) build; echo "$BIN" ;;

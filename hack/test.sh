@@ -6,7 +6,9 @@
 # KEEP_CLUSTER=1 leaves the cluster running. Without KEEP_CLUSTER, a cluster
 # that was already running when this script started (a developer's, shared by
 # others in the same checkout) is reused and left running; KEEP_CLUSTER=0
-# stops it anyway. CI always starts from no cluster, so CI always stops it.
+# stops it anyway. Nor is it stopped while another hack/test.sh in the same
+# checkout still uses it. CI always starts from no cluster and runs alone, so
+# CI always stops it.
 #
 #   hack/test.sh [extra cargo test args, e.g. a test name filter]
 #
@@ -19,11 +21,29 @@ mkdir -p .local/logs
 
 was_running=0
 if hack/cluster.sh status >/dev/null 2>&1; then was_running=1; fi
+# Test runs using the cluster now (one file per run, named by its pid).
+users=.local/cluster-users
+mkdir -p "$users"
+touch "$users/$$"
+
+others() {
+  local f
+  for f in "$users"/*; do
+    [ -e "$f" ] || continue
+    [ "${f##*/}" = "$$" ] && continue
+    if kill -0 "${f##*/}" 2>/dev/null; then return 0; fi
+    rm -f "$f"
+  done
+  return 1
+}
 
 cleanup() {
   local rc=$?
+  rm -f "$users/$$"
   if [ "${KEEP_CLUSTER:-}" = 1 ] || { [ -z "${KEEP_CLUSTER:-}" ] && [ "$was_running" = 1 ]; }; then
     echo "[test] leaving the cluster running (hack/cluster.sh down stops it)" >&2
+  elif others; then
+    echo "[test] another test run is using the cluster: leaving it running" >&2
   else
     hack/cluster.sh down >/dev/null 2>&1 || echo "[test] hack/cluster.sh down failed" >&2
   fi
