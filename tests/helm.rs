@@ -934,6 +934,8 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         "-n",
         &ns,
         "--wait",
+        // (Where the time went, should the install fail.)
+        "--debug",
         "--timeout",
         "120s",
         "--set",
