@@ -13,3 +13,4 @@ pub mod metrics;
 pub mod pod;
 pub mod status;
 pub mod validate;
+pub mod visionctl;

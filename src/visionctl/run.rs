@@ -1,0 +1,678 @@
+//! Drivers that act as the vision platform would: submit a burst of jobs
+//! through the Kubernetes API, follow every job and pod with watches, show
+//! progress, and measure. Used by `visionctl demo` and `visionctl bench`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::mpsc;
+
+use super::stats::{Ev, analyze};
+use super::{Result, fail};
+use crate::api::{JobPhase, VisionJob, VisionQueue};
+
+/// Label (on jobs) and annotation (on jobs, copied to their pods) naming the
+/// driver run a job belongs to.
+pub const RUN_KEY: &str = "visionctl.vision.zjlab.io/run";
+
+/// A short id for a run, from the clock (base 36).
+pub fn run_id() -> String {
+    let mut n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64 / 100)
+        .unwrap_or_default()
+        % (36u64.pow(6));
+    let mut s = Vec::new();
+    for _ in 0..6 {
+        s.push(b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize]);
+        n /= 36;
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+/// What the watches and the submitter tell the driver, stamped with the
+/// time (ms since the driver's start) at which they learnt it.
+pub enum Msg {
+    Job(f64, Box<VisionJob>),
+    Pod(f64, Box<Pod>),
+    PodGone(f64, String),
+    Synced,
+    Submitted(f64, String),
+    SubmitFailed(String),
+    WatchError(String),
+}
+
+/// Starts a watch of the run's jobs in `namespace`.
+pub fn watch_jobs(
+    client: &Client,
+    namespace: &str,
+    run: &str,
+    start: Instant,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let api: Api<VisionJob> = Api::namespaced(client.clone(), namespace);
+    let cfg = watcher::Config::default().labels(&format!("{RUN_KEY}={run}"));
+    tokio::spawn(async move {
+        let mut stream = pin!(watcher(api, cfg).default_backoff());
+        while let Some(ev) = stream.next().await {
+            let t = start.elapsed().as_secs_f64() * 1000.0;
+            let msg = match ev {
+                Ok(watcher::Event::Apply(j)) | Ok(watcher::Event::InitApply(j)) => {
+                    Msg::Job(t, Box::new(j))
+                }
+                Ok(watcher::Event::InitDone) => Msg::Synced,
+                Ok(_) => continue,
+                Err(e) => Msg::WatchError(format!("job watch: {e}")),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Starts a watch of the pods in `namespace` matching `labels`; only those
+/// annotated with the run are reported.
+pub fn watch_pods(
+    client: &Client,
+    namespace: &str,
+    labels: &str,
+    run: &str,
+    start: Instant,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let cfg = watcher::Config::default().labels(labels);
+    let run = run.to_string();
+    tokio::spawn(async move {
+        let mut stream = pin!(watcher(api, cfg).default_backoff());
+        let ours = |p: &Pod| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RUN_KEY))
+                .is_some_and(|r| *r == run)
+        };
+        while let Some(ev) = stream.next().await {
+            let t = start.elapsed().as_secs_f64() * 1000.0;
+            let msg = match ev {
+                Ok(watcher::Event::Apply(p)) | Ok(watcher::Event::InitApply(p)) => {
+                    if !ours(&p) {
+                        continue;
+                    }
+                    Msg::Pod(t, Box::new(p))
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    if !ours(&p) {
+                        continue;
+                    }
+                    Msg::PodGone(t, p.metadata.name.unwrap_or_default())
+                }
+                Ok(watcher::Event::InitDone) => Msg::Synced,
+                Ok(_) => continue,
+                Err(e) => Msg::WatchError(format!("pod watch: {e}")),
+            };
+            if tx.send(msg).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Creates `jobs` with `concurrency` requests in flight; reports each.
+pub fn submit_all(
+    client: &Client,
+    namespace: &str,
+    jobs: Vec<VisionJob>,
+    concurrency: usize,
+    start: Instant,
+    tx: mpsc::UnboundedSender<Msg>,
+) {
+    let api: Api<VisionJob> = Api::namespaced(client.clone(), namespace);
+    tokio::spawn(async move {
+        let mut results = futures::stream::iter(jobs)
+            .map(|job| {
+                let api = api.clone();
+                async move {
+                    let name = job.metadata.name.clone().unwrap_or_default();
+                    match api.create(&PostParams::default(), &job).await {
+                        Ok(_) => Msg::Submitted(start.elapsed().as_secs_f64() * 1000.0, name),
+                        Err(e) => Msg::SubmitFailed(format!("{e}")),
+                    }
+                }
+            })
+            .buffer_unordered(concurrency.max(1));
+        while let Some(m) = results.next().await {
+            if tx.send(m).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JobTrack {
+    pub submitted: Option<f64>,
+    pub phase: Option<JobPhase>,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub gpus: i32,
+    pub attempts: i32,
+    pub admitted: Option<f64>,
+    pub final_at: Option<f64>,
+    pub had_pod: bool,
+}
+
+/// Everything a driver knows about its run.
+#[derive(Default)]
+pub struct Tracker {
+    pub jobs: HashMap<String, JobTrack>,
+    /// Pod name -> ended.
+    pub pods: HashMap<String, bool>,
+    pub events: Vec<(f64, Ev)>,
+    pub holding: usize,
+    pub gpus: i32,
+    pub max_holding: usize,
+    pub max_gpus: i32,
+    pub live_pods: usize,
+    pub max_live_pods: usize,
+    pub submitted: usize,
+    pub finals: usize,
+    pub submit_errors: BTreeMap<String, u32>,
+    pub watch_errors: BTreeMap<String, u32>,
+    pub synced: usize,
+    pub last_change: f64,
+}
+
+impl Tracker {
+    pub fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Submitted(t, name) => {
+                self.submitted += 1;
+                self.events.push((t, Ev::Submitted));
+                let j = self.jobs.entry(name).or_default();
+                j.submitted = Some(t);
+                self.last_change = self.last_change.max(t);
+            }
+            Msg::SubmitFailed(e) => *self.submit_errors.entry(e).or_default() += 1,
+            Msg::WatchError(e) => *self.watch_errors.entry(e).or_default() += 1,
+            Msg::Synced => self.synced += 1,
+            Msg::Job(t, job) => self.on_job(t, &job),
+            Msg::Pod(t, pod) => self.on_pod(t, &pod),
+            Msg::PodGone(t, name) => {
+                if let Some(ended) = self.pods.get_mut(&name)
+                    && !*ended
+                {
+                    *ended = true;
+                    self.live_pods -= 1;
+                    self.events.push((t, Ev::PodEnded));
+                }
+            }
+        }
+    }
+
+    fn on_job(&mut self, t: f64, job: &VisionJob) {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        let st = job.status.clone().unwrap_or_default();
+        let j = self.jobs.entry(name).or_default();
+        let phase = st.phase;
+        let gpus = st.gpus.or(job.spec.gpus).unwrap_or(1);
+        let held = j.phase.is_some_and(|p| p.holds_slot());
+        let holds = phase.is_some_and(|p| p.holds_slot());
+        if held {
+            self.holding -= 1;
+            self.gpus -= j.gpus;
+        }
+        if holds {
+            self.holding += 1;
+            self.gpus += gpus;
+        }
+        self.max_holding = self.max_holding.max(self.holding);
+        self.max_gpus = self.max_gpus.max(self.gpus);
+        if j.phase != phase || j.reason != st.reason || j.attempts != st.attempts.unwrap_or(0) {
+            self.last_change = self.last_change.max(t);
+        }
+        j.gpus = gpus;
+        j.phase = phase;
+        j.reason = st.reason.clone();
+        j.message = st.message.clone();
+        j.attempts = st.attempts.unwrap_or(0);
+        if j.admitted.is_none() && st.admitted_at.is_some() {
+            j.admitted = Some(t);
+            self.events.push((t, Ev::Admitted));
+        }
+        if j.final_at.is_none() && phase.is_some_and(|p| p.is_final()) {
+            j.final_at = Some(t);
+            self.finals += 1;
+            if j.attempts == 0 && !j.had_pod {
+                self.events.push((t, Ev::FinalWithoutPod));
+                // A pod seen later would make it wait twice; mark it.
+                j.had_pod = true;
+            } else {
+                self.events.push((t, Ev::Final));
+            }
+        }
+    }
+
+    fn on_pod(&mut self, t: f64, pod: &Pod) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        let ended_now = matches!(phase.as_deref(), Some("Succeeded") | Some("Failed"))
+            || pod.metadata.deletion_timestamp.is_some();
+        if !self.pods.contains_key(&name) {
+            self.pods.insert(name.clone(), false);
+            self.live_pods += 1;
+            self.max_live_pods = self.max_live_pods.max(self.live_pods);
+            let job = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::pod::LABEL_JOB))
+                .cloned()
+                .unwrap_or_else(|| name.clone());
+            let j = self.jobs.entry(job).or_default();
+            let first = !j.had_pod;
+            j.had_pod = true;
+            self.events.push((t, Ev::PodCreated { first }));
+            self.last_change = self.last_change.max(t);
+        }
+        if ended_now
+            && let Some(ended) = self.pods.get_mut(&name)
+            && !*ended
+        {
+            *ended = true;
+            self.live_pods -= 1;
+            self.events.push((t, Ev::PodEnded));
+            self.last_change = self.last_change.max(t);
+        }
+    }
+
+    /// (queued, holding, succeeded, failed) among the known jobs.
+    pub fn states(&self) -> (usize, usize, usize, usize) {
+        let (mut q, mut h, mut s, mut f) = (0, 0, 0, 0);
+        for j in self.jobs.values() {
+            match j.phase {
+                None | Some(JobPhase::Queued) | Some(JobPhase::Suspended) => q += 1,
+                Some(JobPhase::Admitted) | Some(JobPhase::Running) => h += 1,
+                Some(JobPhase::Succeeded) => s += 1,
+                Some(JobPhase::Failed) | Some(JobPhase::Rejected) => f += 1,
+            }
+        }
+        (q, h, s, f)
+    }
+
+    /// Creation (as acknowledged to this client) to first seen admitted, ms.
+    pub fn waits_ms(&self) -> Vec<f64> {
+        self.jobs
+            .values()
+            .filter_map(|j| Some(j.admitted? - j.submitted?))
+            .map(|w| w.max(0.0))
+            .collect()
+    }
+
+    /// Final jobs other than Succeeded, by phase and reason.
+    pub fn failures(&self) -> BTreeMap<String, u32> {
+        let mut m = BTreeMap::new();
+        for j in self.jobs.values() {
+            if let Some(p) = j.phase
+                && p.is_final()
+                && p != JobPhase::Succeeded
+            {
+                let k = format!("{p}/{}", j.reason.as_deref().unwrap_or("-"));
+                *m.entry(k).or_default() += 1;
+            }
+        }
+        m
+    }
+}
+
+/// Drains every message already waiting.
+pub fn drain(rx: &mut mpsc::UnboundedReceiver<Msg>, tr: &mut Tracker) {
+    while let Ok(m) = rx.try_recv() {
+        tr.handle(m);
+    }
+}
+
+/// Waits until `n` watches have listed what exists.
+pub async fn wait_synced(
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    tr: &mut Tracker,
+    n: usize,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tr.synced < n {
+        match tokio::time::timeout_at(deadline.into(), rx.recv()).await {
+            Ok(Some(m)) => tr.handle(m),
+            Ok(None) => return Err(fail("the watches ended")),
+            Err(_) => return Err(fail("the watches did not sync within 60s")),
+        }
+    }
+    Ok(())
+}
+
+/// The live view of a run: bars on a terminal, plain lines otherwise.
+pub struct View {
+    tty: bool,
+    drawn: usize,
+    last_plain: Option<Instant>,
+    pub every: Duration,
+    pub title: String,
+}
+
+impl View {
+    pub fn new(title: String, plain_every: Duration) -> Self {
+        View {
+            tty: std::io::stderr().is_terminal() && std::env::var_os("NO_BARS").is_none(),
+            drawn: 0,
+            last_plain: None,
+            every: plain_every,
+            title,
+        }
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    fn bar(n: usize, of: usize, width: usize) -> String {
+        let filled = (n.min(of) * width + of / 2).checked_div(of).unwrap_or(0);
+        format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+    }
+
+    /// Draws the state of `tr`. `limits`: (slots, GPUs) of the queue.
+    pub fn draw(
+        &mut self,
+        tr: &Tracker,
+        total: usize,
+        limits: (Option<i32>, Option<i32>),
+        elapsed: Duration,
+        force: bool,
+    ) {
+        let (q, h, s, f) = tr.states();
+        let queued = q + total.saturating_sub(tr.jobs.len());
+        let slots = limits.0.map(|m| m.max(0) as usize);
+        let gpus = match limits.1 {
+            Some(m) => format!("{}/{m}", tr.gpus),
+            None => tr.gpus.to_string(),
+        };
+        let running_of = slots.map(|m| format!("/{m} slots")).unwrap_or_default();
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let w = 40;
+            let lines = [
+                format!("{}  {:>6.1}s", self.title, elapsed.as_secs_f64()),
+                format!(
+                    "  queued   {} {queued:>6}/{total}",
+                    Self::bar(queued, total, w)
+                ),
+                format!(
+                    "  running  {} {h:>6}{running_of}   GPUs {gpus}   pods {}",
+                    Self::bar(h, slots.unwrap_or(total).max(1), w),
+                    tr.live_pods
+                ),
+                format!("  done     {} {s:>6}/{total}", Self::bar(s, total, w)),
+                format!("  failed   {} {f:>6}/{total}", Self::bar(f, total, w)),
+            ];
+            if self.drawn > 0 {
+                let _ = write!(err, "\x1b[{}A", self.drawn);
+            }
+            for l in &lines {
+                let _ = writeln!(err, "\x1b[2K{l}");
+            }
+            self.drawn = lines.len();
+        } else {
+            let due = self.last_plain.is_none_or(|t| t.elapsed() >= self.every);
+            if due || force {
+                let _ = writeln!(
+                    err,
+                    "[{:>6.1}s] queued {queued}  running {h}{running_of}  GPUs {gpus}  done {s}  failed {f}  (of {total})",
+                    elapsed.as_secs_f64()
+                );
+                self.last_plain = Some(Instant::now());
+            }
+        }
+        let _ = err.flush();
+    }
+}
+
+/// The queue's (maxRunning, maxGPUs), if it exists.
+pub async fn queue_limits(client: &Client, queue: &str) -> (Option<i32>, Option<i32>) {
+    let api: Api<VisionQueue> = Api::all(client.clone());
+    match api.get_opt(queue).await {
+        Ok(Some(q)) => (Some(q.spec.max_running), q.spec.max_gpus),
+        _ => (None, None),
+    }
+}
+
+/// How a followed run ended.
+pub enum End {
+    Done,
+    Stalled,
+    TimedOut,
+    Interrupted,
+}
+
+/// Follows a run until every job is final (or it stalls, times out, or is
+/// interrupted), drawing the view.
+#[allow(clippy::too_many_arguments)]
+pub async fn follow(
+    client: &Client,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    tr: &mut Tracker,
+    view: &mut View,
+    queue: &str,
+    total: usize,
+    start: Instant,
+    stall: Duration,
+    timeout: Duration,
+) -> End {
+    let mut tick = tokio::time::interval(Duration::from_millis(if view.is_tty() {
+        200
+    } else {
+        1000
+    }));
+    let mut limits = queue_limits(client, queue).await;
+    let mut last_limits = Instant::now();
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut ctrl_c = pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                match m {
+                    Some(m) => tr.handle(m),
+                    None => return End::Interrupted,
+                }
+                drain(rx, tr);
+            }
+            _ = tick.tick() => {
+                if last_limits.elapsed() > Duration::from_secs(2) {
+                    limits = queue_limits(client, queue).await;
+                    last_limits = Instant::now();
+                }
+                view.draw(tr, total, limits, start.elapsed(), false);
+                let now = start.elapsed().as_secs_f64() * 1000.0;
+                if now - tr.last_change > stall.as_secs_f64() * 1000.0 {
+                    return End::Stalled;
+                }
+                if start.elapsed() > timeout {
+                    return End::TimedOut;
+                }
+            }
+            _ = &mut ctrl_c => return End::Interrupted,
+        }
+        let failed_submissions: u32 = tr.submit_errors.values().sum();
+        if tr.finals + failed_submissions as usize >= total {
+            view.draw(tr, total, limits, start.elapsed(), true);
+            return End::Done;
+        }
+    }
+}
+
+/// Prints the jobs that are not final, grouped by phase and message.
+pub fn print_stuck(tr: &Tracker) {
+    let mut groups: BTreeMap<String, (u32, String)> = BTreeMap::new();
+    for (name, j) in &tr.jobs {
+        if j.phase.is_some_and(|p| p.is_final()) {
+            continue;
+        }
+        let key = format!(
+            "{} {} {}",
+            j.phase
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "(no status)".into()),
+            j.reason.as_deref().unwrap_or("-"),
+            j.message.as_deref().unwrap_or("")
+        );
+        let e = groups.entry(key).or_insert((0, name.clone()));
+        e.0 += 1;
+    }
+    for (k, (n, example)) in groups.iter().take(20) {
+        eprintln!("  {n:>5} x {k}   (e.g. {example})");
+    }
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+fn secs(ms: Option<f64>) -> String {
+    match ms {
+        Some(ms) if ms >= 10_000.0 => format!("{:.1}s", ms / 1000.0),
+        Some(ms) => format!("{:.0}ms", ms),
+        None => "-".into(),
+    }
+}
+
+/// The summary of a demo run.
+pub fn print_summary(tr: &Tracker, limits: (Option<i32>, Option<i32>), namespace: &str) {
+    let a = analyze(&tr.events, limits.0.unwrap_or(1).max(1) as u32);
+    let (_, _, s, f) = tr.states();
+    let waits = tr.waits_ms();
+    let p = |q| super::stats::percentile(&waits, q);
+    println!();
+    println!("Summary");
+    println!(
+        "  {} jobs finished in {:.1}s: {:.1} jobs/s ({s} succeeded, {f} failed or rejected)",
+        a.finals,
+        a.makespan_ms / 1000.0,
+        a.finals as f64 / (a.makespan_ms / 1000.0).max(1e-3)
+    );
+    println!(
+        "  wait (created -> admitted, as seen by this client): p50 {}  p99 {}  max {}",
+        secs(p(50.0)),
+        secs(p(99.0)),
+        secs(p(100.0))
+    );
+    if let Some(u) = a.utilisation_while_waiting {
+        println!(
+            "  slot utilisation while jobs waited: {} (live pods / {} slots, over {:.1}s of waiting)",
+            pct(u),
+            limits.0.unwrap_or(0),
+            a.waiting_ms / 1000.0
+        );
+    }
+    let refill = |q| super::stats::percentile(&a.refill_ms, q);
+    println!(
+        "  refill latency (pod ended -> next pod created, while jobs waited): p50 {}  p99 {}",
+        secs(refill(50.0)),
+        secs(refill(99.0))
+    );
+    let over = |seen: usize, limit: Option<i32>| match limit {
+        Some(l) if seen as i64 > l as i64 => "  <-- OVER THE LIMIT",
+        _ => "",
+    };
+    println!(
+        "  highest concurrency: {} jobs holding a slot, {} pods alive at once (limit {}){}",
+        tr.max_holding,
+        tr.max_live_pods,
+        limits
+            .0
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "?".into()),
+        over(tr.max_holding.max(tr.max_live_pods), limits.0)
+    );
+    println!(
+        "  highest GPUs in use: {} (limit {}){}",
+        tr.max_gpus,
+        limits
+            .1
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into()),
+        over(tr.max_gpus.max(0) as usize, limits.1)
+    );
+    let retried = tr.jobs.values().filter(|j| j.attempts > 1).count();
+    println!("  jobs that needed a retry: {retried}");
+    let failures = tr.failures();
+    if failures.is_empty() {
+        println!("  failures: none");
+    } else {
+        println!("  failures by reason:");
+        for (k, n) in &failures {
+            println!("    {n:>5}  {k}");
+        }
+    }
+    for (e, n) in &tr.submit_errors {
+        println!("  submission errors ({n}x): {e}");
+    }
+    for (e, n) in &tr.watch_errors {
+        println!("  watch errors ({n}x): {e}");
+    }
+    let _ = namespace;
+}
+
+/// Server-side applies an object with visionctl's field manager.
+pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply("visionctl").force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes every VisionJob (and pod) of `namespace` and waits until they are
+/// gone (the operator removes its finalizer first, so it must run).
+pub async fn delete_all(client: &Client, namespace: &str, timeout: Duration) -> Result<()> {
+    let jobs: Api<VisionJob> = Api::namespaced(client.clone(), namespace);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let dp = DeleteParams::background();
+    let lp = ListParams::default();
+    let _ = jobs.delete_collection(&dp, &lp).await?;
+    let _ = pods.delete_collection(&dp, &lp).await?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let j = jobs.list_metadata(&ListParams::default().limit(1)).await?;
+        let p = pods.list_metadata(&ListParams::default().limit(1)).await?;
+        if j.items.is_empty() && p.items.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let left = jobs
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .len();
+            return Err(fail(format!(
+                "{left} VisionJobs of {namespace} still exist after {}s (is the operator running? it removes their finalizer)",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Shared so that spawned tasks can use it.
+pub type Shared<T> = Arc<T>;
