@@ -1222,6 +1222,8 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         "operator /metrics"
     );
 
+    // A graceful stop (SIGTERM) hands the Lease back: also within the Role.
+    operator.stop();
     let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
     assert!(
         // (An RBAC denial names the user; other 403s, such as writing into a
@@ -1230,7 +1232,18 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         "the operator was refused an API call:\n{}",
         operator.log_tail()
     );
-    operator.stop();
+    let lease = Api::<Lease>::namespaced(admin.clone(), &ns)
+        .get("vision-operator")
+        .await
+        .unwrap();
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(
+        holder.is_empty(),
+        "the Lease should be released on SIGTERM (the Role allows patching it); holder: {holder}"
+    );
 
     // Uninstall: every object of the release is deleted; the CRDs stay.
     let _ = algos.delete(&algo_name, &DeleteParams::default()).await;
