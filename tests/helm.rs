@@ -1294,3 +1294,79 @@ fn algorithm(name: &str, ar: &ApiResource) -> DynamicObject {
     }});
     a
 }
+
+/// Why docs/INSTALL.md upgrades the CRDs with `--force-conflicts`: Helm
+/// creates the CRDs of crds/ (field manager "helm"), so a server-side apply
+/// that changes them conflicts with "helm" unless it forces.
+#[test]
+fn crd_upgrade_needs_force_conflicts() {
+    let group = format!(
+        "g{}{}.helm-test.example.com",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000
+    );
+    let crd = |description: &str| {
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: widgets.{group}}}
+spec:
+  group: {group}
+  names: {{kind: Widget, plural: widgets}}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {{type: object, description: {description}}}
+"
+        )
+    };
+    let dir = common::repo_root().join(".local/helm");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (v1, v2) = (
+        dir.join(format!("{group}-1.yaml")),
+        dir.join(format!("{group}-2.yaml")),
+    );
+    std::fs::write(&v1, crd("one")).unwrap();
+    std::fs::write(&v2, crd("two")).unwrap();
+    let _cleanup = ClusterScoped(vec![format!("crd/widgets.{group}")]);
+    let kubectl = |args: &[&str]| {
+        Command::new(common::kubectl_path())
+            .arg("--kubeconfig")
+            .arg(common::kubeconfig_path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let (v1s, v2s) = (v1.display().to_string(), v2.display().to_string());
+    let created = kubectl(&["create", "--field-manager=helm", "-f", &v1s]);
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let plain = kubectl(&["apply", "--server-side", "-f", &v2s]);
+    assert!(
+        !plain.status.success(),
+        "the changed CRD applied without --force-conflicts"
+    );
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("conflict with \"helm\""),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let forced = kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &v2s]);
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    let _ = std::fs::remove_file(&v1);
+    let _ = std::fs::remove_file(&v2);
+}
