@@ -145,105 +145,166 @@ fn steady_pool() -> (WorkerPool, VecDeque<JobKey>, usize) {
     (p, holders, next)
 }
 
-/// Timed batches are at most this long; between them, untimed set-up and
-/// tear-down keep the pool near PENDING pending jobs.
-const CHUNK: u64 = 1000;
+/// CPU time of this thread in ns (Linux `sum_exec_runtime`; 0 elsewhere).
+/// The machine is shared, so wall time includes time other processes took
+/// the CPU; thread CPU time does not.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
 
-fn benches(c: &mut Criterion) {
-    let mut g = c.benchmark_group("admission_100k");
+/// One timed batch.
+struct Timed {
+    wall: Duration,
+    cpu_ns: u64,
+    ops: u64,
+}
 
-    let (mut p, _, mut next) = steady_pool();
-    g.bench_function("add", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut done = 0;
-            while done < iters {
-                let n = CHUNK.min(iters - done);
-                let batch: Vec<JobSpec> = (next..next + n as usize).map(job).collect();
-                let keys: Vec<JobKey> = batch.iter().map(|j| j.key.clone()).collect();
-                next += n as usize;
-                let t = Instant::now();
-                for j in batch {
-                    black_box(p.observe_job(j));
-                }
-                total += t.elapsed();
-                for k in &keys {
-                    p.remove_job(k);
-                }
-                done += n;
+fn timed(f: impl FnOnce() -> u64) -> Timed {
+    let c0 = cpu_ns();
+    let t = Instant::now();
+    let ops = f();
+    let wall = t.elapsed();
+    Timed {
+        wall,
+        cpu_ns: cpu_ns().saturating_sub(c0),
+        ops,
+    }
+}
+
+/// An operation measured at ~PENDING pending jobs: `batch(n)` does about `n`
+/// of them timed, with untimed set-up/tear-down around so the pool stays
+/// near its size.
+trait Op {
+    fn batch(&mut self, n: u64) -> Timed;
+}
+
+/// `observe_job` of a new job.
+struct Add {
+    p: WorkerPool,
+    next: usize,
+}
+
+impl Op for Add {
+    fn batch(&mut self, n: u64) -> Timed {
+        let batch: Vec<JobSpec> = (self.next..self.next + n as usize).map(job).collect();
+        let keys: Vec<JobKey> = batch.iter().map(|j| j.key.clone()).collect();
+        self.next += n as usize;
+        let p = &mut self.p;
+        let t = timed(|| {
+            for j in batch {
+                black_box(p.observe_job(j));
             }
-            total
-        })
-    });
+            n
+        });
+        for k in &keys {
+            p.remove_job(k);
+        }
+        t
+    }
+}
 
-    g.bench_function("remove", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut done = 0;
-            while done < iters {
-                let n = CHUNK.min(iters - done);
-                let keys: Vec<JobKey> = (next..next + n as usize)
-                    .map(|i| {
-                        let j = job(i);
-                        let k = j.key.clone();
-                        p.observe_job(j);
-                        k
-                    })
-                    .collect();
-                next += n as usize;
-                let t = Instant::now();
-                for k in &keys {
-                    p.remove_job(black_box(k));
-                }
-                total += t.elapsed();
-                done += n;
+/// `remove_job` of a pending job.
+struct Remove {
+    p: WorkerPool,
+    next: usize,
+}
+
+impl Op for Remove {
+    fn batch(&mut self, n: u64) -> Timed {
+        let p = &mut self.p;
+        let keys: Vec<JobKey> = (self.next..self.next + n as usize)
+            .map(|i| {
+                let j = job(i);
+                let k = j.key.clone();
+                p.observe_job(j);
+                k
+            })
+            .collect();
+        self.next += n as usize;
+        timed(|| {
+            for k in &keys {
+                p.remove_job(black_box(k));
             }
-            total
+            n
         })
-    });
-    drop(p);
+    }
+}
 
-    let (mut p, mut holders, mut next) = steady_pool();
-    let mut now = T0;
-    g.bench_function("admit_per_admission", |b| {
-        // One iteration = one admitted job: a holder finishes and `admit`
-        // refills the freed room (a 4-GPU holder may make room for several).
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            let mut done = 0;
-            while done < iters {
-                let n = CHUNK.min(iters - done);
-                let mut admitted = 0;
-                let t = Instant::now();
-                while admitted < n {
-                    let k = holders.pop_front().expect("a holder");
-                    p.remove_job(&k);
-                    now += 1;
-                    for a in p.admit(now) {
-                        holders.push_back(a.key);
-                        admitted += 1;
-                    }
+/// One admitted job: a holder finishes (`remove_job`) and `admit` refills
+/// the freed room (a 4-GPU holder may make room for several). Counts
+/// admitted jobs, not calls.
+struct Admit {
+    p: WorkerPool,
+    holders: VecDeque<JobKey>,
+    next: usize,
+    now: i64,
+}
+
+impl Op for Admit {
+    fn batch(&mut self, n: u64) -> Timed {
+        let Admit {
+            p, holders, now, ..
+        } = self;
+        let t = timed(|| {
+            let mut admitted = 0;
+            while admitted < n {
+                let k = holders.pop_front().expect("a holder");
+                p.remove_job(&k);
+                *now += 1;
+                for a in p.admit(*now) {
+                    holders.push_back(a.key);
+                    admitted += 1;
                 }
-                total += t.elapsed();
-                for _ in 0..admitted {
-                    p.observe_job(job(next));
-                    next += 1;
-                }
-                done += admitted;
             }
-            total
-        })
-    });
+            admitted
+        });
+        for _ in 0..t.ops {
+            self.p.observe_job(job(self.next));
+            self.next += 1;
+        }
+        t
+    }
+}
 
-    g.bench_function("admit_nothing_admissible", |b| {
-        b.iter(|| {
-            let out = p.admit(black_box(now));
-            debug_assert!(out.is_empty());
-            black_box(out)
-        })
-    });
+/// `explain` of a pending job (10,000 of them, spread over the order).
+struct Explain {
+    p: WorkerPool,
+    keys: Vec<JobKey>,
+    i: usize,
+    now: i64,
+}
 
-    // 10,000 jobs still pending, spread over the order.
+impl Op for Explain {
+    fn batch(&mut self, n: u64) -> Timed {
+        let Explain { p, keys, i, now } = self;
+        timed(|| {
+            for _ in 0..n {
+                *i = (*i + 7919) % keys.len();
+                black_box(p.explain(&keys[*i], *now));
+            }
+            n
+        })
+    }
+}
+
+fn ops() -> Vec<(&'static str, Box<dyn Op>)> {
+    let (p, _, next) = steady_pool();
+    let add = Add { p, next };
+    let (p, _, next) = steady_pool();
+    let remove = Remove { p, next };
+    let (p, holders, next) = steady_pool();
+    let mut admit = Admit {
+        p,
+        holders,
+        next,
+        now: T0,
+    };
+    // Churn a while so that admissions are measured in steady state.
+    admit.batch(50_000);
+    let (p, _, next) = steady_pool();
     let keys: Vec<JobKey> = (0..next)
         .step_by(7)
         .map(|i| job(i).key)
@@ -251,24 +312,78 @@ fn benches(c: &mut Criterion) {
         .take(10_000)
         .collect();
     assert_eq!(keys.len(), 10_000);
-    let mut i = 0usize;
-    g.bench_function("explain", |b| {
+    let explain = Explain {
+        p,
+        keys,
+        i: 0,
+        now: T0 + 1,
+    };
+    vec![
+        ("add", Box::new(add)),
+        ("remove", Box::new(remove)),
+        ("admit_per_admission", Box::new(admit)),
+        ("explain", Box::new(explain)),
+    ]
+}
+
+/// Thread CPU time per operation over 300,000 operations in batches of
+/// 20,000 (the pool stays between ~80k and ~100k pending).
+fn report_cpu(ops: &mut [(&'static str, Box<dyn Op>)]) {
+    for (name, op) in ops.iter_mut() {
+        let (mut cpu, mut wall, mut n) = (0u64, Duration::ZERO, 0u64);
+        while n < 300_000 {
+            let t = op.batch(20_000);
+            cpu += t.cpu_ns;
+            wall += t.wall;
+            n += t.ops;
+        }
+        println!(
+            "admission/cpu: {name}: {:.0} ns CPU per op ({:.0} ns wall) over {n} ops",
+            cpu as f64 / n as f64,
+            wall.as_nanos() as f64 / n as f64
+        );
+    }
+}
+
+/// Timed batches are at most this long.
+const CHUNK: u64 = 10_000;
+
+fn benches(c: &mut Criterion, ops: &mut [(&'static str, Box<dyn Op>)]) {
+    let mut g = c.benchmark_group("admission_100k");
+    for (name, op) in ops.iter_mut() {
+        g.bench_function(*name, |b| {
+            b.iter_custom(|iters| {
+                let (mut total, mut done) = (Duration::ZERO, 0);
+                while done < iters {
+                    let t = op.batch(CHUNK.min(iters - done));
+                    total += t.wall;
+                    done += t.ops;
+                }
+                total
+            })
+        });
+    }
+    // The decision triggered by an event that frees nothing (all slots full).
+    let (mut p, _, _) = steady_pool();
+    g.bench_function("admit_nothing_admissible", |b| {
         b.iter(|| {
-            i = (i + 7919) % keys.len();
-            black_box(p.explain(&keys[i], now))
+            let out = p.admit(black_box(T0 + 1));
+            debug_assert!(out.is_empty());
+            black_box(out)
         })
     });
-
     g.finish();
 }
 
 fn main() {
     report_memory();
+    let mut ops = ops();
+    report_cpu(&mut ops);
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sample_size(20)
         .configure_from_args();
-    benches(&mut c);
+    benches(&mut c, &mut ops);
     c.final_summary();
 }

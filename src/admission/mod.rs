@@ -329,6 +329,16 @@ impl AlgoState {
     }
 }
 
+/// What an algorithm says about admitting one more of its jobs now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AlgoGate {
+    /// Not registered: its jobs can never run (until it is).
+    Missing,
+    /// At capacity, or its breaker holds jobs back.
+    Blocked,
+    Open,
+}
+
 /// The result of looking at a queue's group heads.
 #[derive(Debug, Default)]
 struct Scan {
@@ -659,16 +669,30 @@ impl WorkerPool {
     }
 
     /// Whether algorithm `a` exists and can take one more job now.
-    fn algo_ok(&self, a: u32, now_ms: i64) -> bool {
+    fn algo_gate(&self, a: u32, now_ms: i64) -> AlgoGate {
         let algo = &self.algos[a as usize];
-        algo.spec.is_some()
-            && algo.at_capacity().is_none()
+        if algo.spec.is_none() {
+            AlgoGate::Missing
+        } else if algo.at_capacity().is_none()
             && matches!(algo.gate(now_ms), Gate::Pass | Gate::Probe)
+        {
+            AlgoGate::Open
+        } else {
+            AlgoGate::Blocked
+        }
+    }
+
+    /// `algo_gate` of every algorithm, computed once per admission step
+    /// rather than once per group.
+    fn algo_gates(&self, now_ms: i64) -> Vec<AlgoGate> {
+        (0..self.algos.len() as u32)
+            .map(|a| self.algo_gate(a, now_ms))
+            .collect()
     }
 
     /// Looks at the group heads of queue `q`. Assumes nothing about slots or
     /// pause (callers check those first).
-    fn scan(&self, q: u32, now_ms: i64) -> Scan {
+    fn scan(&self, q: u32, gates: &[AlgoGate]) -> Scan {
         let queue = &self.queues[q as usize];
         let spec = queue.spec.as_ref().expect("scan of a queue with a spec");
         // Fits when the GPUs in use plus its own stay within the quota: a
@@ -681,12 +705,12 @@ impl WorkerPool {
         let mut s = Scan::default();
         for g in &queue.groups {
             let head = g.head;
-            let algo = &self.algos[g.algo as usize];
-            if algo.spec.is_none() || spec.max_gpus.is_some_and(|m| g.gpus > m) {
+            let gate = gates[g.algo as usize];
+            if gate == AlgoGate::Missing || spec.max_gpus.is_some_and(|m| g.gpus > m) {
                 continue; // can never run here: blocks no one
             }
             s.runnable = first(&self.jobs, s.runnable, head);
-            if !self.algo_ok(g.algo, now_ms) {
+            if gate == AlgoGate::Blocked {
                 continue;
             }
             if fits(g.gpus) {
@@ -715,9 +739,9 @@ impl WorkerPool {
     }
 
     /// The job queue `q` would admit next, if any.
-    fn candidate(&self, q: u32, now_ms: i64) -> Option<Cand> {
+    fn candidate(&self, q: u32, gates: &[AlgoGate], now_ms: i64) -> Option<Cand> {
         let spec = self.queue_open(q)?;
-        let scan = self.scan(q, now_ms);
+        let scan = self.scan(q, gates);
         match spec.ordering {
             Ordering::StrictFifo => scan.admissible.filter(|&j| Some(j) == scan.runnable),
             Ordering::BestEffortFifo => {
@@ -740,10 +764,11 @@ impl WorkerPool {
     /// calls `rollback`).
     pub fn admit(&mut self, now_ms: i64) -> Vec<Admission> {
         let mut out = Vec::new();
+        let mut gates = self.algo_gates(now_ms);
         loop {
             let mut best = None;
             for &q in &self.live_queues {
-                if let Some(j) = self.candidate(q, now_ms) {
+                if let Some(j) = self.candidate(q, &gates, now_ms) {
                     best = first(&self.jobs, best, j);
                 }
             }
@@ -758,12 +783,15 @@ impl WorkerPool {
             if algo.breaker_spec().is_some() {
                 algo.breaker.on_admit(id, now_ms);
             }
+            // Only the admitted job's algorithm changed (capacity, probe).
+            let a = j.algo;
             out.push(Admission {
                 key: (*j.key).clone(),
                 queue: self.queues[j.queue as usize].name.clone(),
                 algorithm: algo.name.clone(),
                 gpus: j.gpus,
             });
+            gates[a as usize] = self.algo_gate(a, now_ms);
         }
         out
     }
@@ -868,7 +896,7 @@ impl WorkerPool {
                 max_gpus,
             };
         }
-        let scan = self.scan(j.queue, now_ms);
+        let scan = self.scan(j.queue, &self.algo_gates(now_ms));
         match spec.ordering {
             Ordering::StrictFifo => {
                 if let Some(head) = scan.runnable
