@@ -61,9 +61,14 @@ pub enum DispatchEvent {
     /// read back afterwards (None if it is gone).
     Written {
         key: JobKey,
-        admission: bool,
+        /// The queue, when the write was an admission.
+        admission: Option<String>,
         result: Result<(), Option<Arc<VisionJob>>>,
     },
+    /// A fresh, consistent list of the jobs, read by a new leader: the pool
+    /// is rebuilt from it (never from a cache that may lag a former leader's
+    /// last writes).
+    Rebuild(Vec<VisionJob>),
 }
 
 pub struct Dispatcher {
@@ -72,6 +77,7 @@ pub struct Dispatcher {
     pool: WorkerPool,
     synced: [bool; 4],
     leader: bool,
+    rebuilt: bool,
     /// Jobs with a status write of the dispatcher in flight.
     inflight: HashSet<JobKey>,
     /// New jobs accepted as pending whose Queued status is still to be written.
@@ -91,6 +97,7 @@ impl Dispatcher {
             pool: WorkerPool::new(),
             synced: [false; 4],
             leader: false,
+            rebuilt: false,
             inflight: HashSet::new(),
             to_queue: Vec::new(),
             writes,
@@ -100,9 +107,10 @@ impl Dispatcher {
         }
     }
 
-    /// Leader, and the jobs, queues and algorithms are listed.
+    /// Leader, rebuilt from a fresh list, and the jobs, queues and algorithms are listed.
     fn active(&self) -> bool {
         self.leader
+            && self.rebuilt
             && self.synced[Kind::Jobs as usize]
             && self.synced[Kind::Queues as usize]
             && self.synced[Kind::Algorithms as usize]
@@ -145,17 +153,16 @@ impl Dispatcher {
         match event {
             DispatchEvent::Synced(kind) => {
                 self.synced[kind as usize] = true;
-                if was_active {
-                    // A re-list after a watch gap: deletions in the gap sent no
-                    // event, so rebuild from the stores.
-                    if kind != Kind::Pods {
-                        self.rebuild();
-                    }
-                    return;
+                if was_active && kind != Kind::Pods {
+                    // A re-list after a watch gap: deletions in the gap sent
+                    // no event. Reconcile the pool with the stores, keeping
+                    // what it knows better (admissions still being written).
+                    self.resync();
                 }
             }
             DispatchEvent::Leader => self.leader = true,
-            _ if !was_active => return,
+            DispatchEvent::Rebuild(jobs) => self.rebuild(&jobs),
+            _ if !was_active => {}
             DispatchEvent::Changed(Kind::Jobs, (ns, name)) => {
                 let r = ObjectRef::new(&name).within(ns.as_deref().unwrap_or_default());
                 if let Some(job) = self.ctx.jobs.get(&r) {
@@ -195,8 +202,11 @@ impl Dispatcher {
                 result,
             } => {
                 self.inflight.remove(&key);
+                if let (Ok(()), Some(queue)) = (&result, &admission) {
+                    *self.admitted_total.entry(queue.clone()).or_default() += 1;
+                }
                 if let Err(fresh) = result {
-                    if admission {
+                    if admission.is_some() {
                         self.pool.rollback(&key);
                         self.ctx.metrics.admission_rolled_back();
                     }
@@ -207,38 +217,63 @@ impl Dispatcher {
                 }
             }
         }
-        if !was_active && self.active() {
-            self.rebuild();
-        }
     }
 
-    /// Makes the pool a function of the stores: every queue, algorithm and
-    /// job as the cluster has them now. Used when leadership is gained (the
-    /// pool of a former leader is never trusted) and after a re-list.
-    fn rebuild(&mut self) {
-        let now = now_ms();
+    /// Makes the pool a function of the cluster: the queues and algorithms
+    /// of the stores and `jobs`, a consistent list read after leadership was
+    /// gained. A new leader never trusts a former pool, and admits nothing
+    /// before this.
+    fn rebuild(&mut self, jobs: &[VisionJob]) {
         let started = std::time::Instant::now();
         self.pool = WorkerPool::new();
         self.to_queue.clear();
+        self.inflight.clear();
         for q in self.ctx.queues.state() {
             self.pool.set_queue(&q.name_any(), queue_spec(&q));
         }
         for a in self.ctx.algorithms.state() {
             self.pool.set_algorithm(&a.name_any(), algorithm_spec(&a));
         }
-        let mut jobs = self.ctx.jobs.state();
-        // Observe holders first, so that a new job's acceptance sees every
-        // pending job that was accepted before it.
-        jobs.sort_by_key(|j| j.phase().is_none());
-        for job in &jobs {
+        // Observe holders and accepted jobs first, so that a new job's
+        // acceptance sees every job accepted before it.
+        let mut order: Vec<&VisionJob> = jobs.iter().collect();
+        order.sort_by_key(|j| j.phase().is_none());
+        for job in order {
             self.on_job(job);
         }
+        self.rebuilt = true;
         info!(
             jobs = jobs.len(),
             pool = self.pool.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
-            at = now,
             "worker pool rebuilt from the cluster's state"
+        );
+    }
+
+    /// After a re-list: forget jobs that are gone, observe every job again.
+    /// Observation never moves a job the pool holds back to waiting, so
+    /// admissions whose writes are not yet echoed by the watch stay counted.
+    fn resync(&mut self) {
+        for q in self.ctx.queues.state() {
+            self.pool.set_queue(&q.name_any(), queue_spec(&q));
+        }
+        for a in self.ctx.algorithms.state() {
+            self.pool.set_algorithm(&a.name_any(), algorithm_spec(&a));
+        }
+        let jobs = self.ctx.jobs.state();
+        let present: HashSet<JobKey> = jobs.iter().map(|j| job_key(j)).collect();
+        for (key, _) in self.pool.jobs() {
+            if !present.contains(&key) && !self.inflight.contains(&key) {
+                self.pool.remove_job(&key);
+            }
+        }
+        for job in &jobs {
+            self.on_job(job);
+        }
+        debug!(
+            jobs = jobs.len(),
+            pool = self.pool.len(),
+            "worker pool resynced after a re-list"
         );
     }
 
@@ -300,7 +335,7 @@ impl Dispatcher {
                     "Failed",
                     invalid.reason.as_str(),
                 );
-                self.write(job, status, false);
+                self.write(job, status, None);
             }
             Ok(gpus) => {
                 let mut spec = pool_job(job, ObservedPhase::New);
@@ -316,7 +351,7 @@ impl Dispatcher {
                         "Rejected",
                         "QueueFull",
                     );
-                    self.write(job, status, false);
+                    self.write(job, status, None);
                 } else {
                     self.to_queue.push(key);
                 }
@@ -339,17 +374,8 @@ impl Dispatcher {
             self.to_queue.retain(|k| k != &admission.key);
             let mut status = status::admitted(&job, &now, &admission.queue);
             status.gpus = Some(admission.gpus as i32);
-            *self
-                .admitted_total
-                .entry(admission.queue.clone())
-                .or_default() += 1;
-            let created = job.metadata.creation_timestamp.as_ref().map(super::ms_of);
-            self.ctx.metrics.admitted(
-                &admission.queue,
-                created.map(|c| (now_ms - c).max(0) as f64 / 1000.0),
-            );
             debug!(job = %admission.key, queue = %admission.queue, "admitted");
-            self.write(&job, status, true);
+            self.write(&job, status, Some(admission.queue));
         }
         for key in std::mem::take(&mut self.to_queue) {
             if self.pool.job_phase(&key) != Some(PoolPhase::Pending) || self.inflight.contains(&key)
@@ -369,13 +395,18 @@ impl Dispatcher {
             );
             let mut status = status::queued(&job, &now, wait.reason.label(), message);
             status.gpus = Some(pool_gpus(&job) as i32);
-            self.write(&job, status, false);
+            self.write(&job, status, None);
         }
     }
 
     /// Writes a job's status in the background; the result comes back as a
     /// `Written` event.
-    fn write(&mut self, job: &VisionJob, status: crate::api::VisionJobStatus, admission: bool) {
+    fn write(
+        &mut self,
+        job: &VisionJob,
+        status: crate::api::VisionJobStatus,
+        admission: Option<String>,
+    ) {
         let key = job_key(job);
         self.inflight.insert(key.clone());
         let ctx = self.ctx.clone();
@@ -389,6 +420,16 @@ impl Dispatcher {
             let phase = status.phase;
             let result = match write::job_status(&ctx.client, &job, status).await {
                 Ok(written) => {
+                    if let Some(queue) = &admission {
+                        // Counted once the admission is written (a rolled-back
+                        // admission is not one).
+                        let waited = written
+                            .metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(|c| (now_ms() - super::ms_of(c)).max(0) as f64 / 1000.0);
+                        ctx.metrics.admitted(queue, waited);
+                    }
                     super::job::publish_transition(&ctx, &written, phase);
                     Ok(())
                 }

@@ -32,6 +32,7 @@ pub async fn reconcile(job: Arc<VisionJob>, ctx: Arc<Context>) -> Result<Action>
         let started = std::time::Instant::now();
         let api: Api<VisionJob> =
             Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
+        let key = write::key_of(job.as_ref());
         let result = finalizer(&api, FINALIZER, job, |event| async {
             match event {
                 Finalizer::Apply(job) => apply(&job, &ctx).await,
@@ -39,10 +40,22 @@ pub async fn reconcile(job: Arc<VisionJob>, ctx: Arc<Context>) -> Result<Action>
             }
         })
         .await
-        .map_err(|e| match e {
-            kube::runtime::finalizer::Error::ApplyFailed(inner)
-            | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
-            other => Error::Finalizer(Box::new(other)),
+        .or_else(|e| {
+            use kube::runtime::finalizer::Error as F;
+            match e {
+                F::ApplyFailed(inner) | F::CleanupFailed(inner) => Err(inner),
+                // The JSON patch that adds or removes the finalizer tests the
+                // list it read first: a stale read fails the test (422) or
+                // races another writer (409). Retry from the newer object.
+                F::AddFinalizer(e) | F::RemoveFinalizer(e)
+                    if is_status(&e, 409) || is_status(&e, 422) =>
+                {
+                    Err(Error::Conflict(format!("finalizer of {key}")))
+                }
+                // Gone already: nothing left to clean up.
+                F::RemoveFinalizer(e) if is_status(&e, 404) => Ok(Action::await_change()),
+                other => Err(Error::Finalizer(Box::new(other))),
+            }
         });
         ctx.metrics.reconciled(started.elapsed());
         result
@@ -210,10 +223,24 @@ async fn active(step: &Step<'_>) -> Result<Action> {
         .unwrap_or(step.now_ms);
     let deadline = attempt_start + timeout_ms;
     let name = pod_name(&job.name_any(), attempt);
-    let pod = step
+    let mut pod = step
         .ctx
         .pod(&step.namespace(), &name)
         .filter(|p| owned_by(p, job));
+    if pod.is_none() && status.started_at.is_some() {
+        // A started attempt's pod missing from the cache would fail the
+        // attempt: confirm with the API server before believing it.
+        let api: Api<Pod> = Api::namespaced(step.ctx.client.clone(), &step.namespace());
+        pod = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::Kube)?
+            .filter(|p| owned_by(p, job))
+            .map(Arc::new);
+        if pod.is_some() {
+            warn!(pod = %name, pods_cached = step.ctx.pods.state().len(), "pod missing from the cache but present in the API; using the API's copy");
+        }
+    }
 
     match pod.as_deref().map(pod_state) {
         None if status.started_at.is_some() || step.now_ms >= deadline => {

@@ -265,15 +265,26 @@ pub async fn run(
     // a follower with no state of its former term).
     let (reconcile_all_tx, reconcile_all_rx) = mpsc::unbounded_channel::<()>();
     let leader_ctx = ctx.clone();
+    let leader_readiness = readiness.clone();
     let leader_watch = async move {
         let mut had = false;
         loop {
             let is = *leadership.borrow_and_update();
             if is && !had {
+                // Act only on complete caches: a reconcile that ran before
+                // the pods were listed would take every running job's pod
+                // for deleted.
+                while !leader_readiness.is_ready() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 info!("became leader: rebuilding the worker pool from the cluster's state");
+                // A consistent (quorum) list: the watch cache may not yet
+                // hold a former leader's last writes.
+                let jobs = list_all::<VisionJob>(&leader_ctx.client).await;
                 leader_ctx.leader.store(true, Ordering::SeqCst);
                 leader_ctx.metrics.set_leader(true);
                 let _ = leader_ctx.dispatch.send(DispatchEvent::Leader);
+                let _ = leader_ctx.dispatch.send(DispatchEvent::Rebuild(jobs));
                 let _ = reconcile_all_tx.send(());
                 had = true;
             } else if !is && had {
@@ -304,6 +315,37 @@ pub async fn run(
         _ = reconciler => {
             info!("reconciler stopped: shutting down");
             Ok(())
+        }
+    }
+}
+
+/// Lists every object of a kind with a consistent read, page by page,
+/// retrying until it succeeds.
+async fn list_all<K>(client: &Client) -> Vec<K>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let api: Api<K> = Api::all(client.clone());
+    loop {
+        let mut out = Vec::new();
+        let mut params = kube::api::ListParams::default().limit(500);
+        let result: Result<(), kube::Error> = async {
+            loop {
+                let page = api.list(&params).await?;
+                out.extend(page.items);
+                match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => return Ok(()),
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return out,
+            Err(e) => {
+                warn!(error = %e, "listing jobs for the rebuild failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
