@@ -251,7 +251,7 @@ up() {
       --etcd-binary "$BIN/etcd" \
       --kubeconfig "$STATE/kubeconfig" \
       --wait 120s \
-      >"$LOGS/kwokctl-create.log" 2>&1; then
+      >"$LOGS/kwokctl-create.log" 2>&1 8>&- 9>&-; then
       tail -n 40 "$LOGS/kwokctl-create.log" >&2
       for f in "$KWOK_WORKDIR/clusters/$NAME/logs/"*.log; do
         [ -f "$f" ] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }
@@ -338,6 +338,8 @@ lock() {
   exec 8>"$STATE.lock"
   flock 8
 }
+# (The cluster's processes must not inherit fd 8, or they would hold the lock
+# for as long as they run: kwokctl is started with 8>&-.)
 
 case "$cmd" in
   up) lock; up ;;
