@@ -336,7 +336,7 @@ done
 lock() {
   mkdir -p "$(dirname "$STATE")"
   exec 8>"$STATE.lock"
-  flock 8
+  flock -w 600 8 || die "waited 10 min for $STATE.lock (another hack/cluster.sh up/down running?)"
 }
 # (The cluster's processes must not inherit fd 8, or they would hold the lock
 # for as long as they run: kwokctl is started with 8>&-.)
