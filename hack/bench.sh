@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# The end-to-end benchmark (`make bench`): vision-operator on the local
+# cluster, measured from outside (its own watches, the API server's
+# /metrics, /proc of the operator). A command, not a test.
+#
+#   hack/bench.sh [--jobs N] [--max-running M] [--gpus G] [--runtime-ms R]
+#                 [--nodes K] [--gpus-per-node X] [--memory-jobs N]
+#                 [--no-ceiling] [--no-memory]
+#
+# Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
+# on 4 nodes x 8 GPUs (ideal makespan ceil(1000/32) x 2 s = 64 s); the
+# ceiling run (the same 1000 pods created directly, no operator); and 10,000
+# jobs queued into a paused queue for the operator's memory. About 5 minutes
+# on 2 cores. Results: .local/bench/<time>/ (report.txt and one JSON per
+# scenario). Scenarios: see docs/PERFORMANCE.md.
+#
+# Environment: BENCH_HTTP_ADDR (operator's /metrics, default 127.0.0.1:18090),
+# VISION_CLUSTER_DIR (cluster state, default .local/cluster), BENCH_FORCE=1
+# (run even while e2e tests use the cluster: the numbers will be noisy and
+# the tests' operators would compete).
+set -euo pipefail
+shopt -s inherit_errexit
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+JOBS=1000 MAX_RUNNING=32 GPUS=1 RUNTIME_MS=2000 NODES=4 GPUS_PER_NODE=8 MEMORY_JOBS=10000
+CEILING=1 MEMORY=1
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+int() { [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1 takes an integer, got '$2'" >&2; exit 2; }; echo "$2"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --jobs) JOBS="$(int "$1" "${2:-}")"; shift 2 ;;
+    --max-running) MAX_RUNNING="$(int "$1" "${2:-}")"; shift 2 ;;
+    --gpus) GPUS="$(int "$1" "${2:-}")"; shift 2 ;;
+    --runtime-ms) RUNTIME_MS="$(int "$1" "${2:-}")"; shift 2 ;;
+    --nodes) NODES="$(int "$1" "${2:-}")"; shift 2 ;;
+    --gpus-per-node) GPUS_PER_NODE="$(int "$1" "${2:-}")"; shift 2 ;;
+    --memory-jobs) MEMORY_JOBS="$(int "$1" "${2:-}")"; shift 2 ;;
+    --no-ceiling) CEILING=0; shift ;;
+    --no-memory) MEMORY=0; shift ;;
+    -h|--help) usage ;;
+    *) echo "unknown flag $1" >&2; usage ;;
+  esac
+done
+
+STATE="${VISION_CLUSTER_DIR:-$ROOT/.local/cluster}"
+KCFG="$STATE/kubeconfig"
+HTTP_ADDR="${BENCH_HTTP_ADDR:-127.0.0.1:18090}"
+OUT="$ROOT/.local/bench/$(date -u +%Y%m%dT%H%M%SZ)"
+LOG="$ROOT/.local/logs/bench-operator.log"
+OPERATOR="$ROOT/target/release/vision-operator"
+VISIONCTL="$ROOT/target/release/visionctl"
+CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
+OP_PID=""
+
+say() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] ERROR: %s\n' "$*" >&2; exit 1; }
+
+stop_operator() {
+  if [ -n "$OP_PID" ] && kill -0 "$OP_PID" 2>/dev/null; then
+    kill -TERM "$OP_PID" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$OP_PID" 2>/dev/null || break; sleep 0.25; done
+    if kill -0 "$OP_PID" 2>/dev/null; then kill -KILL "$OP_PID" 2>/dev/null || true; fi
+  fi
+  OP_PID=""
+}
+trap stop_operator EXIT
+trap 'exit 130' INT TERM
+
+start_operator() {
+  local host="${HTTP_ADDR%:*}" port="${HTTP_ADDR##*:}"
+  if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then
+    die "$HTTP_ADDR is in use; set BENCH_HTTP_ADDR=127.0.0.1:<free port>"
+  fi
+  # As deployed: leader election on (its lease renewals are counted).
+  "$OPERATOR" --kubeconfig "$KCFG" --http-addr "$HTTP_ADDR" \
+    --leader-election true --lease-name vision-operator-bench --lease-namespace default \
+    >>"$LOG" 2>&1 </dev/null &
+  OP_PID=$!
+  for _ in $(seq 1 120); do
+    if curl -fsS "http://$HTTP_ADDR/readyz" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$OP_PID" 2>/dev/null || { tail -n 20 "$LOG" >&2; die "the operator exited"; }
+    sleep 0.5
+  done
+  tail -n 20 "$LOG" >&2
+  die "the operator did not become ready"
+}
+
+tests_running() {
+  local f
+  [ "$STATE" = "$ROOT/.local/cluster" ] || return 1
+  for f in "$ROOT/.local/cluster-users"/*; do
+    [ -e "$f" ] && kill -0 "${f##*/}" 2>/dev/null && return 0
+  done
+  pgrep -f 'cargo test' >/dev/null 2>&1
+}
+
+command -v curl >/dev/null || die "curl is not installed"
+if tests_running && [ "${BENCH_FORCE:-0}" != 1 ]; then
+  die "e2e tests are using the local cluster; wait for them, use VISION_CLUSTER_DIR=$ROOT/.local/bench-cluster, or BENCH_FORCE=1"
+fi
+if [ -f "$ROOT/.local/demo-operator.pid" ] && kill -0 "$(cat "$ROOT/.local/demo-operator.pid")" 2>/dev/null; then
+  die "the demo's operator is running on the cluster (make demo-down stops it)"
+fi
+
+mkdir -p "$OUT" "$ROOT/.local/logs"
+: >"$LOG"
+say "building the operator and visionctl (cargo build --release)"
+cargo build --release --bin vision-operator --bin visionctl
+say "starting or reusing the local cluster ($NODES nodes x $GPUS_PER_NODE GPUs)"
+# A healthy cluster with the wanted nodes is reused as it is.
+have_nodes() {
+  local kb
+  kb="$(hack/cluster.sh env | sed -n 's/^export PATH=\([^:]*\):.*/\1/p')"
+  [ "$("$kb/kubectl" --kubeconfig "$KCFG" get nodes -l type=kwok \
+    -o jsonpath='{range .items[*]}{.status.allocatable.nvidia\.com/gpu}{"\n"}{end}' 2>/dev/null |
+    grep -cx "$GPUS_PER_NODE")" = "$NODES" ] &&
+  [ "$("$kb/kubectl" --kubeconfig "$KCFG" get nodes -l type=kwok -o name 2>/dev/null | wc -l)" = "$NODES" ]
+}
+if hack/cluster.sh status >/dev/null 2>&1 && have_nodes; then
+  say "reusing the running cluster"
+elif ! hack/cluster.sh up --nodes "$NODES" --gpus "$GPUS_PER_NODE" >"$ROOT/.local/logs/bench-cluster-up.log" 2>&1; then
+  tail -n 40 "$ROOT/.local/logs/bench-cluster-up.log" >&2
+  die "hack/cluster.sh up failed"
+fi
+KBIN="$(hack/cluster.sh env | sed -n 's/^export PATH=\([^:]*\):.*/\1/p')"
+kubectl=("$KBIN/kubectl" --kubeconfig "$KCFG")
+"${kubectl[@]}" apply --server-side --force-conflicts -f crds/ >/dev/null
+"${kubectl[@]}" wait --for condition=established --timeout=60s \
+  crd/visionjobs.vision.zjlab.io crd/visionqueues.vision.zjlab.io crd/visionalgorithms.vision.zjlab.io >/dev/null
+
+common=(--gpus "$GPUS" --runtime-ms "$RUNTIME_MS" --max-running "$MAX_RUNNING" --clk-tck "$CLK_TCK")
+vctl() { "$VISIONCTL" --kubeconfig "$KCFG" "$@"; }
+
+{
+  echo "# vision-operator end-to-end benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ {print $2}') GiB"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' (with local changes in src/)')"
+  echo "command: hack/bench.sh --jobs $JOBS --max-running $MAX_RUNNING --gpus $GPUS --runtime-ms $RUNTIME_MS --nodes $NODES --gpus-per-node $GPUS_PER_NODE --memory-jobs $MEMORY_JOBS$([ $CEILING = 1 ] || echo ' --no-ceiling')$([ $MEMORY = 1 ] || echo ' --no-memory')"
+  echo "cluster: $("${kubectl[@]}" version -o json 2>/dev/null | grep -m1 gitVersion | tr -d ' ",' | sed 's/gitVersion://' | tail -1), $NODES fake nodes x $GPUS_PER_NODE GPUs (KWOK)"
+} | tee "$OUT/report.txt"
+
+say "scenario 1/3: throughput ($JOBS jobs, maxRunning $MAX_RUNNING)"
+start_operator
+vctl bench throughput --jobs "$JOBS" "${common[@]}" --operator-pid "$OP_PID" \
+  --out "$OUT/throughput.json" | tee -a "$OUT/report.txt"
+say "cleaning up the benchmark's jobs"
+vctl bench cleanup --namespace vision-bench
+stop_operator
+
+report=(--throughput "$OUT/throughput.json")
+if [ "$CEILING" = 1 ]; then
+  say "scenario 2/3: ceiling ($JOBS bare pods, no operator)"
+  vctl bench ceiling --namespace vision-bench-ceiling --jobs "$JOBS" "${common[@]}" \
+    --out "$OUT/ceiling.json" | tee -a "$OUT/report.txt"
+  vctl bench cleanup --namespace vision-bench-ceiling
+  report+=(--ceiling "$OUT/ceiling.json")
+fi
+
+if [ "$MEMORY" = 1 ]; then
+  say "scenario 3/3: memory ($MEMORY_JOBS jobs into a paused queue)"
+  start_operator
+  vctl bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
+    --concurrency 32 "${common[@]}" --operator-pid "$OP_PID" --out "$OUT/memory.json" | tee -a "$OUT/report.txt"
+  say "cleaning up the $MEMORY_JOBS queued jobs"
+  vctl bench cleanup --namespace vision-bench-mem
+  stop_operator
+  report+=(--memory "$OUT/memory.json")
+fi
+
+rc=0
+vctl bench report "${report[@]}" | tee -a "$OUT/report.txt" || rc=$?
+say "results in ${OUT#"$ROOT"/}/ (report.txt, *.json); operator log .local/logs/bench-operator.log"
+say "the cluster is left running: hack/cluster.sh down (or make cluster-down) stops it"
+exit "$rc"
