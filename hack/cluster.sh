@@ -20,7 +20,7 @@ MODS="$ROOT/hack/cluster"
 KWOK_CONF="$ROOT/hack/kwok"
 STATE="${VISION_CLUSTER_DIR:-$ROOT/.local/cluster}"
 LOGS="$ROOT/.local/logs"
-CACHE="${VISION_CACHE_DIR:-$HOME/.cache/vision-operator}"
+CACHE="${VISION_CACHE_DIR:-${HOME:-/root}/.cache/vision-operator}"
 NAME=vision
 NODES="${VISION_NODES:-4}"
 GPUS="${VISION_GPUS:-8}"
@@ -28,9 +28,11 @@ NODE_CPU="${VISION_NODE_CPU:-64}"
 NODE_MEMORY="${VISION_NODE_MEMORY:-256Gi}"
 NODE_PODS="${VISION_NODE_PODS:-1000}"
 
+# Go may be installed but not on a minimal PATH (CI).
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then PATH="/usr/local/go/bin:$PATH"; fi
 # Builds use the Go module proxy only; never switch toolchains behind our back.
 export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
-export GOFLAGS="${GOFLAGS:--mod=readonly}"
+export GOFLAGS="${GOFLAGS:--mod=readonly -buildvcs=false}"
 export KWOK_WORKDIR="$STATE/kwok"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
