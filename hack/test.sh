@@ -72,4 +72,11 @@ while [ $# -gt 0 ]; do
   if [ "$1" = -- ]; then shift; test_args+=("$@"); break; fi
   cargo_args+=("$1"); shift
 done
-cargo test --all-targets --features e2e "${cargo_args[@]}" -- --test-threads=2 "${test_args[@]}"
+# Two test threads, set through the environment: `-- --test-threads=2` would
+# also reach the criterion bench binaries (--all-targets), which reject it.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+if [ ${#test_args[@]} -gt 0 ]; then
+  cargo test --all-targets --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
+else
+  cargo test --all-targets --features e2e "${cargo_args[@]}"
+fi
