@@ -21,7 +21,12 @@ const T: Duration = Duration::from_secs(60);
 async fn create_many(w: &World, prefix: &str, n: usize, alg: &str, extra: serde_json::Value) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
         let names: Vec<String> = chunk.iter().map(|i| format!("{prefix}-{i:04}")).collect();
-        join_all(names.iter().map(|name| w.job(name, alg, extra.clone(), json!({})))).await;
+        join_all(
+            names
+                .iter()
+                .map(|name| w.job(name, alg, extra.clone(), json!({}))),
+        )
+        .await;
     }
 }
 
@@ -43,10 +48,20 @@ async fn a_burst_never_exceeds_max_running_and_keeps_every_slot_busy() {
     assert_eq!(jobs.len(), N);
     for j in &jobs {
         let s = j.status.as_ref().unwrap();
-        assert_eq!(j.phase(), Some(JobPhase::Succeeded), "{}: {:?}", j.name_any(), s.message);
+        assert_eq!(
+            j.phase(),
+            Some(JobPhase::Succeeded),
+            "{}: {:?}",
+            j.name_any(),
+            s.message
+        );
         assert_eq!(s.attempts, Some(1), "{} ran more than once", j.name_any());
     }
-    assert!(pods.max_live() <= MAX, "saw {} live pods with maxRunning {MAX}", pods.max_live());
+    assert!(
+        pods.max_live() <= MAX,
+        "saw {} live pods with maxRunning {MAX}",
+        pods.max_live()
+    );
     assert_eq!(pods.max_live(), MAX, "the pool never filled all its slots");
     assert_eq!(pods.created(), N, "one pod per job");
 
@@ -73,16 +88,32 @@ async fn a_burst_never_exceeds_max_running_and_keeps_every_slot_busy() {
     sorted.sort();
     let p50 = sorted[sorted.len() / 2];
     let p99 = sorted[sorted.len() * 99 / 100];
-    eprintln!("burst of {N} with maxRunning {MAX}: makespan {makespan:?}, refill gap p50 {p50:?} p99 {p99:?}");
+    eprintln!(
+        "burst of {N} with maxRunning {MAX}: makespan {makespan:?}, refill gap p50 {p50:?} p99 {p99:?}"
+    );
     // Generous bound: timing is measured by the benchmark, this only catches
     // a slot left idle (e.g. refill waiting for a timer).
-    assert!(p99 < Duration::from_secs(5), "a freed slot stayed idle for {p99:?}");
+    assert!(
+        p99 < Duration::from_secs(5),
+        "a freed slot stayed idle for {p99:?}"
+    );
 
     // /metrics agrees with the cluster.
-    let admitted = op.metric("vision_operator_admissions_total", &format!("queue=\"{}\"", w.queue)).await;
+    let admitted = op
+        .metric(
+            "vision_operator_admissions_total",
+            &format!("queue=\"{}\"", w.queue),
+        )
+        .await;
     assert_eq!(admitted, Some(N as f64));
     let succeeded = op
-        .metric("vision_operator_job_outcomes_total", &format!("queue=\"{}\",algorithm=\"{alg}\",phase=\"Succeeded\"", w.queue))
+        .metric(
+            "vision_operator_job_outcomes_total",
+            &format!(
+                "queue=\"{}\",algorithm=\"{alg}\",phase=\"Succeeded\"",
+                w.queue
+            ),
+        )
         .await;
     assert_eq!(succeeded, Some(N as f64));
 }
@@ -94,34 +125,70 @@ async fn priority_first_then_fifo_within_a_priority() {
     let _op = Operator::start("priority").await;
     // Paused: everything queues, then one slot admits in order.
     w.queue(json!({"maxRunning": 1, "paused": true})).await;
-    let alg = w.algorithm("detect", json!({}), json!({"sim.vision.zjlab.io/duration": "200ms"})).await;
+    // Each runs longer than a second, so that admission times (written with
+    // second precision) order them.
+    let alg = w
+        .algorithm(
+            "detect",
+            json!({}),
+            json!({"sim.vision.zjlab.io/duration": "1100ms"}),
+        )
+        .await;
     // Created in this order, a second apart so creation times differ.
-    let plan = [("low-early", 0), ("high-late", 10), ("mid", 5), ("low-late", 0), ("high-later", 10)];
+    let plan = [
+        ("low-early", 0),
+        ("high-late", 10),
+        ("mid", 5),
+        ("low-late", 0),
+        ("high-later", 10),
+    ];
     for (i, (name, priority)) in plan.iter().enumerate() {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
-        w.job(name, &alg, json!({"priority": priority}), json!({})).await;
+        w.job(name, &alg, json!({"priority": priority}), json!({}))
+            .await;
     }
     for (name, _) in plan {
         w.wait_phase(name, JobPhase::Queued, T).await;
     }
     let head = common::wait_for(T, || async {
-        let q = Api::<VisionQueue>::all(w.client.clone()).get(&w.queue).await.unwrap();
+        let q = Api::<VisionQueue>::all(w.client.clone())
+            .get(&w.queue)
+            .await
+            .unwrap();
         q.status.and_then(|s| s.head) == Some(format!("{}/high-late", w.ns.name))
     })
     .await;
     assert!(head, "queue status must name the head of the queue");
     let patch = json!({"spec": {"paused": false}});
-    Api::<VisionQueue>::all(w.client.clone()).patch(&w.queue, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    Api::<VisionQueue>::all(w.client.clone())
+        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     let jobs = w.wait_all_final(T).await;
     let mut order: Vec<(String, String)> = jobs
         .iter()
-        .map(|j| (j.status.as_ref().unwrap().admitted_at.as_ref().unwrap().0.to_string(), j.name_any()))
+        .map(|j| {
+            (
+                j.status
+                    .as_ref()
+                    .unwrap()
+                    .admitted_at
+                    .as_ref()
+                    .unwrap()
+                    .0
+                    .to_string(),
+                j.name_any(),
+            )
+        })
         .collect();
     order.sort();
     let order: Vec<&str> = order.iter().map(|(_, n)| n.as_str()).collect();
-    assert_eq!(order, ["high-late", "high-later", "mid", "low-early", "low-late"]);
+    assert_eq!(
+        order,
+        ["high-late", "high-later", "mid", "low-early", "low-late"]
+    );
 }
 
 #[tokio::test]
@@ -133,11 +200,25 @@ async fn gpu_quota_and_algorithm_capacity_hold_together() {
     // 10 slots but 4 GPUs: at most two 2-GPU jobs; the 1-GPU algorithm is
     // capped at 1 running by its own maxRunning.
     w.queue(json!({"maxRunning": 10, "maxGPUs": 5})).await;
-    let big = w.algorithm("seg", json!({"gpusPerJob": 2}), json!({"sim.vision.zjlab.io/duration": "1s"})).await;
-    let capped = w.algorithm("ocr", json!({"gpusPerJob": 1, "maxRunning": 1}), json!({"sim.vision.zjlab.io/duration": "1s"})).await;
+    let big = w
+        .algorithm(
+            "seg",
+            json!({"gpusPerJob": 2}),
+            json!({"sim.vision.zjlab.io/duration": "1s"}),
+        )
+        .await;
+    let capped = w
+        .algorithm(
+            "ocr",
+            json!({"gpusPerJob": 1, "maxRunning": 1}),
+            json!({"sim.vision.zjlab.io/duration": "1s"}),
+        )
+        .await;
     create_many(&w, "seg", 12, &big, json!({})).await;
     create_many(&w, "ocr", 6, &capped, json!({})).await;
-    let huge = w.algorithm("huge", json!({"gpusPerJob": 8}), json!({})).await;
+    let huge = w
+        .algorithm("huge", json!({"gpusPerJob": 8}), json!({}))
+        .await;
     w.job("never-fits", &huge, json!({}), json!({})).await;
 
     // Sample live pods by algorithm while the jobs run.
@@ -152,29 +233,55 @@ async fn gpu_quota_and_algorithm_capacity_hold_together() {
             .unwrap()
             .items
             .into_iter()
-            .filter(|p| !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed")))
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
             .collect();
-        let count = |alg: &str| live.iter().filter(|p| p.labels().get("vision.zjlab.io/algorithm").map(String::as_str) == Some(alg)).count();
+        let count = |alg: &str| {
+            live.iter()
+                .filter(|p| {
+                    p.labels()
+                        .get("vision.zjlab.io/algorithm")
+                        .map(String::as_str)
+                        == Some(alg)
+                })
+                .count()
+        };
         let (s, o) = (count(&big), count(&capped));
         max_seg = max_seg.max(s);
         max_ocr = max_ocr.max(o);
         max_gpus = max_gpus.max(2 * s + o);
         let list = w.jobs().list(&ListParams::default()).await.unwrap().items;
-        if list.iter().filter(|j| j.name_any() != "never-fits").all(|j| j.phase() == Some(JobPhase::Succeeded)) {
+        if list
+            .iter()
+            .filter(|j| j.name_any() != "never-fits")
+            .all(|j| j.phase() == Some(JobPhase::Succeeded))
+        {
             done = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(done, "jobs did not finish");
-    assert!(max_seg <= 2, "{max_seg} 2-GPU jobs ran at once under maxGPUs 5");
+    assert!(
+        max_seg <= 2,
+        "{max_seg} 2-GPU jobs ran at once under maxGPUs 5"
+    );
     assert_eq!(max_ocr, 1, "algorithm maxRunning 1");
     assert!(max_gpus <= 5, "{max_gpus} GPUs in use under maxGPUs 5");
     assert!(pods.max_live() <= 3, "{} live pods", pods.max_live());
     // A job larger than the whole quota waits with a permanent reason and blocks no one.
     let s = w.get("never-fits").await.status.unwrap();
     assert_eq!(s.phase, Some(JobPhase::Queued));
-    assert_eq!(s.reason.as_deref(), Some("ExceedsQueueGpus"), "{:?}", s.message);
+    assert_eq!(
+        s.reason.as_deref(),
+        Some("ExceedsQueueGpus"),
+        "{:?}",
+        s.message
+    );
 }
 
 #[tokio::test]
@@ -184,22 +291,50 @@ async fn resizing_the_pool_takes_effect_at_once_and_never_evicts() {
     let _op = Operator::start("resize").await;
     let pods = PodTimeline::watch(&w.client, &w.ns.name);
     w.queue(json!({"maxRunning": 2})).await;
-    let alg = w.algorithm("long", json!({}), json!({"sim.vision.zjlab.io/duration": "1h"})).await;
+    let alg = w
+        .algorithm(
+            "long",
+            json!({}),
+            json!({"sim.vision.zjlab.io/duration": "1h"}),
+        )
+        .await;
     create_many(&w, "job", 10, &alg, json!({})).await;
     assert!(common::wait_for(T, || async { pods.live_now() == 2 }).await);
 
     let queues: Api<VisionQueue> = Api::all(w.client.clone());
     let raise = json!({"spec": {"maxRunning": 6}});
     let t0 = Instant::now();
-    queues.patch(&w.queue, &PatchParams::default(), &Patch::Merge(&raise)).await.unwrap();
-    assert!(common::wait_for(T, || async { pods.live_now() == 6 }).await, "raising maxRunning admitted {} pods", pods.live_now());
+    queues
+        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&raise))
+        .await
+        .unwrap();
+    assert!(
+        common::wait_for(T, || async { pods.live_now() == 6 }).await,
+        "raising maxRunning admitted {} pods",
+        pods.live_now()
+    );
     eprintln!("raise 2 -> 6 filled the new slots in {:?}", t0.elapsed());
 
     let lower = json!({"spec": {"maxRunning": 1}});
-    queues.patch(&w.queue, &PatchParams::default(), &Patch::Merge(&lower)).await.unwrap();
+    queues
+        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&lower))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(pods.live_now(), 6, "lowering maxRunning must not evict running jobs");
-    let running = w.jobs().list(&ListParams::default()).await.unwrap().items.iter().filter(|j| j.phase() == Some(JobPhase::Running)).count();
+    assert_eq!(
+        pods.live_now(),
+        6,
+        "lowering maxRunning must not evict running jobs"
+    );
+    let running = w
+        .jobs()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|j| j.phase() == Some(JobPhase::Running))
+        .count();
     assert_eq!(running, 6);
     assert!(pods.max_live() <= 6);
 }
@@ -209,26 +344,50 @@ async fn beyond_max_pending_new_jobs_are_rejected_at_once() {
     let _turn = SERIAL.lock().await;
     let mut w = World::new("backpressure").await;
     let _op = Operator::start("backpressure").await;
-    w.queue(json!({"maxRunning": 1, "maxPending": 3, "paused": true})).await;
-    let alg = w.algorithm("detect", json!({}), json!({"sim.vision.zjlab.io/duration": "200ms"})).await;
+    w.queue(json!({"maxRunning": 1, "maxPending": 3, "paused": true}))
+        .await;
+    let alg = w
+        .algorithm(
+            "detect",
+            json!({}),
+            json!({"sim.vision.zjlab.io/duration": "200ms"}),
+        )
+        .await;
     for i in 0..3 {
-        w.job(&format!("early-{i}"), &alg, json!({}), json!({})).await;
-        w.wait_phase(&format!("early-{i}"), JobPhase::Queued, T).await;
+        w.job(&format!("early-{i}"), &alg, json!({}), json!({}))
+            .await;
+        w.wait_phase(&format!("early-{i}"), JobPhase::Queued, T)
+            .await;
     }
     for i in 0..2 {
-        w.job(&format!("late-{i}"), &alg, json!({}), json!({})).await;
+        w.job(&format!("late-{i}"), &alg, json!({}), json!({}))
+            .await;
     }
     for i in 0..2 {
-        let s = w.wait_phase(&format!("late-{i}"), JobPhase::Rejected, T).await.status.unwrap();
+        let s = w
+            .wait_phase(&format!("late-{i}"), JobPhase::Rejected, T)
+            .await
+            .status
+            .unwrap();
         assert_eq!(s.reason.as_deref(), Some("QueueFull"));
         assert!(s.message.unwrap().contains("maxPending"));
     }
     // The early jobs are untouched and run once the queue is resumed.
     let patch = json!({"spec": {"paused": false}});
-    Api::<VisionQueue>::all(w.client.clone()).patch(&w.queue, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    Api::<VisionQueue>::all(w.client.clone())
+        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
     for i in 0..3 {
-        w.wait_phase(&format!("early-{i}"), JobPhase::Succeeded, T).await;
+        w.wait_phase(&format!("early-{i}"), JobPhase::Succeeded, T)
+            .await;
     }
     let rejected: Vec<VisionJob> = w.jobs().list(&ListParams::default()).await.unwrap().items;
-    assert_eq!(rejected.iter().filter(|j| j.phase() == Some(JobPhase::Rejected)).count(), 2);
+    assert_eq!(
+        rejected
+            .iter()
+            .filter(|j| j.phase() == Some(JobPhase::Rejected))
+            .count(),
+        2
+    );
 }

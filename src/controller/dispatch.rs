@@ -295,10 +295,12 @@ impl Dispatcher {
                 }
             }
             Some(JobPhase::Queued) => {
-                self.pool.observe_job(pool_job(job, ObservedPhase::Queued));
+                self.pool
+                    .observe_job(self.pool_job(job, ObservedPhase::Queued));
             }
             Some(JobPhase::Admitted) | Some(JobPhase::Running) => {
-                self.pool.observe_job(pool_job(job, ObservedPhase::Holding));
+                self.pool
+                    .observe_job(self.pool_job(job, ObservedPhase::Holding));
             }
             Some(_) => self.pool.remove_job(&key),
         }
@@ -338,7 +340,7 @@ impl Dispatcher {
                 self.write(job, status, None);
             }
             Ok(gpus) => {
-                let mut spec = pool_job(job, ObservedPhase::New);
+                let mut spec = self.pool_job(job, ObservedPhase::New);
                 spec.gpus = gpus;
                 if let Some(rejection) = self.pool.observe_job(spec) {
                     let now = time_at(now_ms());
@@ -394,8 +396,42 @@ impl Dispatcher {
                 job.spec.queue, wait.position, wait.reason
             );
             let mut status = status::queued(&job, &now, wait.reason.label(), message);
-            status.gpus = Some(pool_gpus(&job) as i32);
+            status.gpus = Some(self.pool_gpus(&job) as i32);
             self.write(&job, status, None);
+        }
+    }
+
+    /// The GPUs the pool counts for a job: what its status recorded when it
+    /// was accepted, else what its algorithm gives it, else its own request
+    /// (an algorithm deleted under a waiting job), else one.
+    fn pool_gpus(&self, job: &VisionJob) -> u32 {
+        job.status
+            .as_ref()
+            .and_then(|s| s.gpus)
+            .or_else(|| {
+                self.ctx
+                    .algorithm(&job.spec.algorithm)
+                    .map(|a| crate::pod::job_gpus(job, &a))
+            })
+            .or(job.spec.gpus)
+            .unwrap_or(1)
+            .max(0) as u32
+    }
+
+    fn pool_job(&self, job: &VisionJob, phase: ObservedPhase) -> admission::JobSpec {
+        admission::JobSpec {
+            key: job_key(job),
+            queue: job.spec.queue.clone(),
+            algorithm: job.spec.algorithm.clone(),
+            priority: job.spec.priority,
+            created_ms: job
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(super::ms_of)
+                .unwrap_or_default(),
+            gpus: self.pool_gpus(job),
+            phase,
         }
     }
 
@@ -653,34 +689,6 @@ where
 
 pub fn job_key(job: &VisionJob) -> JobKey {
     JobKey::new(job.namespace().unwrap_or_default(), job.name_any())
-}
-
-/// The GPUs the pool counts for a job: what its status recorded at
-/// acceptance, else its own request, else one.
-fn pool_gpus(job: &VisionJob) -> u32 {
-    job.status
-        .as_ref()
-        .and_then(|s| s.gpus)
-        .or(job.spec.gpus)
-        .unwrap_or(1)
-        .max(0) as u32
-}
-
-fn pool_job(job: &VisionJob, phase: ObservedPhase) -> admission::JobSpec {
-    admission::JobSpec {
-        key: job_key(job),
-        queue: job.spec.queue.clone(),
-        algorithm: job.spec.algorithm.clone(),
-        priority: job.spec.priority,
-        created_ms: job
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(super::ms_of)
-            .unwrap_or_default(),
-        gpus: pool_gpus(job),
-        phase,
-    }
 }
 
 pub fn queue_spec(q: &VisionQueue) -> QueueSpec {
