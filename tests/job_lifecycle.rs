@@ -29,44 +29,100 @@ async fn a_job_runs_on_a_fake_gpu_node_and_reports_its_result() {
             json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"objects\":[{\"label\":\"car\",\"score\":0.9}]}"}),
         )
         .await;
-    w.job("frame-1", &alg, json!({"params": {"confidence": 0.5}}), json!({})).await;
+    w.job(
+        "frame-1",
+        &alg,
+        json!({"params": {"confidence": 0.5}}),
+        json!({}),
+    )
+    .await;
 
     let job = w.wait_phase("frame-1", JobPhase::Succeeded, T).await;
     let status = job.status.unwrap();
-    assert_eq!(status.result, Some(json!({"objects": [{"label": "car", "score": 0.9}]})));
+    assert_eq!(
+        status.result,
+        Some(json!({"objects": [{"label": "car", "score": 0.9}]}))
+    );
     assert_eq!(status.attempts, Some(1));
     assert_eq!(status.reason.as_deref(), Some("Completed"));
     assert_eq!(status.pod_name.as_deref(), Some("frame-1-1"));
     assert_eq!(status.gpus, Some(1));
-    assert!(status.queued_at.is_some() && status.admitted_at.is_some() && status.started_at.is_some() && status.finished_at.is_some());
-    let complete = status.conditions.iter().find(|c| c.type_ == "Complete").expect("Complete condition");
+    assert!(
+        status.queued_at.is_some()
+            && status.admitted_at.is_some()
+            && status.started_at.is_some()
+            && status.finished_at.is_some()
+    );
+    let complete = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Complete")
+        .expect("Complete condition");
     assert_eq!(complete.status, "True");
     assert_eq!(status.observed_generation, job.metadata.generation);
 
     // The real scheduler put the pod on a fake GPU node; the pod carries the contract.
     let pod = w.pods().get("frame-1-1").await.unwrap();
-    let node_name = pod.spec.as_ref().and_then(|s| s.node_name.clone()).expect("pod scheduled");
-    let node = Api::<Node>::all(w.client.clone()).get(&node_name).await.unwrap();
-    let gpus = node.status.and_then(|s| s.capacity).and_then(|c| c.get("nvidia.com/gpu").cloned());
+    let node_name = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .expect("pod scheduled");
+    let node = Api::<Node>::all(w.client.clone())
+        .get(&node_name)
+        .await
+        .unwrap();
+    let gpus = node
+        .status
+        .and_then(|s| s.capacity)
+        .and_then(|c| c.get("nvidia.com/gpu").cloned());
     assert!(gpus.is_some(), "node {node_name} has no GPU capacity");
     let spec = pod.spec.unwrap();
     assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
-    let c = spec.containers.iter().find(|c| c.name == "algorithm").unwrap();
-    assert_eq!(c.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"].0, "1");
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "algorithm")
+        .unwrap();
+    assert_eq!(
+        c.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"].0,
+        "1"
+    );
     let env: serde_json::Value = serde_json::from_str(
-        c.env.as_ref().unwrap().iter().find(|e| e.name == "VISION_JOB").unwrap().value.as_deref().unwrap(),
+        c.env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == "VISION_JOB")
+            .unwrap()
+            .value
+            .as_deref()
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(env["params"], json!({"confidence": 0.5}));
     assert_eq!(env["attempt"], json!(1));
     let owner = &pod.metadata.owner_references.as_ref().unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("VisionJob", "frame-1"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("VisionJob", "frame-1")
+    );
 
     // Events for each transition, filterable by reason.
-    let events = common::kubectl(["get", "events.events.k8s.io", "-n", &w.ns.name, "-o", "jsonpath={.items[*].reason}"]);
+    let events = common::kubectl([
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        &w.ns.name,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
     // (A job admitted at once is never Queued, so it has no Queued event.)
     for reason in ["Admitted", "Started", "Succeeded"] {
-        assert!(events.split_whitespace().any(|r| r == reason), "no {reason} event in {events:?}");
+        assert!(
+            events.split_whitespace().any(|r| r == reason),
+            "no {reason} event in {events:?}"
+        );
     }
     drop(op);
 }
@@ -81,7 +137,13 @@ async fn failures_are_retried_then_fail_with_backoff_limit_exceeded() {
         .algorithm("ocr", json!({"retries": 2}), json!({"sim.vision.zjlab.io/duration": "500ms", "sim.vision.zjlab.io/message": "{\"text\":\"ok\"}"}))
         .await;
     // Attempt 1 fails, attempt 2 succeeds.
-    w.job("flaky", &alg, json!({}), json!({"sim.vision.zjlab.io/fail-attempts": "1"})).await;
+    w.job(
+        "flaky",
+        &alg,
+        json!({}),
+        json!({"sim.vision.zjlab.io/fail-attempts": "1"}),
+    )
+    .await;
     // Always fails; one retry allowed.
     w.job(
         "broken",
@@ -91,19 +153,33 @@ async fn failures_are_retried_then_fail_with_backoff_limit_exceeded() {
     )
     .await;
 
-    let flaky = w.wait_phase("flaky", JobPhase::Succeeded, T).await.status.unwrap();
+    let flaky = w
+        .wait_phase("flaky", JobPhase::Succeeded, T)
+        .await
+        .status
+        .unwrap();
     assert_eq!(flaky.attempts, Some(2));
     assert_eq!(flaky.pod_name.as_deref(), Some("flaky-2"));
     assert_eq!(flaky.result, Some(json!({"text": "ok"})));
 
-    let broken = w.wait_phase("broken", JobPhase::Failed, T).await.status.unwrap();
+    let broken = w
+        .wait_phase("broken", JobPhase::Failed, T)
+        .await
+        .status
+        .unwrap();
     assert_eq!(broken.reason.as_deref(), Some("BackoffLimitExceeded"));
     assert_eq!(broken.attempts, Some(2));
     let message = broken.message.unwrap();
-    assert!(message.contains("exit code 3") && message.contains("model file missing"), "{message}");
+    assert!(
+        message.contains("exit code 3") && message.contains("model file missing"),
+        "{message}"
+    );
     // One pod per attempt, named <job>-<attempt>.
     for pod in ["flaky-1", "flaky-2", "broken-1", "broken-2"] {
-        w.pods().get(pod).await.unwrap_or_else(|e| panic!("pod {pod}: {e}"));
+        w.pods()
+            .get(pod)
+            .await
+            .unwrap_or_else(|e| panic!("pod {pod}: {e}"));
     }
     assert!(w.pods().get_opt("broken-3").await.unwrap().is_none());
 }
@@ -114,12 +190,26 @@ async fn a_job_past_its_timeout_fails_with_timeout_and_its_pod_is_removed() {
     let mut w = World::new("timeout").await;
     let _op = Operator::start("timeout").await;
     w.queue(json!({"maxRunning": 1})).await;
-    let alg = w.algorithm("slow", json!({"retries": 3}), json!({"sim.vision.zjlab.io/duration": "1h"})).await;
-    w.job("stuck", &alg, json!({"timeoutSeconds": 2}), json!({})).await;
-    let job = w.wait_phase("stuck", JobPhase::Failed, T).await.status.unwrap();
+    let alg = w
+        .algorithm(
+            "slow",
+            json!({"retries": 3}),
+            json!({"sim.vision.zjlab.io/duration": "1h"}),
+        )
+        .await;
+    w.job("stuck", &alg, json!({"timeoutSeconds": 2}), json!({}))
+        .await;
+    let job = w
+        .wait_phase("stuck", JobPhase::Failed, T)
+        .await
+        .status
+        .unwrap();
     assert_eq!(job.reason.as_deref(), Some("Timeout"));
     assert_eq!(job.attempts, Some(1), "a timeout is not retried");
-    let gone = common::wait_for(T, || async { w.pods().get_opt("stuck-1").await.unwrap().is_none() }).await;
+    let gone = common::wait_for(T, || async {
+        w.pods().get_opt("stuck-1").await.unwrap().is_none()
+    })
+    .await;
     assert!(gone, "the timed-out pod was not deleted");
 }
 
@@ -129,13 +219,30 @@ async fn a_pod_deleted_from_outside_counts_as_a_failed_attempt() {
     let mut w = World::new("poddel").await;
     let _op = Operator::start("poddel").await;
     w.queue(json!({"maxRunning": 1})).await;
-    let alg = w.algorithm("long", json!({"retries": 0}), json!({"sim.vision.zjlab.io/duration": "1h"})).await;
+    let alg = w
+        .algorithm(
+            "long",
+            json!({"retries": 0}),
+            json!({"sim.vision.zjlab.io/duration": "1h"}),
+        )
+        .await;
     w.job("victim", &alg, json!({}), json!({})).await;
     w.wait_phase("victim", JobPhase::Running, T).await;
     support::delete_pod(&w.client, &w.ns.name, "victim-1").await;
-    let job = w.wait_phase("victim", JobPhase::Failed, T).await.status.unwrap();
+    let job = w
+        .wait_phase("victim", JobPhase::Failed, T)
+        .await
+        .status
+        .unwrap();
     assert_eq!(job.reason.as_deref(), Some("BackoffLimitExceeded"));
-    assert!(job.message.as_deref().unwrap_or_default().contains("deleted"), "{:?}", job.message);
+    assert!(
+        job.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("deleted"),
+        "{:?}",
+        job.message
+    );
 }
 
 #[tokio::test]
@@ -145,23 +252,43 @@ async fn bad_input_fails_with_a_reason_and_creates_no_pod() {
     let _op = Operator::start("badinput").await;
     w.queue(json!({"maxRunning": 4})).await;
     let alg = w
-        .algorithm("seg", json!({"gpusPerJob": 1, "maxGPUsPerJob": 2, "allowedNamespaces": ["somewhere-else"]}), json!({}))
+        .algorithm(
+            "seg",
+            json!({"gpusPerJob": 1, "maxGPUsPerJob": 2, "allowedNamespaces": ["somewhere-else"]}),
+            json!({}),
+        )
         .await;
-    let open = w.algorithm("open", json!({"gpusPerJob": 1, "maxGPUsPerJob": 2}), json!({})).await;
-    w.job("no-such-algorithm", "does-not-exist", json!({}), json!({})).await;
-    w.job("too-many-gpus", &open, json!({"gpus": 8}), json!({})).await;
+    let open = w
+        .algorithm(
+            "open",
+            json!({"gpusPerJob": 1, "maxGPUsPerJob": 2}),
+            json!({}),
+        )
+        .await;
+    w.job("no-such-algorithm", "does-not-exist", json!({}), json!({}))
+        .await;
+    w.job("too-many-gpus", &open, json!({"gpus": 8}), json!({}))
+        .await;
     w.job("wrong-namespace", &alg, json!({}), json!({})).await;
     for (name, reason) in [
         ("no-such-algorithm", "AlgorithmNotFound"),
         ("too-many-gpus", "GPULimitExceeded"),
         ("wrong-namespace", "NamespaceNotAllowed"),
     ] {
-        let s = w.wait_phase(name, JobPhase::Failed, T).await.status.unwrap();
+        let s = w
+            .wait_phase(name, JobPhase::Failed, T)
+            .await
+            .status
+            .unwrap();
         assert_eq!(s.reason.as_deref(), Some(reason), "{name}: {:?}", s.message);
         assert!(s.message.is_some_and(|m| !m.is_empty()));
     }
     let pods = w.pods().list(&Default::default()).await.unwrap();
-    assert!(pods.items.is_empty(), "no pod may be created for bad input: {:?}", pods.items.len());
+    assert!(
+        pods.items.is_empty(),
+        "no pod may be created for bad input: {:?}",
+        pods.items.len()
+    );
 
     // The API server refuses an invalid manifest with the CRD's messages.
     let out = std::process::Command::new(common::kubectl_path())
@@ -173,17 +300,31 @@ async fn bad_input_fails_with_a_reason_and_creates_no_pod() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("spec.algorithm must be a lowercase DNS name such as yolo-detect"), "{err}");
+    assert!(
+        err.contains("spec.algorithm must be a lowercase DNS name such as yolo-detect"),
+        "{err}"
+    );
     assert!(err.contains("spec.gpus"), "{err}");
 
     // Immutable fields are refused by the API server too.
     w.job("immutable", &open, json!({}), json!({})).await;
     let patch = json!({"spec": {"input": {"uri": "s3://other"}}});
-    let err = w.jobs().patch("immutable", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
+    let err = w
+        .jobs()
+        .patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("spec.input is immutable"), "{err}");
     let patch = json!({"spec": {"algorithm": "other"}});
-    let err = w.jobs().patch("immutable", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap_err();
-    assert!(err.to_string().contains("spec.algorithm is immutable"), "{err}");
+    let err = w
+        .jobs()
+        .patch("immutable", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("spec.algorithm is immutable"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -193,37 +334,67 @@ async fn delete_and_suspend_free_the_slot_and_remove_the_pod() {
     let _op = Operator::start("cancel").await;
     let pods = PodTimeline::watch(&w.client, &w.ns.name);
     w.queue(json!({"maxRunning": 1})).await;
-    let alg = w.algorithm("long", json!({}), json!({"sim.vision.zjlab.io/duration": "1h"})).await;
+    let alg = w
+        .algorithm(
+            "long",
+            json!({}),
+            json!({"sim.vision.zjlab.io/duration": "1h"}),
+        )
+        .await;
     w.job("a", &alg, json!({}), json!({})).await;
     w.wait_phase("a", JobPhase::Running, T).await;
     w.job("b", &alg, json!({}), json!({})).await;
     w.job("c", &alg, json!({}), json!({})).await;
     let b = w.wait_phase("b", JobPhase::Queued, T).await.status.unwrap();
     assert_eq!(b.reason.as_deref(), Some("SlotsFull"));
-    assert!(b.message.as_deref().unwrap().contains("position 1"), "{:?}", b.message);
+    assert!(
+        b.message.as_deref().unwrap().contains("position 1"),
+        "{:?}",
+        b.message
+    );
 
     // Suspending the running job stops its pod, frees its slot for b, keeps the job.
     let suspend = json!({"spec": {"suspend": true}});
-    w.jobs().patch("a", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
+    w.jobs()
+        .patch("a", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
     w.wait_phase("a", JobPhase::Suspended, T).await;
     w.wait_phase("b", JobPhase::Running, T).await;
-    assert!(w.pods().get_opt("a-1").await.unwrap().is_none(), "the suspended job's pod must be gone");
+    assert!(
+        w.pods().get_opt("a-1").await.unwrap().is_none(),
+        "the suspended job's pod must be gone"
+    );
 
     // Deleting the running job deletes its pod and frees the slot for c.
-    w.jobs().delete("b", &DeleteParams::default()).await.unwrap();
+    w.jobs()
+        .delete("b", &DeleteParams::default())
+        .await
+        .unwrap();
     w.wait_phase("c", JobPhase::Running, T).await;
     let gone = common::wait_for(T, || async {
-        w.jobs().get_opt("b").await.unwrap().is_none() && w.pods().get_opt("b-1").await.unwrap().is_none()
+        w.jobs().get_opt("b").await.unwrap().is_none()
+            && w.pods().get_opt("b-1").await.unwrap().is_none()
     })
     .await;
     assert!(gone, "deleted job b or its pod is still there");
 
     // Resuming queues a again; it runs once c is gone.
     let resume = json!({"spec": {"suspend": false}});
-    w.jobs().patch("a", &PatchParams::default(), &Patch::Merge(&resume)).await.unwrap();
+    w.jobs()
+        .patch("a", &PatchParams::default(), &Patch::Merge(&resume))
+        .await
+        .unwrap();
     w.wait_phase("a", JobPhase::Queued, T).await;
-    w.jobs().delete("c", &DeleteParams::default()).await.unwrap();
-    let a = w.wait_phase("a", JobPhase::Running, T).await.status.unwrap();
+    w.jobs()
+        .delete("c", &DeleteParams::default())
+        .await
+        .unwrap();
+    let a = w
+        .wait_phase("a", JobPhase::Running, T)
+        .await
+        .status
+        .unwrap();
     assert_eq!(a.attempts, Some(2), "a resumed job starts a new attempt");
     assert_eq!(pods.max_live(), 1, "never more live pods than maxRunning");
 }

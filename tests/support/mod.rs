@@ -32,16 +32,26 @@ pub async fn ensure_crds(client: &Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in vision_operator::api::crds() {
         let name = crd.name_any();
-        api.patch(&name, &PatchParams::apply("vision-e2e").force(), &Patch::Apply(&crd))
-            .await
-            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+        api.patch(
+            &name,
+            &PatchParams::apply("vision-e2e").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
         let established = common::wait_for(Duration::from_secs(30), || {
             let api = api.clone();
             let name = name.clone();
             async move {
-                api.get(&name).await.ok().and_then(|c| c.status).and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Established" && c.status == "True")
-                })
+                api.get(&name)
+                    .await
+                    .ok()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
             }
         })
         .await;
@@ -50,7 +60,11 @@ pub async fn ensure_crds(client: &Client) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A vision-operator process against the local cluster; killed when dropped.
@@ -99,10 +113,20 @@ impl Operator {
             .arg("--kubeconfig")
             .arg(&options.kubeconfig)
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
-            .args(["--lease-name", &options.lease_name, "--lease-namespace", "default"])
+            .args([
+                "--lease-name",
+                &options.lease_name,
+                "--lease-namespace",
+                "default",
+            ])
             .args(["--identity", &options.identity])
             .args(["--lease-seconds", "4"])
-            .args(["--retry-backoff-base-ms", "200", "--retry-backoff-max-ms", "2000"])
+            .args([
+                "--retry-backoff-base-ms",
+                "200",
+                "--retry-backoff-max-ms",
+                "2000",
+            ])
             .args(["--log-level", "info,vision_operator=debug"])
             .args(&options.extra)
             .env_remove("KUBECONFIG")
@@ -111,7 +135,12 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("starting target/debug/vision-operator");
-        Operator { child: Some(child), port, log, identity: options.identity.clone() }
+        Operator {
+            child: Some(child),
+            port,
+            log,
+            identity: options.identity.clone(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -125,11 +154,18 @@ impl Operator {
             use std::io::{Read, Write};
             let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
             s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
             let mut out = String::new();
             s.read_to_string(&mut out).ok()?;
             let code = out.split_whitespace().nth(1)?.parse().ok()?;
-            let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+            let body = out
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
             Some((code, body))
         })
         .await
@@ -139,18 +175,31 @@ impl Operator {
 
     /// Waits until /readyz answers 200; panics with the log's tail if not.
     pub async fn wait_ready(&self, timeout: Duration) {
-        let ready = common::wait_for(timeout, || async { matches!(self.get("/readyz").await, Some((200, _))) }).await;
-        assert!(ready, "operator not ready in {timeout:?}:\n{}", self.log_tail());
+        let ready = common::wait_for(timeout, || async {
+            matches!(self.get("/readyz").await, Some((200, _)))
+        })
+        .await;
+        assert!(
+            ready,
+            "operator not ready in {timeout:?}:\n{}",
+            self.log_tail()
+        );
     }
 
     /// Waits until this operator reports itself leader in /metrics.
     pub async fn wait_leader(&self, timeout: Duration) -> bool {
-        common::wait_for(timeout, || async { self.metric("vision_operator_is_leader", "").await == Some(1.0) }).await
+        common::wait_for(timeout, || async {
+            self.metric("vision_operator_is_leader", "").await == Some(1.0)
+        })
+        .await
     }
 
     /// The /metrics text.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").await.map(|(_, b)| b).unwrap_or_default()
+        self.get("/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// The value of the first sample of `name` whose labels contain `labels`.
@@ -160,7 +209,8 @@ impl Operator {
             .filter(|l| !l.starts_with('#'))
             .find(|l| {
                 let (series, _) = l.rsplit_once(' ').unwrap_or((l, ""));
-                (series == name || series.starts_with(&format!("{name}{{"))) && series.contains(labels)
+                (series == name || series.starts_with(&format!("{name}{{")))
+                    && series.contains(labels)
             })
             .and_then(|l| l.rsplit_once(' ')?.1.parse().ok())
     }
@@ -182,7 +232,9 @@ impl Operator {
     /// SIGTERM, then waits for the process to exit (SIGKILL after 20 s).
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = c.try_wait() {
@@ -218,7 +270,12 @@ impl World {
         let client = ns.client.clone();
         ensure_crds(&client).await;
         let queue = format!("q-{}", ns.name);
-        World { ns, client, queue, cluster_objects: vec![] }
+        World {
+            ns,
+            client,
+            queue,
+            cluster_objects: vec![],
+        }
     }
 
     pub fn jobs(&self) -> Api<VisionJob> {
@@ -238,8 +295,18 @@ impl World {
     pub async fn apply_queue(&mut self, name: &str, spec: Value) {
         let api: Api<VisionQueue> = Api::all(self.client.clone());
         let q = json!({"apiVersion": "vision.zjlab.io/v1alpha1", "kind": "VisionQueue", "metadata": {"name": name}, "spec": spec});
-        api.patch(name, &PatchParams::apply("vision-e2e").force(), &Patch::Apply(&q)).await.unwrap();
-        if !self.cluster_objects.iter().any(|(k, n)| *k == "visionqueue" && n == name) {
+        api.patch(
+            name,
+            &PatchParams::apply("vision-e2e").force(),
+            &Patch::Apply(&q),
+        )
+        .await
+        .unwrap();
+        if !self
+            .cluster_objects
+            .iter()
+            .any(|(k, n)| *k == "visionqueue" && n == name)
+        {
             self.cluster_objects.push(("visionqueue", name.into()));
         }
     }
@@ -255,14 +322,26 @@ impl World {
         });
         let api: Api<VisionAlgorithm> = Api::all(self.client.clone());
         let a = json!({"apiVersion": "vision.zjlab.io/v1alpha1", "kind": "VisionAlgorithm", "metadata": {"name": name}, "spec": spec});
-        api.patch(&name, &PatchParams::apply("vision-e2e").force(), &Patch::Apply(&a)).await.unwrap();
+        api.patch(
+            &name,
+            &PatchParams::apply("vision-e2e").force(),
+            &Patch::Apply(&a),
+        )
+        .await
+        .unwrap();
         self.cluster_objects.push(("visionalgorithm", name.clone()));
         name
     }
 
     /// Creates a job in the test's namespace and queue; `extra` is merged
     /// into the spec, `annotations` into the metadata.
-    pub async fn job(&self, name: &str, algorithm: &str, extra: Value, annotations: Value) -> VisionJob {
+    pub async fn job(
+        &self,
+        name: &str,
+        algorithm: &str,
+        extra: Value,
+        annotations: Value,
+    ) -> VisionJob {
         let mut spec = json!({"algorithm": algorithm, "queue": self.queue, "input": {"uri": format!("s3://frames/{name}.jpg")}});
         if let Value::Object(m) = extra {
             for (k, v) in m {
@@ -274,7 +353,10 @@ impl World {
             "metadata": {"name": name, "annotations": annotations}, "spec": spec
         }))
         .unwrap();
-        self.jobs().create(&PostParams::default(), &job).await.unwrap_or_else(|e| panic!("creating job {name}: {e}"))
+        self.jobs()
+            .create(&PostParams::default(), &job)
+            .await
+            .unwrap_or_else(|e| panic!("creating job {name}: {e}"))
     }
 
     pub async fn get(&self, name: &str) -> VisionJob {
@@ -290,7 +372,11 @@ impl World {
         })
         .await;
         let job = self.get(name).await;
-        assert!(ok, "job {name} not {phase} within {timeout:?}: status {:#?}", job.status);
+        assert!(
+            ok,
+            "job {name} not {phase} within {timeout:?}: status {:#?}",
+            job.status
+        );
         job
     }
 
@@ -300,13 +386,20 @@ impl World {
         let ok = common::wait_for(timeout, || {
             let jobs = jobs.clone();
             async move {
-                jobs.list(&ListParams::default())
-                    .await
-                    .is_ok_and(|l| l.items.iter().all(|j| j.phase().is_some_and(|p| p.is_final())))
+                jobs.list(&ListParams::default()).await.is_ok_and(|l| {
+                    l.items
+                        .iter()
+                        .all(|j| j.phase().is_some_and(|p| p.is_final()))
+                })
             }
         })
         .await;
-        let list = self.jobs().list(&ListParams::default()).await.unwrap().items;
+        let list = self
+            .jobs()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
         if !ok {
             let stuck: Vec<_> = list
                 .iter()
@@ -351,7 +444,10 @@ pub struct Timeline {
 }
 
 fn pod_is_live(p: &Pod) -> bool {
-    !matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded") | Some("Failed"))
+    !matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
 }
 
 impl PodTimeline {
@@ -388,7 +484,9 @@ impl PodTimeline {
                     t.max_live = t.max_live.max(t.live.len());
                 };
                 match event {
-                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => see(&mut t, &p, false),
+                    watcher::Event::Apply(p) | watcher::Event::InitApply(p) => {
+                        see(&mut t, &p, false)
+                    }
                     watcher::Event::Delete(p) => see(&mut t, &p, true),
                     _ => {}
                 }
