@@ -783,7 +783,6 @@ impl WorkerPool {
             if algo.breaker_spec().is_some() {
                 algo.breaker.on_admit(id, now_ms);
             }
-            // Only the admitted job's algorithm changed (capacity, probe).
             let a = j.algo;
             out.push(Admission {
                 key: (*j.key).clone(),
@@ -791,6 +790,8 @@ impl WorkerPool {
                 algorithm: algo.name.clone(),
                 gpus: j.gpus,
             });
+            // Of the gates, only the admitted job's algorithm's can have
+            // changed (its capacity, its breaker probe).
             gates[a as usize] = self.algo_gate(a, now_ms);
         }
         out
