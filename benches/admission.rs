@@ -237,7 +237,9 @@ impl Op for Remove {
 
 /// One admitted job: a holder finishes (`remove_job`) and `admit` refills
 /// the freed room (a 4-GPU holder may make room for several). Counts
-/// admitted jobs, not calls.
+/// admitted jobs, not calls. The clock stays still: with it advancing, old
+/// jobs would reach the starvation guard's age and the workload (not the
+/// structure) would change, with several holders finishing per admission.
 struct Admit {
     p: WorkerPool,
     holders: VecDeque<JobKey>,
@@ -255,7 +257,6 @@ impl Op for Admit {
             while admitted < n {
                 let k = holders.pop_front().expect("a holder");
                 p.remove_job(&k);
-                *now += 1;
                 for a in p.admit(*now) {
                     holders.push_back(a.key);
                     admitted += 1;
