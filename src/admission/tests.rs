@@ -796,3 +796,37 @@ fn best_effort_never_starves_a_large_job() {
     // still holding then (started at 103 and 104) finish by 107.
     assert_eq!(big_job_admitted_at(100, 1000), Some(107));
 }
+
+#[test]
+fn starvation_guard_starts_exactly_at_its_age() {
+    let mut p = WorkerPool::with_starvation_guard_ms(100);
+    p.set_queue("q", qspec(10, Some(2)));
+    p.set_algorithm("a", aspec(None));
+    add(
+        &mut p,
+        &[
+            mk_job("h", "q", "a", 0, 0, 1),
+            mk_job("big", "q", "a", 0, 50, 2),
+        ],
+    );
+    assert_eq!(admit(&mut p, 50), ["h"]);
+    add(
+        &mut p,
+        &[
+            mk_job("s1", "q", "a", 0, 60, 1),
+            mk_job("s2", "q", "a", 0, 61, 1),
+        ],
+    );
+    assert_eq!(
+        why(&p, "s1", 149).1,
+        WaitReason::Admissible,
+        "99 ms old: not yet"
+    );
+    assert_eq!(
+        why(&p, "s1", 150).1.label(),
+        "GpusReserved",
+        "100 ms old: reserved"
+    );
+    assert_eq!(admit(&mut p, 150), Vec::<String>::new());
+    assert_eq!(admit(&mut p, 149), ["s1"]);
+}
