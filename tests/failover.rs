@@ -1,0 +1,280 @@
+//! End-to-end: high availability. Two operator processes share a lease;
+//! the leader is killed (SIGKILL, and once SIGTERM) again and again during
+//! a burst, and operators restart from the in-between states a crash can
+//! leave. Checked by watching the cluster.
+#![cfg(feature = "e2e")]
+
+mod common;
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use serde_json::json;
+use support::{Operator, OperatorOptions, PodTimeline, SERIAL, World};
+use vision_operator::api::{JobPhase, VisionAlgorithm, VisionJob};
+
+/// Starts an operator in the shared election.
+fn spawn(identity: &str) -> Operator {
+    Operator::spawn(&OperatorOptions::new("e2e-failover", identity))
+}
+
+/// Waits until one of the operators leads; returns its index.
+async fn leader_of(ops: &[Operator], timeout: Duration) -> Option<usize> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        for (i, op) in ops.iter().enumerate() {
+            if op.metric("vision_operator_is_leader", "").await == Some(1.0) {
+                return Some(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits() {
+    let _turn = SERIAL.lock().await;
+    let mut w = World::new("failover").await;
+    let pods = PodTimeline::watch(&w.client, &w.ns.name);
+    const N: usize = 240;
+    const MAX: usize = 6;
+    w.queue(json!({"maxRunning": MAX})).await;
+    let alg = w
+        .algorithm(
+            "detect",
+            json!({"retries": 2}),
+            json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"ok\":true}"}),
+        )
+        .await;
+
+    let mut ops = vec![spawn("failover-a"), spawn("failover-b")];
+    for op in &ops {
+        op.wait_ready(Duration::from_secs(60)).await;
+    }
+    let mut leader = leader_of(&ops, Duration::from_secs(30))
+        .await
+        .expect("no leader elected");
+
+    // Every tenth job fails its first attempt: it must end with exactly two.
+    for chunk in (0..N).collect::<Vec<_>>().chunks(40) {
+        join_all(chunk.iter().map(|i| {
+            let name = format!("job-{i:04}");
+            let ann = if i % 10 == 0 {
+                json!({"sim.vision.zjlab.io/fail-attempts": "1"})
+            } else {
+                json!({})
+            };
+            let w = &w;
+            let alg = alg.clone();
+            async move { w.job(&name, &alg, json!({}), ann).await }
+        }))
+        .await;
+    }
+
+    // Kill the leader four times (the last one gracefully) while jobs run.
+    let mut gaps = vec![];
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let killed_at = Instant::now();
+        if round == 3 {
+            let status = ops[leader].terminate();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "SIGTERM must end the operator cleanly:\n{}",
+                ops[leader].log_tail()
+            );
+        } else {
+            ops[leader].kill();
+        }
+        let standby = 1 - leader;
+        let took = leader_of(&ops[standby..=standby], Duration::from_secs(30)).await;
+        assert!(
+            took.is_some(),
+            "the standby did not take over:\n{}",
+            ops[standby].log_tail()
+        );
+        gaps.push((round == 3, killed_at.elapsed()));
+        // A fresh process replaces the dead one, as the Deployment would.
+        ops[leader] = spawn(&format!("failover-{round}"));
+        ops[leader].wait_ready(Duration::from_secs(60)).await;
+        leader = standby;
+    }
+
+    let jobs = w.wait_all_final(Duration::from_secs(300)).await;
+    eprintln!(
+        "leaderless gaps (graceful?, duration): {gaps:?}; max live pods {}",
+        pods.max_live()
+    );
+    assert_eq!(jobs.len(), N);
+    let mut succeeded_pods: HashMap<String, usize> = HashMap::new();
+    for p in w.pods().list(&ListParams::default()).await.unwrap().items {
+        if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") {
+            let job = p.labels()["vision.zjlab.io/job"].clone();
+            *succeeded_pods.entry(job).or_default() += 1;
+        }
+    }
+    for j in &jobs {
+        let name = j.name_any();
+        let s = j.status.as_ref().unwrap();
+        assert_eq!(
+            j.phase(),
+            Some(JobPhase::Succeeded),
+            "{name}: {:?}",
+            s.message
+        );
+        let i: usize = name[4..].parse().unwrap();
+        let expected = if i % 10 == 0 { 2 } else { 1 };
+        assert_eq!(
+            s.attempts,
+            Some(expected),
+            "{name} ran {:?} attempts",
+            s.attempts
+        );
+        assert_eq!(
+            succeeded_pods.get(&name),
+            Some(&1),
+            "{name}: exactly one successful pod"
+        );
+    }
+    assert!(
+        pods.max_live() <= MAX,
+        "saw {} live pods with maxRunning {MAX}",
+        pods.max_live()
+    );
+    // A graceful stop hands the lease over at once; a crash waits for expiry (4 s here).
+    let graceful = gaps.iter().find(|(g, _)| *g).unwrap().1;
+    assert!(
+        graceful < Duration::from_secs(3),
+        "graceful handover took {graceful:?}"
+    );
+}
+
+/// Writes a job's status as a crashed operator would have left it.
+async fn set_status(w: &World, name: &str, status: serde_json::Value) -> VisionJob {
+    let body = json!({"apiVersion": "vision.zjlab.io/v1alpha1", "kind": "VisionJob", "metadata": {"name": name}, "status": status});
+    w.jobs()
+        .patch_status(
+            name,
+            &PatchParams::apply("vision-operator").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_restart_resumes_from_what_a_crash_left_behind() {
+    let _turn = SERIAL.lock().await;
+    let mut w = World::new("restart").await;
+    w.queue(json!({"maxRunning": 2})).await;
+    let alg_name = w
+        .algorithm(
+            "detect",
+            json!({"retries": 0}),
+            json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"ok\":true}"}),
+        )
+        .await;
+    let algorithm = Api::<VisionAlgorithm>::all(w.client.clone())
+        .get(&alg_name)
+        .await
+        .unwrap();
+    let now = serde_json::to_value(vision_operator::controller::time_at(
+        vision_operator::controller::now_ms(),
+    ))
+    .unwrap();
+    let finalizer = json!({"metadata": {"finalizers": ["vision.zjlab.io/cleanup"]}});
+
+    // (1) Admitted, pod never created: the operator died between the two writes.
+    w.job("admitted-no-pod", &alg_name, json!({}), json!({}))
+        .await;
+    // (2) Its pod finished, the status still says Running: died before the status write.
+    w.job("finished-unrecorded", &alg_name, json!({}), json!({}))
+        .await;
+    // (3) Finished long ago: must never run again.
+    w.job("done", &alg_name, json!({}), json!({})).await;
+    // (4) Waiting behind them.
+    w.job("waiting", &alg_name, json!({}), json!({})).await;
+    for name in ["admitted-no-pod", "finished-unrecorded", "done", "waiting"] {
+        w.jobs()
+            .patch(name, &PatchParams::default(), &Patch::Merge(&finalizer))
+            .await
+            .unwrap();
+    }
+    set_status(&w, "admitted-no-pod", json!({"phase": "Admitted", "attempts": 1, "podName": "admitted-no-pod-1", "gpus": 1, "queuedAt": now, "admittedAt": now})).await;
+    let running = set_status(&w, "finished-unrecorded", json!({"phase": "Running", "attempts": 1, "podName": "finished-unrecorded-1", "gpus": 1, "queuedAt": now, "admittedAt": now, "startedAt": now})).await;
+    set_status(&w, "done", json!({"phase": "Succeeded", "attempts": 1, "podName": "done-1", "result": {"old": true}, "queuedAt": now, "finishedAt": now})).await;
+    set_status(
+        &w,
+        "waiting",
+        json!({"phase": "Queued", "gpus": 1, "queuedAt": now}),
+    )
+    .await;
+    let pod = vision_operator::pod::build_pod(&running, &algorithm, 1).unwrap();
+    w.pods().create(&PostParams::default(), &pod).await.unwrap();
+    let finished = common::wait_for(Duration::from_secs(30), || async {
+        w.pods()
+            .get("finished-unrecorded-1")
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.phase)
+            .as_deref()
+            == Some("Succeeded")
+    })
+    .await;
+    assert!(finished, "the simulated pod did not finish");
+
+    // Only now does an operator start.
+    let pods = PodTimeline::watch(&w.client, &w.ns.name);
+    let _op = Operator::start("restart").await;
+    let a = w
+        .wait_phase(
+            "admitted-no-pod",
+            JobPhase::Succeeded,
+            Duration::from_secs(60),
+        )
+        .await
+        .status
+        .unwrap();
+    assert_eq!(a.attempts, Some(1));
+    let f = w
+        .wait_phase(
+            "finished-unrecorded",
+            JobPhase::Succeeded,
+            Duration::from_secs(60),
+        )
+        .await
+        .status
+        .unwrap();
+    assert_eq!((f.attempts, f.result), (Some(1), Some(json!({"ok": true}))));
+    w.wait_phase("waiting", JobPhase::Succeeded, Duration::from_secs(60))
+        .await;
+    let done = w.get("done").await.status.unwrap();
+    assert_eq!(
+        (done.phase, done.result),
+        (Some(JobPhase::Succeeded), Some(json!({"old": true})))
+    );
+    assert!(
+        w.pods().get_opt("done-1").await.unwrap().is_none(),
+        "a finished job must never run again"
+    );
+    assert!(
+        w.pods()
+            .get_opt("finished-unrecorded-2")
+            .await
+            .unwrap()
+            .is_none(),
+        "no second pod for a finished attempt"
+    );
+    // (1) and (2) held both slots when the operator started: "waiting" ran only after.
+    assert!(
+        pods.max_live() <= 2,
+        "{} live pods with maxRunning 2",
+        pods.max_live()
+    );
+}
