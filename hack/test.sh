@@ -10,7 +10,7 @@
 # checkout still uses it. CI always starts from no cluster and runs alone, so
 # CI always stops it.
 #
-#   hack/test.sh [extra cargo test args, e.g. a test name filter]
+#   hack/test.sh [extra cargo test args: a test name filter, --test X, ...] [-- harness args]
 #
 # Exits non-zero if the cluster cannot be built or started, or a test fails.
 set -euo pipefail
@@ -72,11 +72,19 @@ while [ $# -gt 0 ]; do
   if [ "$1" = -- ]; then shift; test_args+=("$@"); break; fi
   cargo_args+=("$1"); shift
 done
+# All targets, unless the arguments pick some (--test X, --lib, ...).
+targets=(--all-targets)
+for a in "${cargo_args[@]}"; do
+  case "$a" in
+    --test | --test=* | --tests | --lib | --bin | --bin=* | --bins | --bench | --bench=* | --benches | --example | --example=* | --examples | --doc)
+      targets=() ;;
+  esac
+done
 # Two test threads, set through the environment: `-- --test-threads=2` would
 # also reach the criterion bench binaries (--all-targets), which reject it.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 if [ ${#test_args[@]} -gt 0 ]; then
-  cargo test --all-targets --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
+  cargo test "${targets[@]}" --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
 else
-  cargo test --all-targets --features e2e "${cargo_args[@]}"
+  cargo test "${targets[@]}" --features e2e "${cargo_args[@]}"
 fi
