@@ -64,7 +64,7 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
     for chunk in (0..N).collect::<Vec<_>>().chunks(40) {
         join_all(chunk.iter().map(|i| {
             let name = format!("job-{i:04}");
-            let ann = if i % 10 == 0 {
+            let ann = if i.is_multiple_of(10) {
                 json!({"sim.vision.zjlab.io/fail-attempts": "1"})
             } else {
                 json!({})
@@ -128,7 +128,7 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
             s.message
         );
         let i: usize = name[4..].parse().unwrap();
-        let expected = if i % 10 == 0 { 2 } else { 1 };
+        let expected = if i.is_multiple_of(10) { 2 } else { 1 };
         assert_eq!(
             s.attempts,
             Some(expected),

@@ -331,12 +331,6 @@ impl Dispatcher {
             Err(invalid) => {
                 let now = time_at(now_ms());
                 let status = status::failed(job, &now, invalid.reason, invalid.message);
-                self.ctx.metrics.job_finished(
-                    &job.spec.queue,
-                    &job.spec.algorithm,
-                    "Failed",
-                    invalid.reason.as_str(),
-                );
                 self.write(job, status, None);
             }
             Ok(gpus) => {
@@ -346,13 +340,6 @@ impl Dispatcher {
                     let now = time_at(now_ms());
                     let status =
                         status::rejected(job, &now, &rejection.queue, rejection.max_pending);
-                    self.ctx.metrics.rejected(&rejection.queue);
-                    self.ctx.metrics.job_finished(
-                        &job.spec.queue,
-                        &job.spec.algorithm,
-                        "Rejected",
-                        "QueueFull",
-                    );
                     self.write(job, status, None);
                 } else {
                     self.to_queue.push(key);
@@ -466,7 +453,7 @@ impl Dispatcher {
                             .map(|c| (now_ms() - super::ms_of(c)).max(0) as f64 / 1000.0);
                         ctx.metrics.admitted(queue, waited);
                     }
-                    super::job::publish_transition(&ctx, &written, phase);
+                    super::job::after_write(&ctx, &written, phase);
                     Ok(())
                 }
                 Err(e) => {

@@ -87,7 +87,7 @@ impl Step<'_> {
     async fn write(&self, status: VisionJobStatus) -> Result<VisionJob> {
         let phase = status.phase;
         let written = write::job_status(&self.ctx.client, self.job, status).await?;
-        publish_transition(self.ctx, &written, phase);
+        after_write(self.ctx, &written, phase);
         Ok(written)
     }
 
@@ -339,7 +339,6 @@ async fn active(step: &Step<'_>) -> Result<Action> {
         Some(PodState::Succeeded { message }) => {
             step.outcome(Outcome::Succeeded);
             let status = status::succeeded(job, &step.now(), message.as_deref());
-            record_finish(step, &status);
             step.write_release(status).await
         }
         Some(PodState::Failed {
@@ -368,20 +367,6 @@ fn requeue_at(now_ms: i64, at_ms: i64) -> Action {
     Action::requeue(Duration::from_millis((at_ms - now_ms).max(0) as u64 + 10))
 }
 
-fn record_finish(step: &Step<'_>, status: &VisionJobStatus) {
-    let run = status
-        .started_at
-        .as_ref()
-        .map(|s| (step.now_ms - ms_of(s)).max(0) as f64 / 1000.0);
-    step.ctx.metrics.job_run_time(&step.job.spec.algorithm, run);
-    step.ctx.metrics.job_finished(
-        &step.job.spec.queue,
-        &step.job.spec.algorithm,
-        status.phase.map(|p| p.as_str()).unwrap_or_default(),
-        status.reason.as_deref().unwrap_or_default(),
-    );
-}
-
 async fn timed_out(step: &Step<'_>, timeout_ms: i64) -> Result<Action> {
     let message = format!(
         "attempt {} ran longer than its timeout of {}s and was stopped",
@@ -389,7 +374,6 @@ async fn timed_out(step: &Step<'_>, timeout_ms: i64) -> Result<Action> {
         timeout_ms / 1000
     );
     let status = status::failed(step.job, &step.now(), FailReason::Timeout, message);
-    record_finish(step, &status);
     step.write_release(status).await
 }
 
@@ -418,7 +402,6 @@ async fn attempt_failed(step: &Step<'_>, _kind: &str, why: String) -> Result<Act
     }
     let message = format!("attempt {attempt} failed ({why}); no retries left (retries: {retries})");
     let status = status::failed(job, &step.now(), FailReason::BackoffLimitExceeded, message);
-    record_finish(step, &status);
     step.write_release(status).await
 }
 
@@ -464,8 +447,27 @@ async fn cleanup(job: &VisionJob, ctx: &Context) -> Result<Action> {
     Ok(Action::await_change())
 }
 
+/// After a status write succeeded: count a final outcome (once: a write
+/// that lost a race is retried and counted then) and publish the Event.
+pub fn after_write(ctx: &Context, job: &VisionJob, phase: Option<JobPhase>) {
+    if let Some(p) = phase.filter(|p| p.is_final()) {
+        let status = job.status.as_ref();
+        let reason = status.and_then(|s| s.reason.as_deref()).unwrap_or_default();
+        ctx.metrics
+            .job_finished(&job.spec.queue, &job.spec.algorithm, p.as_str(), reason);
+        if p == JobPhase::Rejected {
+            ctx.metrics.rejected(&job.spec.queue);
+        }
+        let run = status
+            .and_then(|s| Some((s.started_at.as_ref()?, s.finished_at.as_ref()?)))
+            .map(|(a, b)| (ms_of(b) - ms_of(a)).max(0) as f64 / 1000.0);
+        ctx.metrics.job_run_time(&job.spec.algorithm, run);
+    }
+    publish_transition(ctx, job, phase);
+}
+
 /// Publishes a Kubernetes Event for a job's new phase, in the background.
-pub fn publish_transition(ctx: &Context, job: &VisionJob, phase: Option<JobPhase>) {
+fn publish_transition(ctx: &Context, job: &VisionJob, phase: Option<JobPhase>) {
     let Some(phase) = phase else { return };
     if !ctx.settings.job_events.covers(phase) {
         return;
