@@ -442,7 +442,10 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("visionctl: {e}");
+            match e.downcast_ref::<kube::Error>() {
+                Some(k) => eprintln!("visionctl: {}", commands::short(k)),
+                None => eprintln!("visionctl: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

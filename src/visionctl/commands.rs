@@ -18,6 +18,23 @@ use super::stats::queue_order;
 use super::{Result, fail};
 use crate::api::{JobPhase, VisionJob, VisionJobSpec, VisionQueue};
 
+/// A kube error as a person wants to read it: the API server's message.
+pub fn short(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) if !s.message.is_empty() => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) ends the process quietly.
+pub fn out(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if writeln!(o, "{line}").is_err() {
+        std::process::exit(0);
+    }
+}
+
 /// A client from `--kubeconfig`, else KUBECONFIG, in-cluster or ~/.kube/config.
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client> {
     match kubeconfig {
@@ -46,10 +63,20 @@ pub async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
         ..Default::default()
     };
     match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-        Err(e) => Err(e.into()),
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => return Err(e.into()),
     }
+    // Pods of a namespace are refused until its default ServiceAccount exists.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), name);
+    for _ in 0..60 {
+        if sas.get_opt("default").await?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Ok(())
 }
 
 /// What `submit` sends.
@@ -118,7 +145,11 @@ pub async fn submit(client: &Client, a: &SubmitArgs) -> Result<()> {
     let results: Vec<Result<VisionJob>> = futures::stream::iter(jobs)
         .map(|job| {
             let api = api.clone();
-            async move { Ok(api.create(&PostParams::default(), &job).await?) }
+            async move {
+                api.create(&PostParams::default(), &job)
+                    .await
+                    .map_err(|e| fail(short(&e)))
+            }
         })
         .buffer_unordered(a.concurrency.max(1))
         .collect()
@@ -209,7 +240,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        out(s.trim_end());
     };
     line(header.to_vec());
     for row in rows {
@@ -267,12 +298,12 @@ pub async fn get(client: &Client, a: &GetArgs) -> Result<()> {
     let jobs = list_all(&api, lp).await?;
     match a.output {
         Output::Json => {
-            println!("{}", serde_json::to_string_pretty(&jobs)?);
+            out(&serde_json::to_string_pretty(&jobs)?);
             return Ok(());
         }
         Output::Name => {
             for j in &jobs {
-                println!("{}", j.metadata.name.as_deref().unwrap_or_default());
+                out(j.metadata.name.as_deref().unwrap_or_default());
             }
             return Ok(());
         }
@@ -366,7 +397,7 @@ where
 fn describe(job: &VisionJob) -> String {
     let st = job.status.clone().unwrap_or_default();
     let mut s = phase_str(job);
-    if let Some(r) = &st.reason {
+    if let Some(r) = st.reason.as_ref().filter(|r| **r != s) {
         s.push_str(&format!(" ({r})"));
     }
     if let Some(a) = st.attempts.filter(|a| *a > 0) {
