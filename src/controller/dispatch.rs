@@ -17,7 +17,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::{Context, FINALIZER, MANAGER, now_ms, time_at, write};
@@ -82,7 +82,7 @@ pub struct Dispatcher {
     inflight: HashSet<JobKey>,
     /// New jobs accepted as pending whose Queued status is still to be written.
     to_queue: Vec<JobKey>,
-    writes: Arc<Semaphore>,
+
     admitted_total: HashMap<String, i64>,
     last_queue_status: HashMap<String, VisionQueueStatus>,
     last_algorithm_status: HashMap<String, VisionAlgorithmStatus>,
@@ -90,7 +90,6 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(ctx: Arc<Context>, rx: mpsc::UnboundedReceiver<DispatchEvent>) -> Self {
-        let writes = Arc::new(Semaphore::new(ctx.settings.max_inflight_writes));
         Dispatcher {
             ctx,
             rx,
@@ -100,7 +99,7 @@ impl Dispatcher {
             rebuilt: false,
             inflight: HashSet::new(),
             to_queue: Vec::new(),
-            writes,
+
             admitted_total: HashMap::new(),
             last_queue_status: HashMap::new(),
             last_algorithm_status: HashMap::new(),
@@ -434,7 +433,7 @@ impl Dispatcher {
         self.inflight.insert(key.clone());
         let ctx = self.ctx.clone();
         let job = job.clone();
-        let writes = self.writes.clone();
+        let writes = self.ctx.writes.clone();
         tokio::spawn(async move {
             let _permit = writes.acquire_owned().await;
             if !ctx.is_leader() {

@@ -93,6 +93,9 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    /// Bounds the dispatcher's status writes in flight; a graceful stop
+    /// waits until every permit is back.
+    pub writes: Arc<tokio::sync::Semaphore>,
     leader: AtomicBool,
 }
 
@@ -188,9 +191,10 @@ pub async fn run(
         queues: queues_store.clone(),
         algorithms: algorithms_store.clone(),
         dispatch: dispatch_tx.clone(),
-        settings,
+        settings: settings.clone(),
         metrics,
         recorder: Recorder::new(client.clone(), reporter),
+        writes: Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_writes)),
         leader: AtomicBool::new(false),
     });
 
@@ -301,10 +305,19 @@ pub async fn run(
 
     let dispatcher = dispatch::Dispatcher::new(ctx.clone(), dispatch_rx).run();
 
+    // Graceful stop: admit and write nothing new, let the reconciles in
+    // flight finish (the controller's own graceful shutdown), and wait for
+    // the dispatcher's status writes in flight.
+    let stop_ctx = ctx.clone();
+    let stopping = async move {
+        shutdown.await;
+        stop_ctx.leader.store(false, Ordering::SeqCst);
+    };
+
     let reconciler = Controller::for_stream(receiver_stream(job_trigger_rx), jobs_store)
         .owns_stream(receiver_stream(pod_trigger_rx))
         .reconcile_all_on(receiver_stream(reconcile_all_rx).map(|_| ()))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(stopping)
         .run(job::reconcile, job::error_policy, ctx.clone())
         .for_each(|_| async {});
 
@@ -313,7 +326,9 @@ pub async fn run(
         r = leader_watch => r,
         _ = dispatcher => Err(anyhow_like::msg("the dispatcher ended")),
         _ = reconciler => {
-            info!("reconciler stopped: shutting down");
+            let permits = ctx.settings.max_inflight_writes as u32;
+            let drained = tokio::time::timeout(Duration::from_secs(10), ctx.writes.acquire_many(permits)).await;
+            info!(writes_drained = drained.is_ok(), "stopped admitting; in-flight work finished");
             Ok(())
         }
     }
