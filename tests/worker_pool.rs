@@ -391,3 +391,68 @@ async fn beyond_max_pending_new_jobs_are_rejected_at_once() {
         2
     );
 }
+
+#[tokio::test]
+async fn repeated_failures_open_the_breaker_and_hold_the_algorithm_back() {
+    let _turn = SERIAL.lock().await;
+    let mut w = World::new("breaker").await;
+    let _op = Operator::start("breaker").await;
+    w.queue(json!({"maxRunning": 1})).await;
+    let alg = w
+        .algorithm(
+            "flaky",
+            json!({"retries": 0, "circuitBreaker": {"failureThreshold": 2, "windowSeconds": 60, "cooldownSeconds": 3}}),
+            json!({"sim.vision.zjlab.io/duration": "300ms", "sim.vision.zjlab.io/outcome": "fail", "sim.vision.zjlab.io/message": "CUDA error"}),
+        )
+        .await;
+    for i in 0..4 {
+        w.job(&format!("f-{i}"), &alg, json!({}), json!({})).await;
+    }
+    // Two failures open the breaker: the algorithm reports it, the queue's
+    // head waits for it.
+    let algorithms: Api<vision_operator::api::VisionAlgorithm> = Api::all(w.client.clone());
+    let opened = common::wait_for(T, || async {
+        let a = algorithms.get(&alg).await.unwrap();
+        let s = a.status.unwrap_or_default();
+        s.breaker.as_deref() == Some("Open")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "True")
+    })
+    .await;
+    assert!(
+        opened,
+        "the breaker did not open: {:?}",
+        algorithms.get(&alg).await.unwrap().status
+    );
+    let head_waits = common::wait_for(T, || async {
+        let q = Api::<VisionQueue>::all(w.client.clone())
+            .get(&w.queue)
+            .await
+            .unwrap();
+        q.status
+            .and_then(|s| s.head_reason)
+            .is_some_and(|r| r.contains("breaker"))
+    })
+    .await;
+    assert!(
+        head_waits,
+        "the queue's head must say it waits for the breaker"
+    );
+    let failed_while_open = w
+        .jobs()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .filter(|j| j.phase() == Some(JobPhase::Failed))
+        .count();
+    assert_eq!(
+        failed_while_open, 2,
+        "nothing is admitted while the breaker is open"
+    );
+    // After the cool-down one probe goes at a time; all fail in the end.
+    let jobs = w.wait_all_final(Duration::from_secs(60)).await;
+    assert!(jobs.iter().all(|j| j.phase() == Some(JobPhase::Failed)));
+}
