@@ -206,15 +206,19 @@ pub async fn run(
     let pod_wc = watcher::Config::default().labels(crate::pod::LABEL_JOB_UID);
     let jobs = watcher(Api::<VisionJob>::all(client.clone()), wc.clone())
         .default_backoff()
+        .modify(slim)
         .reflect(jobs_writer);
     let pods = watcher(Api::<Pod>::all(client.clone()), pod_wc)
         .default_backoff()
+        .modify(slim)
         .reflect(pods_writer);
     let queues = watcher(Api::<VisionQueue>::all(client.clone()), wc.clone())
         .default_backoff()
+        .modify(slim)
         .reflect(queues_writer);
     let algorithms = watcher(Api::<VisionAlgorithm>::all(client.clone()), wc)
         .default_backoff()
+        .modify(slim)
         .reflect(algorithms_writer);
 
     let synced = Arc::new(std::sync::Mutex::new([false; 4]));
@@ -362,6 +366,17 @@ where
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Drops what the operator never reads from a cached object: server-side
+/// apply's field ownership and kubectl's copy of the last applied manifest,
+/// which together are often larger than the object itself.
+fn slim<K: kube::Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 
