@@ -127,8 +127,12 @@ fi
 KBIN="$(hack/cluster.sh env | sed -n 's/^export PATH=\([^:]*\):.*/\1/p')"
 kubectl=("$KBIN/kubectl" --kubeconfig "$KCFG")
 "${kubectl[@]}" apply --server-side --force-conflicts -f crds/ >/dev/null
-"${kubectl[@]}" wait --for condition=established --timeout=60s \
-  crd/visionjobs.vision.zjlab.io crd/visionqueues.vision.zjlab.io crd/visionalgorithms.vision.zjlab.io >/dev/null
+# Just-created CRDs have no conditions yet, which `kubectl wait` takes as an error.
+for _ in $(seq 1 60); do
+  "${kubectl[@]}" wait --for condition=established --timeout=5s \
+    crd/visionjobs.vision.zjlab.io crd/visionqueues.vision.zjlab.io crd/visionalgorithms.vision.zjlab.io >/dev/null 2>&1 && break
+  sleep 1
+done
 
 common=(--gpus "$GPUS" --runtime-ms "$RUNTIME_MS" --max-running "$MAX_RUNNING" --clk-tck "$CLK_TCK")
 vctl() { "$VISIONCTL" --kubeconfig "$KCFG" "$@"; }
@@ -144,7 +148,7 @@ vctl() { "$VISIONCTL" --kubeconfig "$KCFG" "$@"; }
 say "scenario 1/3: throughput ($JOBS jobs, maxRunning $MAX_RUNNING)"
 start_operator
 vctl bench throughput --jobs "$JOBS" "${common[@]}" --operator-pid "$OP_PID" \
-  --out "$OUT/throughput.json" | tee -a "$OUT/report.txt"
+  --metrics-url "http://$HTTP_ADDR/metrics" --out "$OUT/throughput.json" | tee -a "$OUT/report.txt"
 say "cleaning up the benchmark's jobs"
 vctl bench cleanup --namespace vision-bench
 stop_operator

@@ -98,8 +98,12 @@ up() {
 
   say "installing the CRDs, the demo queue and algorithms (hack/demo/)"
   "${kubectl[@]}" apply --server-side --force-conflicts -f crds/ >/dev/null
-  "${kubectl[@]}" wait --for condition=established --timeout=60s \
-    crd/visionjobs.vision.zjlab.io crd/visionqueues.vision.zjlab.io crd/visionalgorithms.vision.zjlab.io >/dev/null
+  # Just-created CRDs have no conditions yet, which `kubectl wait` takes as an error.
+  for _ in $(seq 1 60); do
+    "${kubectl[@]}" wait --for condition=established --timeout=5s \
+      crd/visionjobs.vision.zjlab.io crd/visionqueues.vision.zjlab.io crd/visionalgorithms.vision.zjlab.io >/dev/null 2>&1 && break
+    sleep 1
+  done
   "${kubectl[@]}" apply --server-side --force-conflicts -f hack/demo/ >/dev/null
 
   stop_operator

@@ -202,6 +202,9 @@ struct BenchCommon {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
+    /// The operator's metrics URL, to read its error counters.
+    #[arg(long)]
+    metrics_url: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +245,7 @@ fn bench_args(c: BenchCommon) -> BenchArgs {
         clk_tck: c.clk_tck,
         out: c.out,
         timeout: Duration::from_secs(c.timeout),
+        metrics_url: c.metrics_url,
     }
 }
 

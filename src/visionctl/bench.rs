@@ -43,6 +43,59 @@ pub struct BenchArgs {
     pub clk_tck: f64,
     pub out: Option<PathBuf>,
     pub timeout: Duration,
+    /// The operator's /metrics URL (http://host:port/metrics).
+    pub metrics_url: Option<String>,
+}
+
+/// Fetches a plain-HTTP URL (the operator's /metrics) with a std socket.
+pub fn http_get(url: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| fail(format!("{url}: only http:// URLs")))?;
+    let (host, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, format!("/{p}")),
+        None => (rest, "/".to_string()),
+    };
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}
+
+/// The operator's own counters worth reading next to the API server's.
+fn operator_counters(url: &str) -> Value {
+    let Ok(text) = http_get(url) else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for (name, labels, value) in parse_prometheus(&text) {
+        let keep = [
+            "reconcile_errors",
+            "admission_rollbacks",
+            "reconciles_total",
+            "admissions_total",
+            "job_retries",
+        ]
+        .iter()
+        .any(|k| name.contains(k));
+        if !keep || name.ends_with("_created") {
+            continue;
+        }
+        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let key = if l.is_empty() {
+            name
+        } else {
+            format!("{name}{{{}}}", l.join(","))
+        };
+        out.insert(key, json!(value));
+    }
+    Value::Object(out)
 }
 
 /// What /proc says of a process.
@@ -110,6 +163,7 @@ fn delta(before: &RequestCounts, after: &RequestCounts) -> RequestCounts {
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, v)| *v > 0.0)
+        .map(|(k, v)| (k, v + 0.0))
         .collect()
 }
 
@@ -117,7 +171,8 @@ fn sum(d: &RequestCounts, f: impl Fn(&str, &str, &str) -> bool) -> f64 {
     d.iter()
         .filter(|((verb, _, res, sub), _)| f(verb, res, sub))
         .map(|(_, v)| v)
-        .sum()
+        .sum::<f64>()
+        + 0.0
 }
 
 const WRITE_VERBS: [&str; 5] = ["PATCH", "APPLY", "PUT", "DELETE", "DELETECOLLECTION"];
@@ -357,7 +412,8 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
         "jobsPerS": (n / makespan_s * 100.0).round() / 100.0,
         "utilisationWhileWaiting": an.utilisation_while_waiting,
         "waitingS": an.waiting_ms / 1000.0,
-        "refillMs": {"p50": ms(percentile(&an.refill_ms, 50.0)), "p99": ms(percentile(&an.refill_ms, 99.0)),
+        "refillMs": {"p50": ms(percentile(&an.refill_ms, 50.0)), "p90": ms(percentile(&an.refill_ms, 90.0)),
+                     "p95": ms(percentile(&an.refill_ms, 95.0)), "p99": ms(percentile(&an.refill_ms, 99.0)),
                      "max": ms(percentile(&an.refill_ms, 100.0)), "samples": an.refill_ms.len()},
         "waitMs": {"p50": ms(percentile(&waits, 50.0)), "p99": ms(percentile(&waits, 99.0))},
         "admissions": an.admissions,
@@ -379,6 +435,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
             "rssMiB": proc_after.map(|p| p.rss_kib as f64 / 1024.0),
             "cpuS": cpu_s,
             "cpuMsPerJob": cpu_s.map(|c| (c * 1000.0 / n * 100.0).round() / 100.0),
+            "counters": a.metrics_url.as_deref().map(operator_counters),
         },
     });
     print_throughput(&v);
@@ -418,8 +475,10 @@ fn print_throughput(v: &Value) {
         show(f(v, &["waitingS"]), "s")
     );
     println!(
-        "  refill latency p50 {}  p99 {}  max {}  ({} samples)",
+        "  refill latency p50 {}  p90 {}  p95 {}  p99 {}  max {}  ({} samples)",
         show(f(v, &["refillMs", "p50"]), "ms"),
+        show(f(v, &["refillMs", "p90"]), "ms"),
+        show(f(v, &["refillMs", "p95"]), "ms"),
         show(f(v, &["refillMs", "p99"]), "ms"),
         show(f(v, &["refillMs", "max"]), "ms"),
         v["refillMs"]["samples"]
@@ -451,6 +510,9 @@ fn print_throughput(v: &Value) {
         r["queueAndAlgorithmStatusWrites"], r["reads"], r["eventsBySource"]
     );
     println!("    by verb: {}", r["byVerb"]);
+    if !v["operator"]["counters"].is_null() {
+        println!("  operator counters: {}", v["operator"]["counters"]);
+    }
     println!(
         "  operator peak RSS {} MiB, CPU {} s ({} ms per job)",
         show(f(v, &["operator", "peakRssMiB"]), ""),
