@@ -131,8 +131,7 @@ async fn run(cli: Cli) -> controller::anyhow_like::Result<()> {
             lease_name: cli.lease_name.clone(),
             namespace: cli.lease_namespace.clone(),
             identity,
-            duration_seconds: cli.lease_seconds.max(2),
-            grace_seconds: (cli.lease_seconds / 3).max(1),
+            duration: Duration::from_secs(cli.lease_seconds.max(2)),
         },
     )
     .await?;
@@ -153,7 +152,7 @@ async fn run(cli: Cli) -> controller::anyhow_like::Result<()> {
     )
     .await;
     // Give the lease back so that a standby takes over now, not at expiry.
-    election.release(async {}).await;
+    election.release().await;
     info!("stopped");
     result
 }

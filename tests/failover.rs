@@ -59,6 +59,19 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
     let mut leader = leader_of(&ops, Duration::from_secs(30))
         .await
         .expect("no leader elected");
+    // Exactly one leader: the other must not lead too (both started at once).
+    for _ in 0..20 {
+        let other = ops[1 - leader]
+            .metric("vision_operator_is_leader", "")
+            .await;
+        assert_eq!(
+            other,
+            Some(0.0),
+            "two leaders at once:\n{}",
+            ops[1 - leader].log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Every tenth job fails its first attempt: it must end with exactly two.
     for chunk in (0..N).collect::<Vec<_>>().chunks(40) {

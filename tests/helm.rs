@@ -237,7 +237,7 @@ fn expected_lease_rules(lease: &str) -> BTreeSet<Rule> {
             &["coordination.k8s.io"],
             &["leases"],
             &[lease],
-            &["get", "patch"],
+            &["get", "update"],
         ),
     ])
 }
