@@ -150,7 +150,7 @@ start_operator
 vctl bench throughput --jobs "$JOBS" "${common[@]}" --operator-pid "$OP_PID" \
   --metrics-url "http://$HTTP_ADDR/metrics" --out "$OUT/throughput.json" | tee -a "$OUT/report.txt"
 say "cleaning up the benchmark's jobs"
-vctl bench cleanup --namespace vision-bench
+vctl bench cleanup --namespace vision-bench || say "cleanup of vision-bench failed: rerun visionctl bench cleanup --namespace vision-bench with an operator running"
 stop_operator
 
 report=(--throughput "$OUT/throughput.json")
@@ -158,7 +158,7 @@ if [ "$CEILING" = 1 ]; then
   say "scenario 2/3: ceiling ($JOBS bare pods, no operator)"
   vctl bench ceiling --namespace vision-bench-ceiling --jobs "$JOBS" "${common[@]}" \
     --out "$OUT/ceiling.json" | tee -a "$OUT/report.txt"
-  vctl bench cleanup --namespace vision-bench-ceiling
+  vctl bench cleanup --namespace vision-bench-ceiling || say "cleanup of vision-bench-ceiling failed"
   report+=(--ceiling "$OUT/ceiling.json")
 fi
 
@@ -168,7 +168,8 @@ if [ "$MEMORY" = 1 ]; then
   vctl bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
     --concurrency 32 "${common[@]}" --operator-pid "$OP_PID" --out "$OUT/memory.json" | tee -a "$OUT/report.txt"
   say "cleaning up the $MEMORY_JOBS queued jobs"
-  vctl bench cleanup --namespace vision-bench-mem
+  vctl bench cleanup --namespace vision-bench-mem ||
+    say "cleanup of vision-bench-mem failed: rerun visionctl bench cleanup --namespace vision-bench-mem with an operator running"
   stop_operator
   report+=(--memory "$OUT/memory.json")
 fi

@@ -266,17 +266,28 @@ fn ms(v: Option<f64>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Events in `namespace` written by the operator: (objects, writes), where
-/// writes counts a POST per object and a PATCH per repetition.
+/// Events about the objects of this run (named `<prefix>...`) in
+/// `namespace`, written by the operator: (objects, writes), where writes
+/// counts a POST per object and a PATCH per repetition; and the writes of
+/// every source.
 async fn operator_events(
     client: &Client,
     namespace: &str,
+    prefix: &str,
 ) -> Result<(usize, i64, BTreeMap<String, i64>)> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
     let events = list_all(&api, ListParams::default()).await?;
     let (mut objects, mut writes) = (0usize, 0i64);
     let mut by_source: BTreeMap<String, i64> = BTreeMap::new();
     for e in &events {
+        if !e
+            .involved_object
+            .name
+            .as_deref()
+            .is_some_and(|n| n.starts_with(prefix))
+        {
+            continue;
+        }
         let source = e
             .reporting_component
             .clone()
@@ -377,7 +388,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
             "visionjobs" | "pods" | "visionqueues" | "visionalgorithms"
         ) && (v == "GET" || v == "LIST")
     });
-    let (ev_objects, ev_writes, ev_by_source) = operator_events(client, &a.namespace).await?;
+    let (ev_objects, ev_writes, ev_by_source) = operator_events(client, &a.namespace, &format!("b-{run}-")).await?;
     let operator_requests = jobs_writes + pod_creates + pod_deletes + ev_writes as f64 + leases;
     let by_verb: BTreeMap<String, f64> = d
         .iter()

@@ -650,25 +650,50 @@ pub async fn delete_all(client: &Client, namespace: &str, timeout: Duration) -> 
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let dp = DeleteParams::background();
     let lp = ListParams::default();
-    let _ = jobs.delete_collection(&dp, &lp).await?;
-    let _ = pods.delete_collection(&dp, &lp).await?;
+    // Deleting thousands of jobs in one request can outlast the API server's
+    // request timeout; it goes on server-side, so retry and then poll.
+    for attempt in 1..=5 {
+        let j = jobs.delete_collection(&dp, &lp).await;
+        let p = pods.delete_collection(&dp, &lp).await;
+        match (j, p) {
+            (Ok(_), Ok(_)) => break,
+            (j, p) => {
+                let e = j.err().or(p.err()).map(|e| e.to_string()).unwrap_or_default();
+                eprintln!("delete in {namespace} (attempt {attempt}): {e}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
     let deadline = Instant::now() + timeout;
+    let mut last_print = Instant::now();
     loop {
-        let j = jobs.list_metadata(&ListParams::default().limit(1)).await?;
-        let p = pods.list_metadata(&ListParams::default().limit(1)).await?;
-        if j.items.is_empty() && p.items.is_empty() {
+        let j = jobs.list_metadata(&ListParams::default().limit(1)).await;
+        let p = pods.list_metadata(&ListParams::default().limit(1)).await;
+        if let (Ok(j), Ok(p)) = (&j, &p)
+            && j.items.is_empty()
+            && p.items.is_empty()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
             let left = jobs
                 .list_metadata(&ListParams::default())
-                .await?
-                .items
-                .len();
+                .await
+                .map(|l| l.items.len())
+                .unwrap_or(0);
             return Err(fail(format!(
                 "{left} VisionJobs of {namespace} still exist after {}s (is the operator running? it removes their finalizer)",
                 timeout.as_secs()
             )));
+        }
+        if last_print.elapsed() > Duration::from_secs(15) {
+            let left = j
+                .ok()
+                .and_then(|l| l.metadata.remaining_item_count)
+                .map(|n| (n + 1).to_string())
+                .unwrap_or_else(|| "some".into());
+            eprintln!("waiting for {left} VisionJobs of {namespace} to go ...");
+            last_print = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
