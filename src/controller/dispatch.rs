@@ -442,6 +442,12 @@ impl Dispatcher {
             let phase = status.phase;
             let result = match write::job_status(&ctx.client, &job, status).await {
                 Ok(written) => {
+                    if admission.is_some() {
+                        // Create the attempt's pod now rather than after the
+                        // watch echoes the admission to the reconciler: one
+                        // hop less between a freed slot and the next pod.
+                        create_first_pod(&ctx, &written).await;
+                    }
                     if let Some(queue) = &admission {
                         // Counted once the admission is written (a rolled-back
                         // admission is not one).
@@ -671,6 +677,29 @@ where
             warn!(%kind, %name, error = %e, "status write failed; retried at the next change");
         }
     });
+}
+
+/// Creates the pod of a just-admitted job. On failure the reconciler, which
+/// also sees the admission, creates it.
+async fn create_first_pod(ctx: &Context, job: &VisionJob) {
+    let Some(algorithm) = ctx.algorithm(&job.spec.algorithm) else {
+        return;
+    };
+    let attempt = job.status.as_ref().and_then(|s| s.attempts).unwrap_or(1);
+    let Ok(pod) = crate::pod::build_pod(job, &algorithm, attempt) else {
+        return;
+    };
+    let (namespace, name) = (
+        pod.metadata.namespace.clone().unwrap_or_default(),
+        pod.name_any(),
+    );
+    if ctx.pod(&namespace, &name).is_some() || !ctx.start_creating(&namespace, &name) {
+        return;
+    }
+    if let Err(e) = super::job::create_pod(ctx, &pod).await {
+        debug!(pod = %name, error = %e, "creating the pod after admission failed; the reconciler retries");
+    }
+    ctx.done_creating(&namespace, &name);
 }
 
 pub fn job_key(job: &VisionJob) -> JobKey {

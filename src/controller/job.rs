@@ -298,21 +298,14 @@ async fn active(step: &Step<'_>) -> Result<Action> {
                         .await;
                 }
             };
-            let api: Api<Pod> = Api::namespaced(step.ctx.client.clone(), &step.namespace());
-            match api
-                .create(
-                    &PostParams {
-                        field_manager: Some(super::MANAGER.into()),
-                        ..Default::default()
-                    },
-                    &pod,
-                )
-                .await
-            {
-                Ok(_) => debug!(pod = %name, "created pod"),
-                Err(e) if is_status(&e, 409) => debug!(pod = %name, "pod exists already"),
-                Err(e) => return Err(Error::Kube(e)),
+            // The dispatcher creates the first pod right after admitting;
+            // if that is under way, its pod event brings us back.
+            if !step.ctx.start_creating(&step.namespace(), &name) {
+                return Ok(Action::requeue(Duration::from_secs(1)));
             }
+            let created = create_pod(step.ctx, &pod).await;
+            step.ctx.done_creating(&step.namespace(), &name);
+            created.map_err(Error::Kube)?;
             Ok(requeue_at(step.now_ms, deadline))
         }
         Some(PodState::Pending) => {
@@ -361,6 +354,23 @@ async fn active(step: &Step<'_>) -> Result<Action> {
             attempt_failed(step, "AttemptFailed", detail).await
         }
     }
+}
+
+/// Creates an attempt's pod; one that exists already (same deterministic
+/// name) is the same attempt's pod, not an error.
+pub async fn create_pod(ctx: &Context, pod: &Pod) -> Result<(), kube::Error> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(super::MANAGER.into()),
+        ..Default::default()
+    };
+    match api.create(&params, pod).await {
+        Ok(_) => debug!(pod = %pod.name_any(), "created pod"),
+        Err(e) if is_status(&e, 409) => debug!(pod = %pod.name_any(), "pod exists already"),
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 fn requeue_at(now_ms: i64, at_ms: i64) -> Action {

@@ -96,6 +96,8 @@ pub struct Context {
     /// Bounds the dispatcher's status writes in flight; a graceful stop
     /// waits until every permit is back.
     pub writes: Arc<tokio::sync::Semaphore>,
+    /// Pods (namespace/name) the dispatcher is creating right now.
+    creating: std::sync::Mutex<std::collections::HashSet<String>>,
     leader: AtomicBool,
 }
 
@@ -111,6 +113,22 @@ impl Context {
 
     pub fn algorithm(&self, name: &str) -> Option<Arc<VisionAlgorithm>> {
         self.algorithms.get(&ObjectRef::new(name))
+    }
+
+    /// Marks a pod as being created (by the dispatcher or the reconciler);
+    /// false if it already is, so that the two never create it at once.
+    pub fn start_creating(&self, namespace: &str, name: &str) -> bool {
+        self.creating
+            .lock()
+            .unwrap()
+            .insert(format!("{namespace}/{name}"))
+    }
+
+    pub fn done_creating(&self, namespace: &str, name: &str) {
+        self.creating
+            .lock()
+            .unwrap()
+            .remove(&format!("{namespace}/{name}"));
     }
 }
 
@@ -195,6 +213,7 @@ pub async fn run(
         metrics,
         recorder: Recorder::new(client.clone(), reporter),
         writes: Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_writes)),
+        creating: Default::default(),
         leader: AtomicBool::new(false),
     });
 
