@@ -81,7 +81,7 @@ pub struct Dispatcher {
     /// Jobs with a status write of the dispatcher in flight.
     inflight: HashSet<JobKey>,
     /// New jobs accepted as pending whose Queued status is still to be written.
-    to_queue: Vec<JobKey>,
+    to_queue: ToQueue,
 
     admitted_total: HashMap<String, i64>,
     last_queue_status: HashMap<String, VisionQueueStatus>,
@@ -98,7 +98,7 @@ impl Dispatcher {
             leader: false,
             rebuilt: false,
             inflight: HashSet::new(),
-            to_queue: Vec::new(),
+            to_queue: ToQueue::default(),
 
             admitted_total: HashMap::new(),
             last_queue_status: HashMap::new(),
@@ -317,9 +317,7 @@ impl Dispatcher {
         match self.pool.job_phase(&key) {
             // Accepted earlier; its Queued write failed or is still to come.
             Some(PoolPhase::Pending) => {
-                if !self.to_queue.contains(&key) {
-                    self.to_queue.push(key);
-                }
+                self.to_queue.push(key);
                 return;
             }
             Some(PoolPhase::Holding) => return,
@@ -359,17 +357,26 @@ impl Dispatcher {
                 self.pool.remove_job(&admission.key);
                 continue;
             };
-            self.to_queue.retain(|k| k != &admission.key);
+
             let mut status = status::admitted(&job, &now, &admission.queue);
             status.gpus = Some(admission.gpus as i32);
             debug!(job = %admission.key, queue = %admission.queue, "admitted");
             self.write(&job, status, Some(admission.queue));
         }
-        for key in std::mem::take(&mut self.to_queue) {
-            if self.pool.job_phase(&key) != Some(PoolPhase::Pending) || self.inflight.contains(&key)
-            {
+        // Queued writes take a write permit before they are spawned: in a
+        // burst the rest wait here as bare keys, not as tasks holding a copy
+        // of their job. Each returning permit brings the loop back here.
+        while let Some(key) = self.to_queue.front() {
+            if self.pool.job_phase(key) != Some(PoolPhase::Pending) || self.inflight.contains(key) {
+                self.to_queue.pop();
                 continue;
             }
+            let Ok(permit) = self.ctx.writes.clone().try_acquire_owned() else {
+                break;
+            };
+            let Some(key) = self.to_queue.pop() else {
+                break;
+            };
             let r = ObjectRef::new(&key.name).within(&key.namespace);
             let Some(job) = self.ctx.jobs.get(&r) else {
                 continue;
@@ -383,7 +390,7 @@ impl Dispatcher {
             );
             let mut status = status::queued(&job, &now, wait.reason.label(), message);
             status.gpus = Some(self.pool_gpus(&job) as i32);
-            self.write(&job, status, None);
+            self.write_with(&job, status, None, Some(permit));
         }
     }
 
@@ -429,13 +436,29 @@ impl Dispatcher {
         status: crate::api::VisionJobStatus,
         admission: Option<String>,
     ) {
+        self.write_with(job, status, admission, None)
+    }
+
+    fn write_with(
+        &mut self,
+        job: &VisionJob,
+        status: crate::api::VisionJobStatus,
+        admission: Option<String>,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let key = job_key(job);
         self.inflight.insert(key.clone());
         let ctx = self.ctx.clone();
         let job = job.clone();
         let writes = self.ctx.writes.clone();
         tokio::spawn(async move {
-            let _permit = writes.acquire_owned().await;
+            let _permit = match permit {
+                Some(p) => p,
+                None => match writes.acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
             if !ctx.is_leader() {
                 return;
             }
@@ -700,6 +723,37 @@ async fn create_first_pod(ctx: &Context, job: &VisionJob) {
         debug!(pod = %name, error = %e, "creating the pod after admission failed; the reconciler retries");
     }
     ctx.done_creating(&namespace, &name);
+}
+
+/// New jobs whose Queued status is still to be written, in arrival order,
+/// each at most once.
+#[derive(Default)]
+struct ToQueue {
+    order: std::collections::VecDeque<JobKey>,
+    members: HashSet<JobKey>,
+}
+
+impl ToQueue {
+    fn push(&mut self, key: JobKey) {
+        if self.members.insert(key.clone()) {
+            self.order.push_back(key);
+        }
+    }
+
+    fn front(&self) -> Option<&JobKey> {
+        self.order.front()
+    }
+
+    fn pop(&mut self) -> Option<JobKey> {
+        let key = self.order.pop_front()?;
+        self.members.remove(&key);
+        Some(key)
+    }
+
+    fn clear(&mut self) {
+        self.order.clear();
+        self.members.clear();
+    }
 }
 
 pub fn job_key(job: &VisionJob) -> JobKey {
