@@ -388,7 +388,8 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
             "visionjobs" | "pods" | "visionqueues" | "visionalgorithms"
         ) && (v == "GET" || v == "LIST")
     });
-    let (ev_objects, ev_writes, ev_by_source) = operator_events(client, &a.namespace, &format!("b-{run}-")).await?;
+    let (ev_objects, ev_writes, ev_by_source) =
+        operator_events(client, &a.namespace, &format!("b-{run}-")).await?;
     let operator_requests = jobs_writes + pod_creates + pod_deletes + ev_writes as f64 + leases;
     let by_verb: BTreeMap<String, f64> = d
         .iter()
@@ -412,6 +413,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
         _ => None,
     };
     let waits = tr.waits_ms();
+    let (ended_to_final, admitted_to_pod) = tr.stages_ms();
     let makespan_s = an.makespan_ms / 1000.0;
     let v = json!({
         "scenario": "throughput",
@@ -427,6 +429,10 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
                      "p95": ms(percentile(&an.refill_ms, 95.0)), "p99": ms(percentile(&an.refill_ms, 99.0)),
                      "max": ms(percentile(&an.refill_ms, 100.0)), "samples": an.refill_ms.len()},
         "waitMs": {"p50": ms(percentile(&waits, 50.0)), "p99": ms(percentile(&waits, 99.0))},
+        "stagesMs": {
+            "podEndedToJobFinal": {"p50": ms(percentile(&ended_to_final, 50.0)), "p99": ms(percentile(&ended_to_final, 99.0))},
+            "jobAdmittedToPodCreated": {"p50": ms(percentile(&admitted_to_pod, 50.0)), "p99": ms(percentile(&admitted_to_pod, 99.0))},
+        },
         "admissions": an.admissions,
         "admissionsPerS": if an.admission_span_ms > 0.0 { json!(((an.admissions as f64 - 1.0) / (an.admission_span_ms / 1000.0) * 10.0).round() / 10.0) } else { Value::Null },
         "maxLivePods": an.max_live_pods,
@@ -493,6 +499,13 @@ fn print_throughput(v: &Value) {
         show(f(v, &["refillMs", "p99"]), "ms"),
         show(f(v, &["refillMs", "max"]), "ms"),
         v["refillMs"]["samples"]
+    );
+    println!(
+        "  refill stages: pod ended -> job seen final p50 {} p99 {}; job seen admitted -> its pod seen p50 {} p99 {}",
+        show(f(v, &["stagesMs", "podEndedToJobFinal", "p50"]), "ms"),
+        show(f(v, &["stagesMs", "podEndedToJobFinal", "p99"]), "ms"),
+        show(f(v, &["stagesMs", "jobAdmittedToPodCreated", "p50"]), "ms"),
+        show(f(v, &["stagesMs", "jobAdmittedToPodCreated", "p99"]), "ms")
     );
     println!(
         "  admissions {} at {} /s; wait p50 {} p99 {}",

@@ -170,6 +170,9 @@ pub struct JobTrack {
     pub admitted: Option<f64>,
     pub final_at: Option<f64>,
     pub had_pod: bool,
+    /// When its first pod was seen, and when its last pod was seen ending.
+    pub pod_created: Option<f64>,
+    pub pod_ended: Option<f64>,
 }
 
 /// Everything a driver knows about its run.
@@ -282,6 +285,7 @@ impl Tracker {
             let j = self.jobs.entry(job).or_default();
             let first = !j.had_pod;
             j.had_pod = true;
+            j.pod_created.get_or_insert(t);
             self.events.push((t, Ev::PodCreated { first }));
             self.last_change = self.last_change.max(t);
         }
@@ -290,6 +294,16 @@ impl Tracker {
             && !*ended
         {
             *ended = true;
+            let job = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(crate::pod::LABEL_JOB))
+                .cloned()
+                .unwrap_or_else(|| name.clone());
+            if let Some(j) = self.jobs.get_mut(&job) {
+                j.pod_ended = Some(t);
+            }
             self.live_pods -= 1;
             self.events.push((t, Ev::PodEnded));
             self.last_change = self.last_change.max(t);
@@ -317,6 +331,23 @@ impl Tracker {
             .filter_map(|j| Some(j.admitted? - j.submitted?))
             .map(|w| w.max(0.0))
             .collect()
+    }
+
+    /// Where the time between a pod ending and the next pod goes, per job,
+    /// ms: (its pod ended -> the job seen final, the job seen admitted -> its
+    /// first pod seen created).
+    pub fn stages_ms(&self) -> (Vec<f64>, Vec<f64>) {
+        let ended_to_final = self
+            .jobs
+            .values()
+            .filter_map(|j| Some(j.final_at? - j.pod_ended?))
+            .collect();
+        let admitted_to_pod = self
+            .jobs
+            .values()
+            .filter_map(|j| Some(j.pod_created? - j.admitted?))
+            .collect();
+        (ended_to_final, admitted_to_pod)
     }
 
     /// Final jobs other than Succeeded, by phase and reason.
@@ -658,7 +689,11 @@ pub async fn delete_all(client: &Client, namespace: &str, timeout: Duration) -> 
         match (j, p) {
             (Ok(_), Ok(_)) => break,
             (j, p) => {
-                let e = j.err().or(p.err()).map(|e| e.to_string()).unwrap_or_default();
+                let e = j
+                    .err()
+                    .or(p.err())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
                 eprintln!("delete in {namespace} (attempt {attempt}): {e}");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
