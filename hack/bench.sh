@@ -10,8 +10,8 @@
 # Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
 # on 4 nodes x 8 GPUs (ideal makespan ceil(1000/32) x 2 s = 64 s); the
 # ceiling run (the same 1000 pods created directly, no operator); and 10,000
-# jobs queued into a paused queue for the operator's memory. About 5 minutes
-# on 2 cores. Results: .local/bench/<time>/ (report.txt and one JSON per
+# jobs queued into a paused queue for the operator's memory. 8-12 minutes on
+# a busy 2-core machine with the build cached (--no-memory saves about 4). Results: .local/bench/<time>/ (report.txt and one JSON per
 # scenario). Scenarios: see docs/PERFORMANCE.md.
 #
 # Environment: BENCH_HTTP_ADDR (operator's /metrics, default 127.0.0.1:18090),
