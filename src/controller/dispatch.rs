@@ -721,8 +721,8 @@ async fn create_first_pod(ctx: &Context, job: &VisionJob) {
     }
     if let Err(e) = super::job::create_pod(ctx, &pod).await {
         debug!(pod = %name, error = %e, "creating the pod after admission failed; the reconciler retries");
+        ctx.creation_failed(&namespace, &name);
     }
-    ctx.done_creating(&namespace, &name);
 }
 
 /// New jobs whose Queued status is still to be written, in arrival order,

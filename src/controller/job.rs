@@ -242,6 +242,9 @@ async fn active(step: &Step<'_>) -> Result<Action> {
         }
     }
 
+    if pod.is_some() {
+        step.ctx.pod_seen(&step.namespace(), &name);
+    }
     match pod.as_deref().map(pod_state) {
         None if status.started_at.is_some() || step.now_ms >= deadline => {
             // The pod of a started attempt is gone: deleted or evicted from
@@ -303,9 +306,10 @@ async fn active(step: &Step<'_>) -> Result<Action> {
             if !step.ctx.start_creating(&step.namespace(), &name) {
                 return Ok(Action::requeue(Duration::from_secs(1)));
             }
-            let created = create_pod(step.ctx, &pod).await;
-            step.ctx.done_creating(&step.namespace(), &name);
-            created.map_err(Error::Kube)?;
+            if let Err(e) = create_pod(step.ctx, &pod).await {
+                step.ctx.creation_failed(&step.namespace(), &name);
+                return Err(Error::Kube(e));
+            }
             Ok(requeue_at(step.now_ms, deadline))
         }
         Some(PodState::Pending) => {
@@ -483,6 +487,13 @@ fn publish_transition(ctx: &Context, job: &VisionJob, phase: Option<JobPhase>) {
         return;
     }
     let status = job.status.clone().unwrap_or_default();
+    let retrying = status.reason.as_deref() == Some("Retrying");
+    if ctx.settings.job_events == super::JobEvents::Problems
+        && phase == JobPhase::Admitted
+        && !retrying
+    {
+        return;
+    }
     let (type_, reason) = match phase {
         JobPhase::Queued => (EventType::Normal, "Queued"),
         JobPhase::Admitted if status.reason.as_deref() == Some("Retrying") => {

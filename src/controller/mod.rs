@@ -65,6 +65,7 @@ impl JobEvents {
         use crate::api::JobPhase::*;
         match self {
             JobEvents::All => true,
+            // A retry is the phase Admitted again; `publish_transition` tells it apart.
             JobEvents::Problems => matches!(phase, Admitted | Failed | Rejected),
             JobEvents::None => false,
         }
@@ -96,8 +97,9 @@ pub struct Context {
     /// Bounds the dispatcher's status writes in flight; a graceful stop
     /// waits until every permit is back.
     pub writes: Arc<tokio::sync::Semaphore>,
-    /// Pods (namespace/name) the dispatcher is creating right now.
-    creating: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Pods (namespace/name) being created, or created but not yet seen by
+    /// the pod watch, with when that began.
+    creating: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     leader: AtomicBool,
 }
 
@@ -115,20 +117,37 @@ impl Context {
         self.algorithms.get(&ObjectRef::new(name))
     }
 
-    /// Marks a pod as being created (by the dispatcher or the reconciler);
-    /// false if it already is, so that the two never create it at once.
+    /// Claims the creation of a pod (by the dispatcher or the reconciler):
+    /// false while another creation of it is under way or its result is not
+    /// yet in the pod cache, so that the two never create it twice. A claim
+    /// lapses after 10 s.
     pub fn start_creating(&self, namespace: &str, name: &str) -> bool {
-        self.creating
-            .lock()
-            .unwrap()
-            .insert(format!("{namespace}/{name}"))
+        let mut creating = self.creating.lock().unwrap();
+        let key = format!("{namespace}/{name}");
+        if creating
+            .get(&key)
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return false;
+        }
+        creating.insert(key, std::time::Instant::now());
+        true
     }
 
-    pub fn done_creating(&self, namespace: &str, name: &str) {
+    /// The creation failed: someone may try again.
+    pub fn creation_failed(&self, namespace: &str, name: &str) {
         self.creating
             .lock()
             .unwrap()
             .remove(&format!("{namespace}/{name}"));
+    }
+
+    /// The pod is in the cache: its creation is settled.
+    pub fn pod_seen(&self, namespace: &str, name: &str) {
+        let mut creating = self.creating.lock().unwrap();
+        if !creating.is_empty() {
+            creating.remove(&format!("{namespace}/{name}"));
+        }
     }
 }
 
