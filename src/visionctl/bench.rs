@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::commands::{ensure_namespace, list_all};
 use super::run::{
     End, Msg, RUN_KEY, Tracker, View, apply, delete_all, drain, follow, print_stuck, run_id,
-    submit_all, wait_synced, watch_jobs, watch_pods,
+    submit_all, track_jobs_and_pods, wait_synced, watch_jobs, watch_pods,
 };
 use super::stats::{analyze, parse_prometheus, percentile};
 use super::{Result, fail};
@@ -320,18 +320,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
 
     let run = run_id();
     let start = Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut tr = Tracker::default();
-    watch_jobs(client, &a.namespace, &run, start, tx.clone());
-    watch_pods(
-        client,
-        &a.namespace,
-        crate::pod::LABEL_JOB_UID,
-        &run,
-        start,
-        tx.clone(),
-    );
-    wait_synced(&mut rx, &mut tr, 2).await?;
+    let (tx, mut rx, mut tr) = track_jobs_and_pods(client, &a.namespace, &run, start).await?;
 
     let proc_before = a.operator_pid.and_then(proc_sample);
     let req_before = apiserver_requests(client).await?;

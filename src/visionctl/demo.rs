@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use super::commands::ensure_namespace;
 use super::run::{
-    End, RUN_KEY, Tracker, View, follow, print_stuck, print_summary, queue_limits, run_id,
-    submit_all, wait_synced, watch_jobs, watch_pods,
+    End, RUN_KEY, View, follow, print_stuck, print_summary, queue_limits, run_id, submit_all,
+    track_jobs_and_pods,
 };
 use super::stats::Rng;
 use super::{Result, fail};
@@ -128,18 +127,7 @@ pub async fn demo(client: &Client, a: &DemoArgs) -> Result<bool> {
     }
     let run = run_id();
     let start = Instant::now();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut tr = Tracker::default();
-    watch_jobs(client, &a.namespace, &run, start, tx.clone());
-    watch_pods(
-        client,
-        &a.namespace,
-        crate::pod::LABEL_JOB_UID,
-        &run,
-        start,
-        tx.clone(),
-    );
-    wait_synced(&mut rx, &mut tr, 2).await?;
+    let (tx, mut rx, mut tr) = track_jobs_and_pods(client, &a.namespace, &run, start).await?;
     let jobs = demo_jobs(&a.namespace, &a.queue, &run, a.count, a.seed);
     eprintln!(
         "submitting {} VisionJobs (run {run}) to queue {} in namespace {} ...",

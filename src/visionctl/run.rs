@@ -373,6 +373,33 @@ pub fn drain(rx: &mut mpsc::UnboundedReceiver<Msg>, tr: &mut Tracker) {
     }
 }
 
+/// Watches one run's jobs and their pods in a namespace, and waits until
+/// both watches have listed what exists.
+pub async fn track_jobs_and_pods(
+    client: &Client,
+    namespace: &str,
+    run: &str,
+    start: Instant,
+) -> Result<(
+    mpsc::UnboundedSender<Msg>,
+    mpsc::UnboundedReceiver<Msg>,
+    Tracker,
+)> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut tr = Tracker::default();
+    watch_jobs(client, namespace, run, start, tx.clone());
+    watch_pods(
+        client,
+        namespace,
+        crate::pod::LABEL_JOB_UID,
+        run,
+        start,
+        tx.clone(),
+    );
+    wait_synced(&mut rx, &mut tr, 2).await?;
+    Ok((tx, rx, tr))
+}
+
 /// Waits until `n` watches have listed what exists.
 pub async fn wait_synced(
     rx: &mut mpsc::UnboundedReceiver<Msg>,
