@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, controller::Action, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -440,13 +440,18 @@ async fn forward<K>(
     while let Some(event) = stream.next().await {
         match event {
             Ok(watcher::Event::Apply(obj)) | Ok(watcher::Event::InitApply(obj)) => {
-                let _ = dispatch.send(DispatchEvent::Changed(kind, obj_ref(&obj)));
+                // The dispatcher needs pods only to know they are listed.
+                if kind != Kind::Pods {
+                    let _ = dispatch.send(DispatchEvent::Changed(kind, obj_ref(&obj)));
+                }
                 if let Some(t) = &trigger {
                     let _ = t.send(Ok(obj));
                 }
             }
             Ok(watcher::Event::Delete(obj)) => {
-                let _ = dispatch.send(DispatchEvent::Deleted(kind, obj_ref(&obj)));
+                if kind != Kind::Pods {
+                    let _ = dispatch.send(DispatchEvent::Deleted(kind, obj_ref(&obj)));
+                }
                 if let Some(t) = &trigger {
                     let _ = t.send(Ok(obj));
                 }
@@ -460,11 +465,6 @@ async fn forward<K>(
 
 fn obj_ref<K: kube::Resource>(obj: &K) -> (Option<String>, String) {
     (obj.namespace(), obj.name_any())
-}
-
-/// What `reconcile` returns when there is nothing to wait for but events.
-pub fn await_change() -> Action {
-    Action::await_change()
 }
 
 /// Used by the reconciler when an error is not worth a status: log and requeue.
