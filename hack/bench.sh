@@ -50,7 +50,7 @@ HTTP_ADDR="${BENCH_HTTP_ADDR:-127.0.0.1:18090}"
 OUT="$ROOT/.local/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 LOG="$ROOT/.local/logs/bench-operator.log"
 OPERATOR="$ROOT/target/release/vision-operator"
-VISIONCTL="$ROOT/target/release/visionctl"
+VISIONDEV="$ROOT/target/release/vision-dev"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 OP_PID=""
 
@@ -106,8 +106,8 @@ fi
 
 mkdir -p "$OUT" "$ROOT/.local/logs"
 : >"$LOG"
-say "building the operator and visionctl (cargo build --release)"
-cargo build --release --bin vision-operator --bin visionctl
+say "building the operator and vision-dev (cargo build --release)"
+cargo build --release --bin vision-operator --bin vision-dev
 say "starting or reusing the local cluster ($NODES nodes x $GPUS_PER_NODE GPUs)"
 # A healthy cluster with the wanted nodes is reused as it is.
 have_nodes() {
@@ -135,7 +135,7 @@ for _ in $(seq 1 60); do
 done
 
 common=(--gpus "$GPUS" --runtime-ms "$RUNTIME_MS" --max-running "$MAX_RUNNING" --clk-tck "$CLK_TCK")
-vctl() { "$VISIONCTL" --kubeconfig "$KCFG" "$@"; }
+vdev() { "$VISIONDEV" --kubeconfig "$KCFG" "$@"; }
 
 {
   echo "# vision-operator end-to-end benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -147,35 +147,35 @@ vctl() { "$VISIONCTL" --kubeconfig "$KCFG" "$@"; }
 
 say "scenario 1/3: throughput ($JOBS jobs, maxRunning $MAX_RUNNING)"
 start_operator
-vctl bench throughput --jobs "$JOBS" "${common[@]}" --operator-pid "$OP_PID" \
+vdev bench throughput --jobs "$JOBS" "${common[@]}" --operator-pid "$OP_PID" \
   --metrics-url "http://$HTTP_ADDR/metrics" --out "$OUT/throughput.json" | tee -a "$OUT/report.txt"
 say "cleaning up the benchmark's jobs"
-vctl bench cleanup --namespace vision-bench || say "cleanup of vision-bench failed: rerun visionctl bench cleanup --namespace vision-bench with an operator running"
+vdev bench cleanup --namespace vision-bench || say "cleanup of vision-bench failed: rerun vision-dev bench cleanup --namespace vision-bench with an operator running"
 stop_operator
 
 report=(--throughput "$OUT/throughput.json")
 if [ "$CEILING" = 1 ]; then
   say "scenario 2/3: ceiling ($JOBS bare pods, no operator)"
-  vctl bench ceiling --namespace vision-bench-ceiling --jobs "$JOBS" "${common[@]}" \
+  vdev bench ceiling --namespace vision-bench-ceiling --jobs "$JOBS" "${common[@]}" \
     --out "$OUT/ceiling.json" | tee -a "$OUT/report.txt"
-  vctl bench cleanup --namespace vision-bench-ceiling || say "cleanup of vision-bench-ceiling failed"
+  vdev bench cleanup --namespace vision-bench-ceiling || say "cleanup of vision-bench-ceiling failed"
   report+=(--ceiling "$OUT/ceiling.json")
 fi
 
 if [ "$MEMORY" = 1 ]; then
   say "scenario 3/3: memory ($MEMORY_JOBS jobs into a paused queue)"
   start_operator
-  vctl bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
+  vdev bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
     --concurrency 32 "${common[@]}" --operator-pid "$OP_PID" --out "$OUT/memory.json" | tee -a "$OUT/report.txt"
   say "cleaning up the $MEMORY_JOBS queued jobs"
-  vctl bench cleanup --namespace vision-bench-mem ||
-    say "cleanup of vision-bench-mem failed: rerun visionctl bench cleanup --namespace vision-bench-mem with an operator running"
+  vdev bench cleanup --namespace vision-bench-mem ||
+    say "cleanup of vision-bench-mem failed: rerun vision-dev bench cleanup --namespace vision-bench-mem with an operator running"
   stop_operator
   report+=(--memory "$OUT/memory.json")
 fi
 
 rc=0
-vctl bench report "${report[@]}" | tee -a "$OUT/report.txt" || rc=$?
+vdev bench report "${report[@]}" | tee -a "$OUT/report.txt" || rc=$?
 say "results in ${OUT#"$ROOT"/}/ (report.txt, *.json); operator log .local/logs/bench-operator.log"
 say "the cluster is left running: hack/cluster.sh down (or make cluster-down) stops it"
 exit "$rc"

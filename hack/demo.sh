@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The demo (`make demo`): vision-operator doing its job on the local cluster.
 #
-#   hack/demo.sh [up] [visionctl demo flags, e.g. --count 300]
-#       builds what is missing (the operator, visionctl, the cluster's
+#   hack/demo.sh [up] [vision-dev demo flags, e.g. --count 300]
+#       builds what is missing (the operator, visionctl, vision-dev, the cluster's
 #       binaries), starts or reuses the local cluster with fake GPU nodes,
 #       installs the CRDs, the demo queue and algorithms (hack/demo/), starts
 #       the operator in the background, then submits ~1000 VisionJobs through
-#       the Kubernetes API with `visionctl demo` and follows them to the end.
+#       the Kubernetes API with `vision-dev demo` and follows them to the end.
 #       The cluster and the operator are left running to explore.
 #   hack/demo.sh down
 #       stops the demo's operator (by its pid) and the cluster (unless e2e
@@ -26,7 +26,7 @@ HTTP_ADDR="${DEMO_HTTP_ADDR:-127.0.0.1:8080}"
 PIDFILE="$ROOT/.local/demo-operator.pid"
 LOG="$ROOT/.local/logs/demo-operator.log"
 OPERATOR="$ROOT/target/debug/vision-operator"
-VISIONCTL="$ROOT/target/debug/visionctl"
+VISIONDEV="$ROOT/target/debug/vision-dev"
 
 say() { printf '[demo] %s\n' "$*" >&2; }
 die() { printf '[demo] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -79,8 +79,8 @@ up() {
   if tests_running && [ "${DEMO_FORCE:-0}" != 1 ]; then
     die "e2e tests are running on the local cluster (hack/test.sh / cargo test): their operators and the demo's would both admit the same jobs. Wait for them, use a separate cluster (VISION_CLUSTER_DIR=$ROOT/.local/demo-cluster make demo), or DEMO_FORCE=1."
   fi
-  say "building vision-operator and visionctl (cargo build; minutes the first time)"
-  cargo build --bin vision-operator --bin visionctl || die "cargo build failed"
+  say "building vision-operator, visionctl and vision-dev (cargo build; minutes the first time)"
+  cargo build --bin vision-operator --bin visionctl --bin vision-dev || die "cargo build failed"
 
   mkdir -p "$ROOT/.local/logs"
   say "starting the local cluster (hack/cluster.sh up; the first time builds Kubernetes from source, which takes a while)"
@@ -124,7 +124,7 @@ up() {
   [ "$ready" = 1 ] || { tail -n 20 "$LOG" >&2; die "the operator did not become ready"; }
 
   local rc=0
-  "$VISIONCTL" --kubeconfig "$KCFG" demo --metrics-url "http://$HTTP_ADDR/metrics" "$@" || rc=$?
+  "$VISIONDEV" --kubeconfig "$KCFG" demo --metrics-url "http://$HTTP_ADDR/metrics" "$@" || rc=$?
 
   cat <<EOF
 

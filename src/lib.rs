@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
-pub mod api;
+pub use vision_api as api;
 pub mod controller;
 pub mod crd;
 pub mod error;
@@ -13,4 +13,3 @@ pub mod metrics;
 pub mod pod;
 pub mod status;
 pub mod validate;
-pub mod visionctl;

@@ -15,26 +15,11 @@ use serde_json::json;
 
 use crate::api::{ALGORITHM_CONTAINER, VisionAlgorithm, VisionJob};
 
-/// Label on every pod the operator creates; the pod watch selects on it.
-pub const LABEL_JOB_UID: &str = "vision.zjlab.io/job-uid";
-/// Label with the job's name (when it is a valid label value).
-pub const LABEL_JOB: &str = "vision.zjlab.io/job";
-/// Label with the attempt number, 1-based.
-pub const LABEL_ATTEMPT: &str = "vision.zjlab.io/attempt";
-pub const LABEL_ALGORITHM: &str = "vision.zjlab.io/algorithm";
-pub const LABEL_QUEUE: &str = "vision.zjlab.io/queue";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Annotation holding the job JSON that the downward-API volume exposes as a file.
-pub const ANNOTATION_JOB_JSON: &str = "vision.zjlab.io/job-json";
-/// The environment variable that carries the job JSON.
-pub const ENV_JOB: &str = "VISION_JOB";
-/// Where the job JSON file is mounted in the algorithm container.
-pub const JOB_DIR: &str = "/etc/vision";
-pub const JOB_FILE: &str = "job.json";
-/// The extended resource that GPUs are requested as.
-pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
+pub use crate::api::contract::{
+    ANNOTATION_JOB_JSON, ENV_JOB, GPU_RESOURCE, JOB_DIR, JOB_FILE, LABEL_ALGORITHM, LABEL_ATTEMPT,
+    LABEL_JOB, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_QUEUE, MANAGER, pod_name,
+};
 const JOB_VOLUME: &str = "vision-job";
-const MANAGER: &str = "vision-operator";
 
 /// Why a pod cannot be built for a job: permanent, the job fails with this.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,31 +28,6 @@ pub enum BuildError {
     NoAlgorithmContainer(String),
     #[error("the job has no uid yet")]
     NoUid,
-}
-
-/// The name of a job's pod for an attempt: `<job>-<attempt>`, shortened with a
-/// stable hash when the job's name leaves no room for the suffix.
-pub fn pod_name(job_name: &str, attempt: i32) -> String {
-    let suffix = format!("-{attempt}");
-    if job_name.len() + suffix.len() <= 253 {
-        return format!("{job_name}{suffix}");
-    }
-    let hash = fnv1a(job_name.as_bytes());
-    let keep = 253 - suffix.len() - 9;
-    let mut cut = keep;
-    while !job_name.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!(
-        "{}-{hash:08x}{suffix}",
-        job_name[..cut].trim_end_matches(['-', '.'])
-    )
-}
-
-fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
 }
 
 /// A label value is at most 63 characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends.

@@ -28,8 +28,7 @@ use crate::error::Error;
 use crate::metrics::Metrics;
 use dispatch::{DispatchEvent, Kind};
 
-/// The field manager of every write the operator makes.
-pub const MANAGER: &str = "vision-operator";
+pub use crate::api::contract::MANAGER;
 /// The finalizer that lets the operator delete a job's pods and free its
 /// slot before the job disappears.
 pub const FINALIZER: &str = "vision.zjlab.io/cleanup";

@@ -1,8 +1,11 @@
 //! The custom resources of `vision.zjlab.io/v1alpha1`: the only place their
-//! Rust types are defined. `crdgen` turns them into `crds/*.yaml`; the doc
+//! Rust types are defined. A light crate (no controller runtime, no HTTP
+//! client) that a platform backend can depend on. `crdgen` turns them into `crds/*.yaml`; the doc
 //! comments become what `kubectl explain` prints.
+#![forbid(unsafe_code)]
 
 mod algorithm;
+pub mod contract;
 mod job;
 mod queue;
 

@@ -1,5 +1,6 @@
-//! visionctl: submit, list, follow and explain VisionJobs; run the demo and
-//! the end-to-end benchmark. See docs/VISIONCTL.md.
+//! visionctl: submit, list, follow and explain VisionJobs. See
+//! docs/VISIONCTL.md. The demo driver and the benchmark are developer tools
+//! (`vision-dev`, crates/vision-devtools), not part of what users install.
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -10,10 +11,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
-use vision_operator::visionctl::bench::{self, BenchArgs};
-use vision_operator::visionctl::commands::{self, GetArgs, Output, SubmitArgs};
-use vision_operator::visionctl::demo::{self, DemoArgs};
-use vision_operator::visionctl::{Result, fail};
+use visionctl::commands::{self, GetArgs, Output, SubmitArgs};
+use visionctl::{Result, fail};
 
 /// The command-line client of vision-operator.
 #[derive(Debug, Parser)]
@@ -59,13 +58,6 @@ enum Command {
         /// How many waiting jobs to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
-    },
-    /// Submit a burst of mixed jobs and follow them with a live view and a summary.
-    Demo(Demo),
-    /// End-to-end benchmark scenarios (used by hack/bench.sh).
-    Bench {
-        #[command(subcommand)]
-        scenario: Bench,
     },
 }
 
@@ -141,114 +133,6 @@ struct Get {
     output: Output,
 }
 
-#[derive(Debug, clap::Args)]
-struct Demo {
-    #[arg(short, long, default_value = "vision-demo")]
-    namespace: String,
-    #[arg(short, long, default_value = "default")]
-    queue: String,
-    /// Jobs to submit.
-    #[arg(long, default_value_t = 1000)]
-    count: usize,
-    /// Seed of the job mix.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Requests in flight while submitting.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Give up when no job changed for this many seconds.
-    #[arg(long, default_value_t = 60)]
-    stall: u64,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 900)]
-    timeout: u64,
-    /// The operator's metrics URL, printed in the summary.
-    #[arg(long)]
-    metrics_url: Option<String>,
-}
-
-#[derive(Debug, clap::Args)]
-struct BenchCommon {
-    #[arg(short, long, default_value = "vision-bench")]
-    namespace: String,
-    #[arg(long, default_value = "vision-bench")]
-    queue: String,
-    #[arg(long, default_value = "vision-bench-sim")]
-    algorithm: String,
-    /// Jobs (or pods, for the ceiling).
-    #[arg(long, default_value_t = 1000)]
-    jobs: usize,
-    /// Slots of the benchmark queue.
-    #[arg(long, default_value_t = 32)]
-    max_running: i32,
-    /// GPUs per job.
-    #[arg(long, default_value_t = 1)]
-    gpus: i32,
-    /// Simulated run time of each pod, ms.
-    #[arg(long, default_value_t = 2000)]
-    runtime_ms: u64,
-    /// Requests in flight while submitting.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// The operator's pid, for its memory and CPU (/proc).
-    #[arg(long)]
-    operator_pid: Option<u32>,
-    /// Clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK).
-    #[arg(long, default_value_t = 100.0)]
-    clk_tck: f64,
-    /// Write the results as JSON here.
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 900)]
-    timeout: u64,
-    /// The operator's metrics URL, to read its error counters.
-    #[arg(long)]
-    metrics_url: Option<String>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Bench {
-    /// Jobs through the operator into a queue with maxRunning slots.
-    Throughput(BenchCommon),
-    /// The same number of bare pods, no operator: what the cluster allows.
-    Ceiling(BenchCommon),
-    /// Jobs into a paused queue; the operator's RSS once all are Queued.
-    Memory(BenchCommon),
-    /// Delete every VisionJob and pod of a namespace and wait until gone.
-    Cleanup {
-        #[arg(short, long)]
-        namespace: String,
-    },
-    /// The scenarios' JSON results side by side with the targets.
-    Report {
-        #[arg(long)]
-        throughput: PathBuf,
-        #[arg(long)]
-        ceiling: Option<PathBuf>,
-        #[arg(long)]
-        memory: Option<PathBuf>,
-    },
-}
-
-fn bench_args(c: BenchCommon) -> BenchArgs {
-    BenchArgs {
-        namespace: c.namespace,
-        queue: c.queue,
-        algorithm: c.algorithm,
-        jobs: c.jobs,
-        max_running: c.max_running,
-        gpus: c.gpus,
-        runtime_ms: c.runtime_ms,
-        concurrency: c.concurrency,
-        operator_pid: c.operator_pid,
-        clk_tck: c.clk_tck,
-        out: c.out,
-        timeout: Duration::from_secs(c.timeout),
-        metrics_url: c.metrics_url,
-    }
-}
-
 fn json_arg(what: &str, s: Option<String>) -> Result<Option<Value>> {
     match s {
         None => Ok(None),
@@ -274,33 +158,7 @@ fn pairs(what: &str, v: Vec<String>) -> Result<BTreeMap<String, String>> {
         .collect()
 }
 
-fn read_json(path: &PathBuf) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
 async fn run(cli: Cli) -> Result<ExitCode> {
-    // Commands that need no cluster.
-    if let Command::Bench {
-        scenario:
-            Bench::Report {
-                throughput,
-                ceiling,
-                memory,
-            },
-    } = &cli.command
-    {
-        let t = read_json(throughput)?;
-        let c = ceiling.as_ref().map(read_json).transpose()?;
-        let m = memory.as_ref().map(read_json).transpose()?;
-        let ok = bench::report(&t, c.as_ref(), m.as_ref());
-        return Ok(if ok {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(3)
-        });
-    }
     let client = commands::client(cli.kubeconfig.as_deref()).await?;
     let default_ns = client.default_namespace().to_string();
     let ns = |n: Option<String>| n.unwrap_or_else(|| default_ns.clone());
@@ -395,47 +253,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )
             .await?;
         }
-        Command::Demo(d) => {
-            let ok = demo::demo(
-                &client,
-                &DemoArgs {
-                    namespace: d.namespace,
-                    queue: d.queue,
-                    count: d.count,
-                    seed: d.seed,
-                    concurrency: d.concurrency,
-                    stall: Duration::from_secs(d.stall),
-                    timeout: Duration::from_secs(d.timeout),
-                    metrics_url: d.metrics_url,
-                },
-            )
-            .await?;
-            return Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            });
-        }
-        Command::Bench { scenario } => match scenario {
-            Bench::Throughput(c) => {
-                bench::throughput(&client, &bench_args(c)).await?;
-            }
-            Bench::Ceiling(c) => {
-                bench::ceiling(&client, &bench_args(c)).await?;
-            }
-            Bench::Memory(c) => {
-                bench::memory(&client, &bench_args(c)).await?;
-            }
-            Bench::Cleanup { namespace } => {
-                vision_operator::visionctl::run::delete_all(
-                    &client,
-                    &namespace,
-                    Duration::from_secs(900),
-                )
-                .await?;
-            }
-            Bench::Report { .. } => unreachable!("handled above"),
-        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,8 +5,6 @@
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
-use crate::api::VisionJob;
-
 /// The nearest-rank percentile `p` (0..=100) of `values` (any order).
 pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     if values.is_empty() {
@@ -16,31 +14,6 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(Ordering::Equal));
     let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
     Some(v[rank.clamp(1, v.len()) - 1])
-}
-
-/// The operator's admission order of waiting jobs: priority descending, then
-/// creation time ascending, then namespace/name (see `admission::index`).
-/// Creation timestamps have a resolution of one second, so jobs created in
-/// the same second are ordered by namespace/name, as the operator does.
-pub fn queue_order(a: &VisionJob, b: &VisionJob) -> Ordering {
-    let created = |j: &VisionJob| {
-        j.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_millisecond())
-            .unwrap_or(i64::MAX)
-    };
-    let key = |j: &VisionJob| {
-        (
-            j.metadata.namespace.clone().unwrap_or_default(),
-            j.metadata.name.clone().unwrap_or_default(),
-        )
-    };
-    b.spec
-        .priority
-        .cmp(&a.spec.priority)
-        .then(created(a).cmp(&created(b)))
-        .then_with(|| key(a).cmp(&key(b)))
 }
 
 /// One thing the driver saw, at a time in milliseconds since its start.

@@ -14,9 +14,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::Value;
 
-use super::stats::queue_order;
-use super::{Result, fail};
-use crate::api::{JobPhase, VisionJob, VisionJobSpec, VisionQueue};
+use crate::{Result, fail};
+use vision_api::{JobPhase, VisionJob, VisionJobSpec, VisionQueue};
 
 /// A kube error as a person wants to read it: the API server's message.
 pub fn short(e: &kube::Error) -> String {
@@ -445,7 +444,7 @@ pub async fn watch_job(
                     println!("result: {}", serde_json::to_string(r)?);
                 }
                 println!("{} after {:.1}s", p, start.elapsed().as_secs_f64());
-                return Ok::<bool, super::Error>(p == JobPhase::Succeeded);
+                return Ok::<bool, crate::Error>(p == JobPhase::Succeeded);
             }
         }
         Err(fail("the watch ended"))
@@ -510,7 +509,7 @@ pub async fn queue(
                     j.spec.priority
                 );
                 if let Some(q) = queues.get_opt(&j.spec.queue).await?
-                    && q.spec.ordering == crate::api::QueueOrdering::BestEffortFIFO
+                    && q.spec.ordering == vision_api::QueueOrdering::BestEffortFIFO
                 {
                     println!(
                         "(BestEffortFIFO: a job that fits the free GPUs may pass one that does not)"
@@ -644,4 +643,29 @@ pub async fn waiting_jobs(client: &Client, queue: &str) -> Result<Vec<VisionJob>
         .collect();
     jobs.sort_by(queue_order);
     Ok(jobs)
+}
+
+/// The operator's admission order of waiting jobs: priority descending, then
+/// creation time ascending, then namespace/name (see `admission::index`).
+/// Creation timestamps have a resolution of one second, so jobs created in
+/// the same second are ordered by namespace/name, as the operator does.
+fn queue_order(a: &VisionJob, b: &VisionJob) -> std::cmp::Ordering {
+    let created = |j: &VisionJob| {
+        j.metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_millisecond())
+            .unwrap_or(i64::MAX)
+    };
+    let key = |j: &VisionJob| {
+        (
+            j.metadata.namespace.clone().unwrap_or_default(),
+            j.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    b.spec
+        .priority
+        .cmp(&a.spec.priority)
+        .then(created(a).cmp(&created(b)))
+        .then_with(|| key(a).cmp(&key(b)))
 }

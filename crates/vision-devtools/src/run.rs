@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::stats::{Ev, analyze};
 use super::{Result, fail};
-use crate::api::{JobPhase, VisionJob, VisionQueue};
+use vision_api::{JobPhase, VisionJob, VisionQueue};
 
 /// Label (on jobs) and annotation (on jobs, copied to their pods) naming the
 /// driver run a job belongs to.
@@ -279,7 +279,7 @@ impl Tracker {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(crate::pod::LABEL_JOB))
+                .and_then(|l| l.get(vision_api::contract::LABEL_JOB))
                 .cloned()
                 .unwrap_or_else(|| name.clone());
             let j = self.jobs.entry(job).or_default();
@@ -298,7 +298,7 @@ impl Tracker {
                 .metadata
                 .labels
                 .as_ref()
-                .and_then(|l| l.get(crate::pod::LABEL_JOB))
+                .and_then(|l| l.get(vision_api::contract::LABEL_JOB))
                 .cloned()
                 .unwrap_or_else(|| name.clone());
             if let Some(j) = self.jobs.get_mut(&job) {
@@ -391,7 +391,7 @@ pub async fn track_jobs_and_pods(
     watch_pods(
         client,
         namespace,
-        crate::pod::LABEL_JOB_UID,
+        vision_api::contract::LABEL_JOB_UID,
         run,
         start,
         tx.clone(),

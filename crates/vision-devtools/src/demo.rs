@@ -8,14 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use serde_json::json;
 
-use super::commands::ensure_namespace;
 use super::run::{
     End, RUN_KEY, View, follow, print_stuck, print_summary, queue_limits, run_id, submit_all,
     track_jobs_and_pods,
 };
 use super::stats::Rng;
 use super::{Result, fail};
-use crate::api::{VisionJob, VisionJobSpec};
+use vision_api::{VisionJob, VisionJobSpec};
+use visionctl::commands::ensure_namespace;
 
 const SIM: &str = "sim.vision.zjlab.io/";
 

@@ -131,7 +131,7 @@ pub struct VisionJobSpec {
 }
 
 fn default_queue() -> String {
-    crate::api::DEFAULT_QUEUE.to_string()
+    crate::DEFAULT_QUEUE.to_string()
 }
 
 /// Schema of a free-form JSON object: any fields, kept as given.

@@ -13,17 +13,17 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::commands::{ensure_namespace, list_all};
 use super::run::{
     End, Msg, RUN_KEY, Tracker, View, apply, delete_all, drain, follow, print_stuck, run_id,
     submit_all, track_jobs_and_pods, wait_synced, watch_jobs, watch_pods,
 };
 use super::stats::{analyze, parse_prometheus, percentile};
 use super::{Result, fail};
-use crate::api::{
+use vision_api::{
     JobPhase, QueueOrdering, VisionAlgorithm, VisionAlgorithmSpec, VisionJob, VisionJobSpec,
     VisionQueue, VisionQueueSpec,
 };
+use visionctl::commands::{ensure_namespace, list_all};
 
 const SIM: &str = "sim.vision.zjlab.io/";
 const CEILING_LABEL: &str = "visionctl.vision.zjlab.io/ceiling";
@@ -302,7 +302,7 @@ async fn operator_events(
             .unwrap_or(1)
             .max(1) as i64;
         *by_source.entry(source.clone()).or_default() += n;
-        if source == crate::controller::MANAGER {
+        if source == vision_api::contract::MANAGER {
             objects += 1;
             writes += n;
         }
@@ -552,7 +552,7 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
                 .as_ref()?
                 .allocatable
                 .as_ref()?
-                .get(crate::pod::GPU_RESOURCE)?
+                .get(vision_api::contract::GPU_RESOURCE)?
                 .0
                 .parse::<i64>()
                 .ok()
@@ -581,7 +581,7 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": false,
                     "containers": [{"name": "algorithm", "image": "bench.invalid/sim:1",
-                        "resources": {"limits": {crate::pod::GPU_RESOURCE: a.gpus.to_string()}}}]
+                        "resources": {"limits": {vision_api::contract::GPU_RESOURCE: a.gpus.to_string()}}}]
                 }
             }))
             .expect("a valid pod")

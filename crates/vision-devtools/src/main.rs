@@ -1,0 +1,230 @@
+//! vision-dev: the developer tools of vision-operator, run by hack/demo.sh and
+//! hack/bench.sh against the local cluster: the demo's burst with a live view,
+//! and the end-to-end benchmark scenarios. Not installed for users.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use vision_devtools::bench::{self, BenchArgs};
+use vision_devtools::demo::{self, DemoArgs};
+use vision_devtools::{Result, fail};
+
+/// Developer tools of vision-operator: the demo and the benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "vision-dev", version)]
+struct Cli {
+    /// Kubeconfig file; default: $KUBECONFIG, in-cluster credentials, else ~/.kube/config.
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a burst of mixed jobs and follow them with a live view and a summary.
+    Demo(Demo),
+    /// End-to-end benchmark scenarios (used by hack/bench.sh).
+    Bench {
+        #[command(subcommand)]
+        scenario: Bench,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Demo {
+    #[arg(short, long, default_value = "vision-demo")]
+    namespace: String,
+    #[arg(short, long, default_value = "default")]
+    queue: String,
+    /// Jobs to submit.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Seed of the job mix.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Requests in flight while submitting.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Give up when no job changed for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    stall: u64,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// The operator's metrics URL, printed in the summary.
+    #[arg(long)]
+    metrics_url: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchCommon {
+    #[arg(short, long, default_value = "vision-bench")]
+    namespace: String,
+    #[arg(long, default_value = "vision-bench")]
+    queue: String,
+    #[arg(long, default_value = "vision-bench-sim")]
+    algorithm: String,
+    /// Jobs (or pods, for the ceiling).
+    #[arg(long, default_value_t = 1000)]
+    jobs: usize,
+    /// Slots of the benchmark queue.
+    #[arg(long, default_value_t = 32)]
+    max_running: i32,
+    /// GPUs per job.
+    #[arg(long, default_value_t = 1)]
+    gpus: i32,
+    /// Simulated run time of each pod, ms.
+    #[arg(long, default_value_t = 2000)]
+    runtime_ms: u64,
+    /// Requests in flight while submitting.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The operator's pid, for its memory and CPU (/proc).
+    #[arg(long)]
+    operator_pid: Option<u32>,
+    /// Clock ticks per second of /proc/<pid>/stat (getconf CLK_TCK).
+    #[arg(long, default_value_t = 100.0)]
+    clk_tck: f64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// The operator's metrics URL, to read its error counters.
+    #[arg(long)]
+    metrics_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// Jobs through the operator into a queue with maxRunning slots.
+    Throughput(BenchCommon),
+    /// The same number of bare pods, no operator: what the cluster allows.
+    Ceiling(BenchCommon),
+    /// Jobs into a paused queue; the operator's RSS once all are Queued.
+    Memory(BenchCommon),
+    /// Delete every VisionJob and pod of a namespace and wait until gone.
+    Cleanup {
+        #[arg(short, long)]
+        namespace: String,
+    },
+    /// The scenarios' JSON results side by side with the targets.
+    Report {
+        #[arg(long)]
+        throughput: PathBuf,
+        #[arg(long)]
+        ceiling: Option<PathBuf>,
+        #[arg(long)]
+        memory: Option<PathBuf>,
+    },
+}
+
+fn bench_args(c: BenchCommon) -> BenchArgs {
+    BenchArgs {
+        namespace: c.namespace,
+        queue: c.queue,
+        algorithm: c.algorithm,
+        jobs: c.jobs,
+        max_running: c.max_running,
+        gpus: c.gpus,
+        runtime_ms: c.runtime_ms,
+        concurrency: c.concurrency,
+        operator_pid: c.operator_pid,
+        clk_tck: c.clk_tck,
+        out: c.out,
+        timeout: Duration::from_secs(c.timeout),
+        metrics_url: c.metrics_url,
+    }
+}
+
+fn read_json(path: &PathBuf) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    // Commands that need no cluster.
+    if let Command::Bench {
+        scenario:
+            Bench::Report {
+                throughput,
+                ceiling,
+                memory,
+            },
+    } = &cli.command
+    {
+        let t = read_json(throughput)?;
+        let c = ceiling.as_ref().map(read_json).transpose()?;
+        let m = memory.as_ref().map(read_json).transpose()?;
+        let ok = bench::report(&t, c.as_ref(), m.as_ref());
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
+        });
+    }
+    let client = visionctl::commands::client(cli.kubeconfig.as_deref()).await?;
+    match cli.command {
+        Command::Demo(d) => {
+            let ok = demo::demo(
+                &client,
+                &DemoArgs {
+                    namespace: d.namespace,
+                    queue: d.queue,
+                    count: d.count,
+                    seed: d.seed,
+                    concurrency: d.concurrency,
+                    stall: Duration::from_secs(d.stall),
+                    timeout: Duration::from_secs(d.timeout),
+                    metrics_url: d.metrics_url,
+                },
+            )
+            .await?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Command::Bench { scenario } => match scenario {
+            Bench::Throughput(c) => {
+                bench::throughput(&client, &bench_args(c)).await?;
+            }
+            Bench::Ceiling(c) => {
+                bench::ceiling(&client, &bench_args(c)).await?;
+            }
+            Bench::Memory(c) => {
+                bench::memory(&client, &bench_args(c)).await?;
+            }
+            Bench::Cleanup { namespace } => {
+                vision_devtools::run::delete_all(&client, &namespace, Duration::from_secs(900))
+                    .await?;
+            }
+            Bench::Report { .. } => unreachable!("handled above"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            match e.downcast_ref::<kube::Error>() {
+                Some(k) => eprintln!("vision-dev: {}", visionctl::commands::short(k)),
+                None => eprintln!("vision-dev: {e}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
