@@ -92,7 +92,7 @@ struct Elector {
 }
 
 fn now_micro() -> MicroTime {
-    let ms = crate::controller::now_ms();
+    let ms = crate::clock::now_ms();
     MicroTime(k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap_or_default())
 }
 
@@ -175,7 +175,7 @@ impl Elector {
         let ours = holder.as_deref() == Some(self.identity.as_str());
         let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
             (Some(renewed), Some(d)) => {
-                crate::controller::now_ms() > renewed.0.as_millisecond() + i64::from(d) * 1000
+                crate::clock::now_ms() > renewed.0.as_millisecond() + i64::from(d) * 1000
             }
             _ => true,
         };

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admission;
+pub mod clock;
 pub use vision_api as api;
 pub mod controller;
 pub mod crd;

@@ -258,11 +258,7 @@ impl Metrics {
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
         self.leader_since.store(
-            if leader {
-                super::controller::now_ms()
-            } else {
-                0
-            },
+            if leader { crate::clock::now_ms() } else { 0 },
             Ordering::SeqCst,
         );
     }

@@ -196,8 +196,8 @@ async fn a_restart_resumes_from_what_a_crash_left_behind() {
         .get(&alg_name)
         .await
         .unwrap();
-    let now = serde_json::to_value(vision_operator::controller::time_at(
-        vision_operator::controller::now_ms(),
+    let now = serde_json::to_value(vision_operator::clock::time_at(
+        vision_operator::clock::now_ms(),
     ))
     .unwrap();
     let finalizer = json!({"metadata": {"finalizers": ["vision.zjlab.io/cleanup"]}});

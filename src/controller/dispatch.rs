@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{Context, FINALIZER, MANAGER, now_ms, time_at, write};
+use super::{Context, FINALIZER, MANAGER, write};
 use crate::admission::{
     self, AlgorithmSpec, BreakerSpec, BreakerState, JobKey, JobPhase as PoolPhase, ObservedPhase,
     Outcome, QueueSpec, WorkerPool,
@@ -29,6 +29,7 @@ use crate::api::{
     JobPhase, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionQueue,
     VisionQueueStatus,
 };
+use crate::clock::{now_ms, time_at};
 use crate::status::{self, set_condition};
 use crate::validate::validate;
 
@@ -421,7 +422,7 @@ impl Dispatcher {
                 .metadata
                 .creation_timestamp
                 .as_ref()
-                .map(super::ms_of)
+                .map(crate::clock::ms_of)
                 .unwrap_or_default(),
             gpus: self.pool_gpus(job),
             phase,
@@ -474,11 +475,10 @@ impl Dispatcher {
                     if let Some(queue) = &admission {
                         // Counted once the admission is written (a rolled-back
                         // admission is not one).
-                        let waited = written
-                            .metadata
-                            .creation_timestamp
-                            .as_ref()
-                            .map(|c| (now_ms() - super::ms_of(c)).max(0) as f64 / 1000.0);
+                        let waited =
+                            written.metadata.creation_timestamp.as_ref().map(|c| {
+                                (now_ms() - crate::clock::ms_of(c)).max(0) as f64 / 1000.0
+                            });
                         ctx.metrics.admitted(queue, waited);
                     }
                     super::job::after_write(&ctx, &written, phase);

@@ -16,9 +16,10 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::dispatch::{DispatchEvent, job_key};
-use super::{Context, FINALIZER, ms_of, now_ms, time_at, write};
+use super::{Context, FINALIZER, write};
 use crate::admission::Outcome;
 use crate::api::{JobPhase, VisionJob, VisionJobStatus};
+use crate::clock::{ms_of, now_ms, time_at};
 use crate::error::{Error, Result, is_status};
 use crate::pod::{PodState, build_pod, job_retries, job_timeout_seconds, pod_name, pod_state};
 use crate::status::{self, FailReason};

@@ -11,11 +11,10 @@ mod write;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -148,24 +147,6 @@ impl Context {
             creating.remove(&format!("{namespace}/{name}"));
         }
     }
-}
-
-/// Wall-clock time in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-/// A Kubernetes timestamp for `ms`.
-pub fn time_at(ms: i64) -> Time {
-    Time(k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap_or_default())
-}
-
-/// Milliseconds since the Unix epoch of a Kubernetes timestamp.
-pub fn ms_of(t: &Time) -> i64 {
-    t.0.as_millisecond()
 }
 
 /// Readiness: set once every watch has listed its objects.
