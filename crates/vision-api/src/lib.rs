@@ -8,6 +8,8 @@ mod algorithm;
 pub mod contract;
 mod job;
 mod queue;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use algorithm::{
     ALGORITHM_CONTAINER, CircuitBreaker, VisionAlgorithm, VisionAlgorithmSpec,
