@@ -6,8 +6,11 @@
 //! Each `mk_*` returns the smallest valid object; tests change the fields
 //! they care about (`job.spec.priority = 5`) or use the `with_*` helpers.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde_json::Value;
 
 use crate::{
     ALGORITHM_CONTAINER, CircuitBreaker, DEFAULT_QUEUE, JobPhase, QueueOrdering, VisionAlgorithm,
@@ -59,6 +62,17 @@ pub trait JobFixture: Sized {
     fn with_priority(self, priority: i32) -> Self;
     fn with_uid(self, uid: &str) -> Self;
     fn created_at_ms(self, ms: i64) -> Self;
+    /// The job's own GPU count (`spec.gpus`).
+    fn with_gpus(self, gpus: i32) -> Self;
+    fn with_timeout_seconds(self, seconds: i64) -> Self;
+    fn with_retries(self, retries: i32) -> Self;
+    /// `spec.input`: free-form JSON handed to the algorithm.
+    fn with_input(self, input: Value) -> Self;
+    /// `spec.params`: free-form JSON handed to the algorithm.
+    fn with_params(self, params: Value) -> Self;
+    fn suspended(self) -> Self;
+    /// Adds annotations to the job's metadata (they reach its pods).
+    fn with_annotations(self, annotations: &[(&str, &str)]) -> Self;
 }
 
 impl JobFixture for VisionJob {
@@ -88,6 +102,42 @@ impl JobFixture for VisionJob {
         self.metadata.creation_timestamp = Some(at_ms(ms));
         self
     }
+    fn with_gpus(mut self, gpus: i32) -> Self {
+        self.spec.gpus = Some(gpus);
+        self
+    }
+    fn with_timeout_seconds(mut self, seconds: i64) -> Self {
+        self.spec.timeout_seconds = Some(seconds);
+        self
+    }
+    fn with_retries(mut self, retries: i32) -> Self {
+        self.spec.retries = Some(retries);
+        self
+    }
+    fn with_input(mut self, input: Value) -> Self {
+        self.spec.input = Some(input);
+        self
+    }
+    fn with_params(mut self, params: Value) -> Self {
+        self.spec.params = Some(params);
+        self
+    }
+    fn suspended(mut self) -> Self {
+        self.spec.suspend = true;
+        self
+    }
+    fn with_annotations(mut self, annotations: &[(&str, &str)]) -> Self {
+        insert_all(&mut self.metadata.annotations, annotations);
+        self
+    }
+}
+
+/// Adds `entries` to a label or annotation map, creating it if absent.
+fn insert_all(map: &mut Option<BTreeMap<String, String>>, entries: &[(&str, &str)]) {
+    let map = map.get_or_insert_with(BTreeMap::new);
+    for (key, value) in entries {
+        map.insert(key.to_string(), value.to_string());
+    }
 }
 
 /// A queue with `max_running` slots and nothing else set (BestEffortFIFO,
@@ -105,6 +155,33 @@ pub fn mk_queue(name: &str, max_running: i32) -> VisionQueue {
     );
     queue.metadata.generation = Some(1);
     queue
+}
+
+/// Builder-style changes to a fixture queue.
+pub trait QueueFixture: Sized {
+    fn with_max_gpus(self, max_gpus: i32) -> Self;
+    fn with_max_pending(self, max_pending: i32) -> Self;
+    fn with_ordering(self, ordering: QueueOrdering) -> Self;
+    fn paused(self) -> Self;
+}
+
+impl QueueFixture for VisionQueue {
+    fn with_max_gpus(mut self, max_gpus: i32) -> Self {
+        self.spec.max_gpus = Some(max_gpus);
+        self
+    }
+    fn with_max_pending(mut self, max_pending: i32) -> Self {
+        self.spec.max_pending = Some(max_pending);
+        self
+    }
+    fn with_ordering(mut self, ordering: QueueOrdering) -> Self {
+        self.spec.ordering = ordering;
+        self
+    }
+    fn paused(mut self) -> Self {
+        self.spec.paused = true;
+        self
+    }
 }
 
 /// The container named `algorithm` that every valid template has.
@@ -141,6 +218,82 @@ pub fn mk_algorithm(name: &str) -> VisionAlgorithm {
     );
     algorithm.metadata.generation = Some(1);
     algorithm
+}
+
+/// Builder-style changes to a fixture algorithm.
+pub trait AlgorithmFixture: Sized {
+    fn with_gpus_per_job(self, gpus: i32) -> Self;
+    fn with_max_gpus_per_job(self, gpus: i32) -> Self;
+    fn with_timeout_seconds(self, seconds: i64) -> Self;
+    fn with_retries(self, retries: i32) -> Self;
+    fn with_max_running(self, max_running: i32) -> Self;
+    fn with_allowed_namespaces(self, namespaces: &[&str]) -> Self;
+    fn with_breaker(self, breaker: CircuitBreaker) -> Self;
+    /// Replaces the pod template.
+    fn with_template(self, template: PodTemplateSpec) -> Self;
+    /// Replaces the template's pod spec, keeping its metadata.
+    fn with_pod_spec(self, spec: PodSpec) -> Self;
+    /// Adds annotations to the template's metadata (they reach every pod).
+    fn with_template_annotations(self, annotations: &[(&str, &str)]) -> Self;
+    /// Adds labels to the template's metadata.
+    fn with_template_labels(self, labels: &[(&str, &str)]) -> Self;
+}
+
+impl AlgorithmFixture for VisionAlgorithm {
+    fn with_gpus_per_job(mut self, gpus: i32) -> Self {
+        self.spec.gpus_per_job = gpus;
+        self
+    }
+    fn with_max_gpus_per_job(mut self, gpus: i32) -> Self {
+        self.spec.max_gpus_per_job = Some(gpus);
+        self
+    }
+    fn with_timeout_seconds(mut self, seconds: i64) -> Self {
+        self.spec.timeout_seconds = seconds;
+        self
+    }
+    fn with_retries(mut self, retries: i32) -> Self {
+        self.spec.retries = retries;
+        self
+    }
+    fn with_max_running(mut self, max_running: i32) -> Self {
+        self.spec.max_running = Some(max_running);
+        self
+    }
+    fn with_allowed_namespaces(mut self, namespaces: &[&str]) -> Self {
+        self.spec.allowed_namespaces = namespaces.iter().map(|n| n.to_string()).collect();
+        self
+    }
+    fn with_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.spec.circuit_breaker = Some(breaker);
+        self
+    }
+    fn with_template(mut self, template: PodTemplateSpec) -> Self {
+        self.spec.template = template;
+        self
+    }
+    fn with_pod_spec(mut self, spec: PodSpec) -> Self {
+        self.spec.template.spec = Some(spec);
+        self
+    }
+    fn with_template_annotations(mut self, annotations: &[(&str, &str)]) -> Self {
+        let metadata = self
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default);
+        insert_all(&mut metadata.annotations, annotations);
+        self
+    }
+    fn with_template_labels(mut self, labels: &[(&str, &str)]) -> Self {
+        let metadata = self
+            .spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default);
+        insert_all(&mut metadata.labels, labels);
+        self
+    }
 }
 
 /// A circuit breaker opening after `failure_threshold` failures within
