@@ -72,7 +72,9 @@ helm_ldflags() {
 build_component() {
   local name="$1" version="$2" mod="$3" ldflags="$4"; shift 4
   local hash dir tmp logf spec out pkg pkgs=()
-  hash="$(cat "$MODS/$mod/go.mod" "$MODS/$mod/go.sum" <(echo "$ldflags") | sha256sum | cut -c1-10)"
+  # BUILD_TAGS / BUILD_CGO (optional) change the build, so they are hashed too
+  # (when unset the hash is what it always was: caches stay valid).
+  hash="$(cat "$MODS/$mod/go.mod" "$MODS/$mod/go.sum" <(echo "$ldflags"; [ -z "${BUILD_TAGS:-}${BUILD_CGO:-}" ] || echo "tags=${BUILD_TAGS:-} cgo=${BUILD_CGO:-}") | sha256sum | cut -c1-10)"
   dir="$CACHE/bin/components/$name-$version-$hash"
   if [ -f "$dir/.complete" ]; then
     echo "$dir"
@@ -87,7 +89,10 @@ build_component() {
   # One go build for all the mains of a module shares the compile work.
   local o="$tmp/"
   if [ $# -eq 1 ]; then o="$tmp/${1%%=*}"; fi
-  if ! (cd "$MODS/$mod" && go build -trimpath -ldflags "$ldflags" -o "$o" "${pkgs[@]}") >"$logf" 2>&1; then
+  local extra=()
+  if [ -n "${BUILD_TAGS:-}" ]; then extra+=(-tags "$BUILD_TAGS"); fi
+  if ! (cd "$MODS/$mod" && if [ -n "${BUILD_CGO:-}" ]; then export CGO_ENABLED="$BUILD_CGO"; fi &&
+    go build -trimpath "${extra[@]}" -ldflags "$ldflags" -o "$o" "${pkgs[@]}") >"$logf" 2>&1; then
     tail -n 40 "$logf" >&2
     rm -rf "$tmp"
     die "building $name failed (full log: $logf)"
@@ -237,13 +242,15 @@ up() {
     mkdir -p "$STATE" "$LOGS"
     log "starting the control plane (log: ${LOGS#"$ROOT"/}/kwokctl-create.log)"
     local start=$SECONDS
+    # The configuration names files of this cluster's PKI (made by kwokctl).
+    sed "s#@PKI@#$KWOK_WORKDIR/clusters/$NAME/pki#g" "$KWOK_CONF/kwokctl.yaml" >"$STATE/kwokctl.yaml"
     # kube-controller-manager: the garbage collector (ownerReferences cascade)
     # and the few controllers a namespace-per-test suite needs; see
     # hack/kwok/kwokctl.yaml for the full list and the other tunings.
     if ! KWOK_KUBECTL_BINARY="$BIN/kubectl" "$BIN/kwokctl" create cluster \
       --name "$NAME" \
       --runtime binary \
-      --config "$KWOK_CONF/kwokctl.yaml" \
+      --config "$STATE/kwokctl.yaml" \
       --config "$KWOK_CONF/node-stages.yaml" \
       --config "$KWOK_CONF/pod-stages.yaml" \
       --kube-apiserver-binary "$BIN/kube-apiserver" \
