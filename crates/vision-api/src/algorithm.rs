@@ -32,6 +32,8 @@ pub const ALGORITHM_CONTAINER: &str = "algorithm";
     )
 )]
 #[x_kube(validation = Rule::new("!has(self.maxGPUsPerJob) || self.maxGPUsPerJob >= self.gpusPerJob").message("spec.maxGPUsPerJob must be >= spec.gpusPerJob"))]
+// Refused at apply time: without it every job of the algorithm would fail later.
+#[x_kube(validation = Rule::new("has(self.template.spec) && self.template.spec.containers.exists(c, c.name == 'algorithm')").message("spec.template.spec.containers must include a container named \"algorithm\": it runs the job, receives it in $VISION_JOB and /etc/vision/job.json, and writes the result to /dev/termination-log"))]
 #[serde(rename_all = "camelCase")]
 pub struct VisionAlgorithmSpec {
     /// The pod that runs one attempt of a job. It must have a container named
