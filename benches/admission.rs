@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use vision_operator::admission::{
-    AlgorithmSpec, BreakerSpec, JobKey, JobPhase, JobSpec, ObservedPhase, Ordering, QueueSpec,
+    AlgorithmSpec, BreakerSpec, JobKey, ObservedPhase, OrderPolicy, PoolJob, PoolState, QueueSpec,
     WorkerPool,
 };
 
@@ -68,8 +68,8 @@ const GPUS: [u32; 5] = [0, 1, 1, 2, 4];
 const T0: i64 = 1_790_000_000_000;
 
 /// The i-th job: realistic name lengths, a few namespaces.
-fn job(i: usize) -> JobSpec {
-    JobSpec {
+fn job(i: usize) -> PoolJob {
+    PoolJob {
         key: JobKey::new(
             format!("team-{}", i % 8),
             format!("cam{:03}-frame-{:07}", i % 500, i),
@@ -91,7 +91,7 @@ fn configure(p: &mut WorkerPool) {
                 max_running: 64,
                 max_gpus: Some(96),
                 max_pending: None,
-                ordering: Ordering::BestEffortFifo,
+                ordering: OrderPolicy::BestEffortFifo,
                 paused: false,
             },
         );
@@ -191,7 +191,7 @@ struct Add {
 
 impl Op for Add {
     fn batch(&mut self, n: u64) -> Timed {
-        let batch: Vec<JobSpec> = (self.next..self.next + n as usize).map(job).collect();
+        let batch: Vec<PoolJob> = (self.next..self.next + n as usize).map(job).collect();
         let keys: Vec<JobKey> = batch.iter().map(|j| j.key.clone()).collect();
         self.next += n as usize;
         let p = &mut self.p;
@@ -311,7 +311,7 @@ fn ops() -> Vec<(&'static str, Box<dyn Op>)> {
     let keys: Vec<JobKey> = (0..next)
         .step_by(7)
         .map(|i| job(i).key)
-        .filter(|k| p.job_phase(k) == Some(JobPhase::Pending))
+        .filter(|k| p.job_phase(k) == Some(PoolState::Pending))
         .take(10_000)
         .collect();
     assert_eq!(keys.len(), 10_000);

@@ -134,7 +134,7 @@ pub enum ObservedPhase {
 
 /// A job as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobSpec {
+pub struct PoolJob {
     pub key: JobKey,
     pub queue: String,
     pub algorithm: String,
@@ -144,8 +144,9 @@ pub struct JobSpec {
     pub phase: ObservedPhase,
 }
 
+/// How a queue orders admission (the API's `QueueOrdering`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ordering {
+pub enum OrderPolicy {
     BestEffortFifo,
     StrictFifo,
 }
@@ -158,7 +159,7 @@ pub struct QueueSpec {
     pub max_gpus: Option<u32>,
     /// Pending jobs at most; beyond it new jobs are rejected. `None` = unlimited.
     pub max_pending: Option<u32>,
-    pub ordering: Ordering,
+    pub ordering: OrderPolicy,
     /// Admits nothing; new jobs are still accepted as pending.
     pub paused: bool,
 }
@@ -201,9 +202,9 @@ pub struct Rejection {
     pub max_pending: u32,
 }
 
-/// The pool's view of a known job.
+/// The pool's view of a known job: waiting, or holding a slot (admitted or running).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum JobPhase {
+pub enum PoolState {
     Pending,
     Holding,
 }
@@ -555,7 +556,7 @@ impl WorkerPool {
     /// Observes a job (add or change). See the module docs for the rules;
     /// in short: `New` may be rejected when the queue is full, `Queued` and
     /// `Holding` are taken as given, and a job the pool holds stays held.
-    pub fn observe_job(&mut self, job: JobSpec) -> Option<Rejection> {
+    pub fn observe_job(&mut self, job: PoolJob) -> Option<Rejection> {
         let q = self.queue_id(&job.queue);
         let a = self.algo_id(&job.algorithm);
         if let Some(&id) = self.ids.get(&job.key) {
@@ -743,8 +744,8 @@ impl WorkerPool {
         let spec = self.queue_open(q)?;
         let scan = self.scan(q, gates);
         match spec.ordering {
-            Ordering::StrictFifo => scan.admissible.filter(|&j| Some(j) == scan.runnable),
-            Ordering::BestEffortFifo => {
+            OrderPolicy::StrictFifo => scan.admissible.filter(|&j| Some(j) == scan.runnable),
+            OrderPolicy::BestEffortFifo => {
                 let Some(r) = self.reserved_for(&scan, now_ms) else {
                     return scan.admissible;
                 };
@@ -899,7 +900,7 @@ impl WorkerPool {
         }
         let scan = self.scan(j.queue, &self.algo_gates(now_ms));
         match spec.ordering {
-            Ordering::StrictFifo => {
+            OrderPolicy::StrictFifo => {
                 if let Some(head) = scan.runnable
                     && head.id != id
                 {
@@ -909,7 +910,7 @@ impl WorkerPool {
                     };
                 }
             }
-            Ordering::BestEffortFifo => {
+            OrderPolicy::BestEffortFifo => {
                 if let Some(r) = self.reserved_for(&scan, now_ms)
                     && j.gpus > 0
                     && !j.precedes(&self.jobs[r.id])
@@ -973,11 +974,11 @@ impl WorkerPool {
             .min()
     }
 
-    pub fn job_phase(&self, key: &JobKey) -> Option<JobPhase> {
+    pub fn job_phase(&self, key: &JobKey) -> Option<PoolState> {
         let &id = self.ids.get(key)?;
         Some(match self.jobs[id].state {
-            State::Pending => JobPhase::Pending,
-            State::Holding => JobPhase::Holding,
+            State::Pending => PoolState::Pending,
+            State::Holding => PoolState::Holding,
         })
     }
 
@@ -992,14 +993,14 @@ impl WorkerPool {
 
     /// Every known job with the pool's view of it, sorted by key: O(n), for
     /// diagnostics and tests.
-    pub fn jobs(&self) -> Vec<(JobKey, JobPhase)> {
+    pub fn jobs(&self) -> Vec<(JobKey, PoolState)> {
         let mut v: Vec<_> = self
             .jobs
             .iter()
             .map(|(_, j)| {
                 let p = match j.state {
-                    State::Pending => JobPhase::Pending,
-                    State::Holding => JobPhase::Holding,
+                    State::Pending => PoolState::Pending,
+                    State::Holding => PoolState::Holding,
                 };
                 ((*j.key).clone(), p)
             })

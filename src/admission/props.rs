@@ -102,7 +102,7 @@ impl Model {
             .count()
     }
 
-    fn observe(&mut self, s: &JobSpec) -> Option<Rejection> {
+    fn observe(&mut self, s: &PoolJob) -> Option<Rejection> {
         if let Some(old) = self.jobs.get(&s.key).cloned() {
             let holding = old.holding || s.phase == ObservedPhase::Holding;
             if old.holding && old.algo != s.algorithm {
@@ -252,14 +252,14 @@ impl Model {
         let q = &self.queues[&j.queue];
         let pending = self.pending_sorted(&j.queue);
         match q.ordering {
-            Ordering::StrictFifo => {
+            OrderPolicy::StrictFifo => {
                 let head = pending
                     .iter()
                     .find(|(_, o)| self.fits(o, now).is_some())
                     .map(|(hk, _)| *hk);
                 head == Some(k)
             }
-            Ordering::BestEffortFifo => {
+            OrderPolicy::BestEffortFifo => {
                 let r = pending.iter().find(|(_, o)| self.gpu_blocked(o, now));
                 match r {
                     Some((rk, rj)) if now - rj.created_ms >= GUARD_MS => {
@@ -305,7 +305,7 @@ enum Ev {
     RemoveQueue(usize),
     SetAlgo(usize, AlgorithmSpec),
     RemoveAlgo(usize),
-    Observe(JobSpec),
+    Observe(PoolJob),
     Remove(usize),
     /// Finish the n-th holder (modulo their number).
     Finish(usize, Outcome),
@@ -332,9 +332,9 @@ fn queue_spec() -> impl Strategy<Value = QueueSpec> {
                 max_gpus,
                 max_pending,
                 ordering: if strict {
-                    Ordering::StrictFifo
+                    OrderPolicy::StrictFifo
                 } else {
-                    Ordering::BestEffortFifo
+                    OrderPolicy::BestEffortFifo
                 },
                 paused,
             },
@@ -375,7 +375,7 @@ fn event(jobs: usize) -> impl Strategy<Value = Ev> {
         ],
     )
         .prop_map(|(i, q, a, priority, created_ms, gpus, phase)| {
-            Ev::Observe(JobSpec {
+            Ev::Observe(PoolJob {
                 key: job_key(i),
                 queue: QUEUES[q].into(),
                 algorithm: ALGOS[a].into(),
@@ -404,7 +404,7 @@ fn event(jobs: usize) -> impl Strategy<Value = Ev> {
 fn rebuild(m: &Model) -> WorkerPool {
     let mut p = WorkerPool::with_starvation_guard_ms(GUARD_MS);
     for (k, j) in m.jobs.iter().rev() {
-        let r = p.observe_job(JobSpec {
+        let r = p.observe_job(PoolJob {
             key: k.clone(),
             queue: j.queue.clone(),
             algorithm: j.algo.clone(),
@@ -521,7 +521,7 @@ fn run(events: Vec<Ev>) {
         let holding_before: BTreeSet<JobKey> = p
             .jobs()
             .into_iter()
-            .filter(|(_, ph)| *ph == JobPhase::Holding)
+            .filter(|(_, ph)| *ph == PoolState::Holding)
             .map(|(k, _)| k)
             .collect();
         let admissions = p.admit(now);
@@ -543,7 +543,7 @@ fn run(events: Vec<Ev>) {
         assert_eq!(distinct.len(), keys.len());
         for k in &keys {
             assert!(!holding_before.contains(k), "{k} admitted while holding");
-            assert_eq!(p.job_phase(k), Some(JobPhase::Holding));
+            assert_eq!(p.job_phase(k), Some(PoolState::Holding));
         }
         for w in keys.windows(2) {
             assert!(order_key(&w[0], &m.jobs[&w[0]]) < order_key(&w[1], &m.jobs[&w[1]]));

@@ -16,8 +16,8 @@ fn mk_job(
     priority: i32,
     created_ms: i64,
     gpus: u32,
-) -> JobSpec {
-    JobSpec {
+) -> PoolJob {
+    PoolJob {
         key: key(name),
         queue: queue.into(),
         algorithm: algo.into(),
@@ -28,7 +28,7 @@ fn mk_job(
     }
 }
 
-fn with_phase(mut j: JobSpec, phase: ObservedPhase) -> JobSpec {
+fn with_phase(mut j: PoolJob, phase: ObservedPhase) -> PoolJob {
     j.phase = phase;
     j
 }
@@ -38,13 +38,13 @@ fn qspec(max_running: u32, max_gpus: Option<u32>) -> QueueSpec {
         max_running,
         max_gpus,
         max_pending: None,
-        ordering: Ordering::BestEffortFifo,
+        ordering: OrderPolicy::BestEffortFifo,
         paused: false,
     }
 }
 
 fn strict(mut q: QueueSpec) -> QueueSpec {
-    q.ordering = Ordering::StrictFifo;
+    q.ordering = OrderPolicy::StrictFifo;
     q
 }
 
@@ -63,7 +63,7 @@ fn pool(max_running: u32, max_gpus: Option<u32>) -> WorkerPool {
     p
 }
 
-fn add(p: &mut WorkerPool, jobs: &[JobSpec]) {
+fn add(p: &mut WorkerPool, jobs: &[PoolJob]) {
     for j in jobs {
         assert_eq!(p.observe_job(j.clone()), None, "{} accepted", j.key);
     }
@@ -115,7 +115,7 @@ fn admission_reports_queue_algorithm_and_gpus() {
             gpus: 2
         }]
     );
-    assert_eq!(p.job_phase(&key("j")), Some(JobPhase::Holding));
+    assert_eq!(p.job_phase(&key("j")), Some(PoolState::Holding));
     assert_eq!(p.explain(&key("j"), 0), None, "holders have no wait status");
     assert_eq!(p.explain(&key("nope"), 0), None);
 }
@@ -223,7 +223,7 @@ fn strict_fifo_does_not_pass_the_head() {
 
 #[test]
 fn larger_than_the_queue_quota_is_permanent_and_blocks_no_one() {
-    for ordering in [Ordering::StrictFifo, Ordering::BestEffortFifo] {
+    for ordering in [OrderPolicy::StrictFifo, OrderPolicy::BestEffortFifo] {
         let mut p = WorkerPool::new();
         let mut q = qspec(10, Some(4));
         q.ordering = ordering;
@@ -643,7 +643,7 @@ fn in_flight_admission_stays_held_and_rollback_restores_position() {
         )),
         None
     );
-    assert_eq!(p.job_phase(&key("j1")), Some(JobPhase::Holding));
+    assert_eq!(p.job_phase(&key("j1")), Some(PoolState::Holding));
     assert_eq!(admit(&mut p, 0), Vec::<String>::new());
     // The write failed: back at the head, the slot free.
     p.rollback(&key("j1"));

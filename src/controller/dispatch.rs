@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::{Context, FINALIZER, MANAGER, write};
 use crate::admission::{
-    self, AlgorithmSpec, BreakerSpec, BreakerState, JobKey, JobPhase as PoolPhase, ObservedPhase,
+    self, AlgorithmSpec, BreakerSpec, BreakerState, JobKey, PoolState, ObservedPhase,
     Outcome, QueueSpec, WorkerPool,
 };
 use crate::api::{
@@ -282,7 +282,7 @@ impl Dispatcher {
         if job.metadata.deletion_timestamp.is_some() {
             // A waiting job being deleted leaves the queue now; a holder keeps
             // its slot until the reconciler has removed its pods.
-            if self.pool.job_phase(&key) == Some(PoolPhase::Pending) {
+            if self.pool.job_phase(&key) == Some(PoolState::Pending) {
                 self.pool.remove_job(&key);
             }
             return;
@@ -290,7 +290,7 @@ impl Dispatcher {
         match job.phase() {
             None => self.on_new_job(job, key),
             Some(JobPhase::Queued) if job.spec.suspend => {
-                if self.pool.job_phase(&key) == Some(PoolPhase::Pending) {
+                if self.pool.job_phase(&key) == Some(PoolState::Pending) {
                     self.pool.remove_job(&key);
                 }
             }
@@ -317,11 +317,11 @@ impl Dispatcher {
         }
         match self.pool.job_phase(&key) {
             // Accepted earlier; its Queued write failed or is still to come.
-            Some(PoolPhase::Pending) => {
+            Some(PoolState::Pending) => {
                 self.to_queue.push(key);
                 return;
             }
-            Some(PoolPhase::Holding) => return,
+            Some(PoolState::Holding) => return,
             None => {}
         }
         let algorithm = self.ctx.algorithm(&job.spec.algorithm);
@@ -368,7 +368,7 @@ impl Dispatcher {
         // burst the rest wait here as bare keys, not as tasks holding a copy
         // of their job. Each returning permit brings the loop back here.
         while let Some(key) = self.to_queue.front() {
-            if self.pool.job_phase(key) != Some(PoolPhase::Pending) || self.inflight.contains(key) {
+            if self.pool.job_phase(key) != Some(PoolState::Pending) || self.inflight.contains(key) {
                 self.to_queue.pop();
                 continue;
             }
@@ -412,8 +412,8 @@ impl Dispatcher {
             .max(0) as u32
     }
 
-    fn pool_job(&self, job: &VisionJob, phase: ObservedPhase) -> admission::JobSpec {
-        admission::JobSpec {
+    fn pool_job(&self, job: &VisionJob, phase: ObservedPhase) -> admission::PoolJob {
+        admission::PoolJob {
             key: job_key(job),
             queue: job.spec.queue.clone(),
             algorithm: job.spec.algorithm.clone(),
@@ -766,8 +766,8 @@ pub fn queue_spec(q: &VisionQueue) -> QueueSpec {
         max_gpus: q.spec.max_gpus.map(|g| g.max(0) as u32),
         max_pending: q.spec.max_pending.map(|p| p.max(0) as u32),
         ordering: match q.spec.ordering {
-            QueueOrdering::BestEffortFIFO => admission::Ordering::BestEffortFifo,
-            QueueOrdering::StrictFIFO => admission::Ordering::StrictFifo,
+            QueueOrdering::BestEffortFIFO => admission::OrderPolicy::BestEffortFifo,
+            QueueOrdering::StrictFIFO => admission::OrderPolicy::StrictFifo,
         },
         paused: q.spec.paused,
     }
