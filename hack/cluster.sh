@@ -8,6 +8,9 @@
 #   hack/cluster.sh status                      is it running, what nodes
 #   hack/cluster.sh env                         print KUBECONFIG and PATH exports
 #   hack/cluster.sh build                       only build the binaries
+#   hack/cluster.sh up --real-node              also start the real node (kubelet, containerd)
+#   hack/cluster.sh node up|down|status|build   only the real node (hack/node/node.sh)
+#   hack/cluster.sh image NAME                  build an image (hack/images), print its archive
 #
 # Environment: VISION_NODES, VISION_GPUS (defaults 4 and 8), VISION_CACHE_DIR
 # (binary cache, default ~/.cache/vision-operator), VISION_CLUSTER_DIR (state,
@@ -50,6 +53,12 @@ HELM_VERSION="$(modver helm helm.sh/helm/v3)"
   die "cannot read pinned versions from $MODS/*/go.mod"
 
 BIN="$CACHE/bin/$K8S_VERSION-$ETCD_VERSION-$KWOK_VERSION-$HELM_VERSION"
+
+# The real node and the offline image builds (functions only).
+# shellcheck source=hack/node/node.sh
+source "$ROOT/hack/node/node.sh"
+# shellcheck source=hack/images/images.sh
+source "$ROOT/hack/images/images.sh"
 
 k8s_ldflags() {
   local v="$K8S_VERSION" minor ld="-s -w" p
@@ -286,6 +295,8 @@ up() {
 }
 
 down() {
+  # The real node first: its processes and host changes outlive the state dir.
+  node_down
   if [ -x "$BIN/kwokctl" ] && [ -d "$KWOK_WORKDIR/clusters/$NAME" ]; then
     local p
     p="$(pids)"
@@ -329,8 +340,12 @@ env_() {
 
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
+REAL_NODE="${VISION_REAL_NODE:-0}"
+sub=""
+if [ "$cmd" = node ] || [ "$cmd" = image ]; then sub="${1:-}"; [ $# -gt 0 ] && shift; fi
 while [ $# -gt 0 ]; do
   case "$1" in
+    --real-node) REAL_NODE=1; shift ;;
     --nodes) NODES="$2"; shift 2 ;;
     --nodes=*) NODES="${1#*=}"; shift ;;
     --gpus) GPUS="$2"; shift 2 ;;
@@ -351,10 +366,24 @@ lock() {
 # for as long as they run: kwokctl is started with 8>&-.)
 
 case "$cmd" in
-  up) lock; up ;;
+  up) lock; up; if [ "$REAL_NODE" = 1 ]; then node_up; fi ;;
   down) lock; down ;;
-  status) status ;;
+  status) status; if [ -d "$NODE" ]; then node_status; fi ;;
+  node)
+    case "$sub" in
+      up) lock; node_up ;;
+      down) lock; node_down ;;
+      status) node_status ;;
+      build) node_build; echo "$NODE_BIN" ;;
+      *) die "usage: hack/cluster.sh node up|down|status|build" ;;
+    esac ;;
+  image)
+    [ -n "$sub" ] || die "usage: hack/cluster.sh image NAME"
+    read -r archive ref < <(image_build "$sub")
+    # Imported at once into a running real node.
+    if node_running; then NODE_BIN="$CACHE/bin/node-$K8S_VERSION-$CONTAINERD_VERSION"; node_import "$archive"; fi
+    echo "$archive $ref" ;;
   env) env_ ;;
   build) build; echo "$BIN" ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,0 +1,66 @@
+# shellcheck shell=bash
+# Container images built offline (no engine, no registry), sourced by
+# hack/cluster.sh. Each image is a Dockerfile that only assembles files
+# (FROM scratch + COPY), built by hack/images/oci_image.py into an OCI archive
+# cached in $CACHE/images/<name>-<hash>.tar (hash of every input), and
+# imported into the real node's containerd. See hack/README.md ("Images").
+
+IMAGES="$ROOT/hack/images"
+IMAGE_REPO=localhost/vision
+# The operator image: the repository's own Dockerfile, the same file users
+# build with docker (docs/INSTALL.md).
+OPERATOR_TARGET=x86_64-unknown-linux-gnu
+OPERATOR_BINARY="$ROOT/target/$OPERATOR_TARGET/release/vision-operator"
+
+# image_ref NAME: the reference an image is imported as (tag = input hash).
+image_ref() { echo "$IMAGE_REPO/$1:$(image_hash "$1")"; }
+
+# image_hash NAME: hash of everything the image is made of.
+image_hash() {
+  case "$1" in
+    pause | probe)
+      cat "$IMAGES/oci_image.py" "$IMAGES/$1/Dockerfile" "$IMAGES/$1/$1.c" | sha256sum | cut -c1-12 ;;
+    operator)
+      [ -x "$OPERATOR_BINARY" ] || die "no $OPERATOR_BINARY: build it first (image_build operator)"
+      cat "$IMAGES/oci_image.py" "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$OPERATOR_BINARY" | sha256sum | cut -c1-12 ;;
+    *) die "unknown image $1 (pause, probe, operator)" ;;
+  esac
+}
+
+# The operator binary, static (glibc's static libc: no musl target can be
+# installed here), exactly as docs/INSTALL.md tells users to build it.
+operator_binary() {
+  log "building the static operator binary (cargo build --release --target $OPERATOR_TARGET)"
+  local start=$SECONDS
+  (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --locked --target "$OPERATOR_TARGET" --bin vision-operator) \
+    >"$LOGS/build-operator.log" 2>&1 || { tail -n 30 "$LOGS/build-operator.log" >&2; die "cargo build of the operator failed"; }
+  log "operator binary ready in $((SECONDS - start))s"
+}
+
+# image_build NAME: builds (or finds in the cache) the image's OCI archive and
+# prints "<archive> <reference>".
+image_build() {
+  local name="$1" ref out ctx
+  [ "$name" = operator ] && operator_binary
+  ref="$(image_ref "$name")"
+  out="$CACHE/images/$name-${ref##*:}.tar"
+  if [ ! -f "$out" ]; then
+    mkdir -p "$CACHE/images"
+    case "$name" in
+      pause | probe)
+        # The context: the Dockerfile and the program, compiled statically.
+        ctx="$(mktemp -d)"
+        cp "$IMAGES/$name/Dockerfile" "$ctx/"
+        gcc -static -Os -Wall -o "$ctx/$name" "$IMAGES/$name/$name.c" || die "compiling $name.c failed"
+        python3 "$IMAGES/oci_image.py" --context "$ctx" --name "$ref" --out "$out" >/dev/null ||
+          { rm -rf "$ctx"; die "building the $name image failed"; }
+        rm -rf "$ctx" ;;
+      operator)
+        python3 "$IMAGES/oci_image.py" --context "$ROOT" --file "$ROOT/Dockerfile" --name "$ref" --out "$out" >/dev/null ||
+          die "building the operator image from Dockerfile failed" ;;
+    esac
+    log "built image $ref"
+  fi
+  echo "$out $ref"
+}

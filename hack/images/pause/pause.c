@@ -1,0 +1,23 @@
+/* The pod sandbox ("pause") process of the real node: holds the pod's
+ * namespaces, reaps orphaned children, exits on SIGTERM/SIGINT.
+ * Built statically, so the image is this one file on scratch. */
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void stop(int sig) { (void)sig; _exit(0); }
+
+static void reap(int sig) {
+  (void)sig;
+  while (waitpid(-1, NULL, WNOHANG) > 0) {
+  }
+}
+
+int main(void) {
+  struct sigaction term = {.sa_handler = stop}, child = {.sa_handler = reap, .sa_flags = SA_NOCLDSTOP};
+  sigaction(SIGTERM, &term, NULL);
+  sigaction(SIGINT, &term, NULL);
+  sigaction(SIGCHLD, &child, NULL);
+  for (;;) pause();
+}
