@@ -3,6 +3,9 @@
 # missing), runs every test target with the end-to-end tests enabled, and
 # stops the cluster on exit.
 #
+# REAL_NODE=1 also starts the real node (kubelet + containerd, hack/node/) for
+# tests/real_node.rs; it goes down with the cluster.
+#
 # KEEP_CLUSTER=1 leaves the cluster running. Without KEEP_CLUSTER, a cluster
 # that was already running when this script started (a developer's, shared by
 # others in the same checkout) is reused and left running; KEEP_CLUSTER=0
@@ -53,7 +56,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start=$SECONDS
-if ! hack/cluster.sh up >.local/logs/cluster-up.log 2>&1; then
+up_args=()
+if [ "${REAL_NODE:-0}" = 1 ]; then up_args+=(--real-node); fi
+if ! hack/cluster.sh up "${up_args[@]}" >.local/logs/cluster-up.log 2>&1; then
   echo "[test] hack/cluster.sh up failed:" >&2
   tail -n 60 .local/logs/cluster-up.log >&2
   exit 1

@@ -20,10 +20,14 @@ image_hash() {
   case "$1" in
     pause | probe)
       cat "$IMAGES/oci_image.py" "$IMAGES/$1/Dockerfile" "$IMAGES/$1/$1.c" | sha256sum | cut -c1-12 ;;
+    face-detect)
+      local d="$ROOT/examples/algorithms/face-detect"
+      cat "$IMAGES/oci_image.py" "$d/Dockerfile" "$d/detect.py" "$d/build-rootfs.sh" "$d/requirements.txt" "$d"/images/* |
+        sha256sum | cut -c1-12 ;;
     operator)
       [ -x "$OPERATOR_BINARY" ] || die "no $OPERATOR_BINARY: build it first (image_build operator)"
       cat "$IMAGES/oci_image.py" "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$OPERATOR_BINARY" | sha256sum | cut -c1-12 ;;
-    *) die "unknown image $1 (pause, probe, operator)" ;;
+    *) die "unknown image $1 (pause, probe, operator, face-detect)" ;;
   esac
 }
 
@@ -55,6 +59,17 @@ image_build() {
         gcc -static -Os -Wall -o "$ctx/$name" "$IMAGES/$name/$name.c" || die "compiling $name.c failed"
         python3 "$IMAGES/oci_image.py" --context "$ctx" --name "$ref" --out "$out" >/dev/null ||
           { rm -rf "$ctx"; die "building the $name image failed"; }
+        rm -rf "$ctx" ;;
+      face-detect)
+        # The context: the root filesystem (Debian packages + wheels) and the
+        # algorithm's files, as examples/algorithms/face-detect/README.md says.
+        local d="$ROOT/examples/algorithms/face-detect"
+        ctx="$(mktemp -d "$CACHE/images/.ctx-face-detect.XXXXXX")"
+        "$d/build-rootfs.sh" "$ctx" >"$LOGS/build-face-detect.log" 2>&1 ||
+          { tail -n 20 "$LOGS/build-face-detect.log" >&2; rm -rf "$ctx"; die "building the face-detect root filesystem failed"; }
+        cp -r "$d/Dockerfile" "$d/detect.py" "$d/images" "$ctx/"
+        python3 "$IMAGES/oci_image.py" --context "$ctx" --name "$ref" --out "$out" >/dev/null ||
+          { rm -rf "$ctx"; die "building the face-detect image failed"; }
         rm -rf "$ctx" ;;
       operator)
         python3 "$IMAGES/oci_image.py" --context "$ROOT" --file "$ROOT/Dockerfile" --name "$ref" --out "$out" >/dev/null ||
