@@ -1,6 +1,8 @@
-//! `visionctl bench`: the end-to-end benchmark scenarios on a live cluster.
-//! Each scenario prints what it measured and writes it as JSON; `bench
-//! report` puts the scenarios side by side with the targets.
+//! `vision-dev bench`: the end-to-end benchmark scenarios on a live cluster
+//! (throughput through the operator, the cluster's own ceiling with bare
+//! pods, the operator's memory with many queued jobs). Each scenario returns
+//! and writes a typed result ([`Throughput`], [`Ceiling`], [`Memory`], JSON
+//! on disk); [`targets`] compares them with the goals of docs/PERFORMANCE.md.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,20 +12,21 @@ use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::run::{
-    End, Msg, RUN_KEY, Tracker, View, apply, delete_all, drain, follow, print_stuck, run_id,
-    submit_all, track_jobs_and_pods, wait_synced, watch_jobs, watch_pods,
+use crate::error::{Error, Result, fail};
+use crate::run::{
+    End, Msg, RUN_KEY, Stages, Tracker, View, apply, delete_all, drain, follow, print_stuck,
+    run_id, submit_all, track_jobs_and_pods, wait_synced, watch_jobs, watch_pods,
 };
-use super::stats::{analyze, parse_prometheus, percentile};
-use super::{Result, fail};
+use crate::stats::{Ev, Percentiles, analyze, parse_prometheus};
 use vision_api::{
     JobPhase, QueueOrdering, VisionAlgorithm, VisionAlgorithmSpec, VisionJob, VisionJobSpec,
     VisionQueue, VisionQueueSpec,
 };
-use visionctl::commands::{ensure_namespace, list_all};
+use visionctl::cluster::{ensure_namespace, list_all};
 
 const SIM: &str = "sim.vision.zjlab.io/";
 const CEILING_LABEL: &str = "visionctl.vision.zjlab.io/ceiling";
@@ -47,34 +50,38 @@ pub struct BenchArgs {
     pub metrics_url: Option<String>,
 }
 
-/// Fetches a plain-HTTP URL (the operator's /metrics) with a std socket.
+/// Fetches a plain-HTTP URL (the operator's /metrics).
 pub fn http_get(url: &str) -> Result<String> {
-    use std::io::{Read, Write};
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| fail(format!("{url}: only http:// URLs")))?;
-    let (host, path) = match rest.split_once('/') {
-        Some((h, p)) => (h, format!("/{p}")),
-        None => (rest, "/".to_string()),
+    let http = |source| Error::Http {
+        url: url.to_string(),
+        source: Box::new(source),
     };
-    let mut stream = std::net::TcpStream::connect(host)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default())
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    );
+    agent
+        .get(url)
+        .call()
+        .map_err(http)?
+        .body_mut()
+        .read_to_string()
+        .map_err(http)
 }
 
-/// The operator's own counters worth reading next to the API server's.
-fn operator_counters(url: &str) -> Value {
-    let Ok(text) = http_get(url) else {
-        return Value::Null;
+/// The operator's own counters worth reading next to the API server's, as
+/// `name{label=value,...}` -> value; `None` when /metrics cannot be read.
+fn operator_counters(url: &str) -> Option<BTreeMap<String, f64>> {
+    let text = match http_get(url) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("operator counters: {}", crate::error::chain(&e));
+            return None;
+        }
     };
-    let mut out = serde_json::Map::new();
-    for (name, labels, value) in parse_prometheus(&text) {
+    let mut out = BTreeMap::new();
+    for sample in parse_prometheus(&text) {
         let keep = [
             "reconcile_errors",
             "admission_rollbacks",
@@ -83,19 +90,23 @@ fn operator_counters(url: &str) -> Value {
             "job_retries",
         ]
         .iter()
-        .any(|k| name.contains(k));
-        if !keep || name.ends_with("_created") {
+        .any(|k| sample.name.contains(k));
+        if !keep || sample.name.ends_with("_created") {
             continue;
         }
-        let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let l: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let key = if l.is_empty() {
-            name
+            sample.name
         } else {
-            format!("{name}{{{}}}", l.join(","))
+            format!("{}{{{}}}", sample.name, l.join(","))
         };
-        out.insert(key, json!(value));
+        out.insert(key, sample.value);
     }
-    Value::Object(out)
+    Some(out)
 }
 
 /// What /proc says of a process.
@@ -136,24 +147,18 @@ pub async fn apiserver_requests(client: &Client) -> Result<RequestCounts> {
     let req = http::Request::get("/metrics").body(Vec::new())?;
     let text = client.request_text(req).await?;
     let mut out = RequestCounts::new();
-    for (name, labels, value) in parse_prometheus(&text) {
-        if name != "apiserver_request_total" {
+    for s in parse_prometheus(&text) {
+        if s.name != "apiserver_request_total" {
             continue;
         }
-        let get = |k: &str| {
-            labels
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
+        let key = [s.label("verb"), s.label("group"), s.label("resource")];
         *out.entry((
-            get("verb"),
-            get("group"),
-            get("resource"),
-            get("subresource"),
+            key[0].to_string(),
+            key[1].to_string(),
+            key[2].to_string(),
+            s.label("subresource").to_string(),
         ))
-        .or_default() += value;
+        .or_default() += s.value;
     }
     Ok(out)
 }
@@ -250,20 +255,174 @@ fn bench_jobs(a: &BenchArgs, queue: &str, run: &str, n: usize) -> Vec<VisionJob>
         .collect()
 }
 
-fn write_out(a: &BenchArgs, v: &Value) -> Result<()> {
+/// Writes a scenario's result as pretty JSON to `--out`, if given.
+fn write_out(a: &BenchArgs, result: &impl Serialize) -> Result<()> {
     if let Some(path) = &a.out {
+        let file = |source| Error::File {
+            path: path.clone(),
+            source,
+        };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(file)?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(v)?)?;
+        std::fs::write(path, serde_json::to_string_pretty(result)?).map_err(file)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(())
 }
 
-fn ms(v: Option<f64>) -> Value {
-    v.map(|x| json!((x * 10.0).round() / 10.0))
-        .unwrap_or(Value::Null)
+/// Reads a scenario's result written by [`write_out`].
+pub fn read_result<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::File {
+        path: path.into(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| Error::Parse {
+        path: path.into(),
+        source,
+    })
+}
+
+fn round(x: f64, digits: i32) -> f64 {
+    let k = 10f64.powi(digits);
+    (x * k).round() / k
+}
+
+/// The result of the throughput scenario. Field names are those of the JSON
+/// files earlier runs wrote, so that old results still read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Throughput {
+    pub scenario: String,
+    pub params: ThroughputParams,
+    /// First submission to the last final phase.
+    pub makespan_s: f64,
+    /// ceil(jobs / maxRunning) x runtime.
+    pub ideal_makespan_s: f64,
+    pub makespan_over_ideal: f64,
+    pub jobs_per_s: f64,
+    pub utilisation_while_waiting: Option<f64>,
+    pub waiting_s: f64,
+    /// A pod ending -> the next pod created, while jobs waited.
+    pub refill_ms: Percentiles,
+    /// Created -> first seen admitted.
+    pub wait_ms: Percentiles,
+    pub stages_ms: RefillStages,
+    pub admissions: usize,
+    pub admissions_per_s: Option<f64>,
+    pub max_live_pods: usize,
+    pub max_holding: usize,
+    /// Final jobs other than Succeeded, by `phase/reason`.
+    pub failures: BTreeMap<String, u32>,
+    pub api_requests: ApiRequests,
+    pub operator: OperatorUsage,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ThroughputParams {
+    pub jobs: usize,
+    pub max_running: i32,
+    pub gpus_per_job: i32,
+    pub runtime_ms: u64,
+    pub submit_concurrency: usize,
+}
+
+/// The two stages of a refill (see [`Stages`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefillStages {
+    pub pod_ended_to_job_final: Percentiles,
+    pub job_admitted_to_pod_created: Percentiles,
+}
+
+/// API server requests during the run, from its `apiserver_request_total`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiRequests {
+    pub visionjobs_writes: f64,
+    pub pod_creates: f64,
+    pub pod_deletes: f64,
+    /// The operator's Event writes: a POST per object, a PATCH per repetition.
+    pub operator_event_writes: i64,
+    pub operator_event_objects: usize,
+    pub all_event_writes_in_cluster: f64,
+    pub leases: f64,
+    /// Job writes + pod creates and deletes + its events + leases.
+    pub operator_total: f64,
+    pub per_job: f64,
+    pub queue_and_algorithm_status_writes: f64,
+    pub reads: f64,
+    pub events_by_source: BTreeMap<String, i64>,
+    /// `VERB resource[/subresource]` -> requests.
+    pub by_verb: BTreeMap<String, f64>,
+}
+
+/// What the operator process used (from /proc and its /metrics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperatorUsage {
+    pub pid: Option<u32>,
+    #[serde(rename = "peakRssMiB")]
+    pub peak_rss_mib: Option<f64>,
+    #[serde(rename = "rssMiB")]
+    pub rss_mib: Option<f64>,
+    pub cpu_s: Option<f64>,
+    pub cpu_ms_per_job: Option<f64>,
+    pub counters: Option<BTreeMap<String, f64>>,
+}
+
+/// The result of the ceiling scenario (bare pods, no operator).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ceiling {
+    pub scenario: String,
+    pub params: CeilingParams,
+    pub makespan_s: f64,
+    pub ideal_makespan_s: f64,
+    pub pods_per_s: f64,
+    pub max_live_pods: usize,
+    pub submit_errors: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CeilingParams {
+    pub pods: usize,
+    pub gpus_per_pod: i32,
+    pub runtime_ms: u64,
+    #[serde(rename = "clusterGPUs")]
+    pub cluster_gpus: i64,
+}
+
+/// The result of the memory scenario (jobs queued into a paused queue).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Memory {
+    pub scenario: String,
+    pub params: MemoryParams,
+    pub queued: usize,
+    pub submit_s: Option<f64>,
+    pub all_queued_s: f64,
+    pub operator: OperatorMemory,
+    pub submit_errors: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryParams {
+    pub jobs: usize,
+    pub queue: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatorMemory {
+    #[serde(rename = "rssBeforeMiB")]
+    pub rss_before_mib: Option<f64>,
+    #[serde(rename = "rssMiB")]
+    pub rss_mib: Option<f64>,
+    #[serde(rename = "peakRssMiB")]
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// Events about the objects of this run (named `<prefix>...`) in
@@ -311,7 +470,7 @@ async fn operator_events(
 }
 
 /// The default scenario: `jobs` jobs into a queue of `max_running` slots.
-pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
+pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Throughput> {
     ensure_namespace(client, &a.namespace).await?;
     eprintln!("cleaning namespace {} ...", a.namespace);
     delete_all(client, &a.namespace, Duration::from_secs(600)).await?;
@@ -402,61 +561,73 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Value> {
         _ => None,
     };
     let waits = tr.waits_ms();
-    let (ended_to_final, admitted_to_pod) = tr.stages_ms();
+    let Stages {
+        ended_to_final,
+        admitted_to_pod,
+    } = tr.stages_ms();
     let makespan_s = an.makespan_ms / 1000.0;
-    let v = json!({
-        "scenario": "throughput",
-        "params": {"jobs": a.jobs, "maxRunning": a.max_running, "gpusPerJob": a.gpus,
-                   "runtimeMs": a.runtime_ms, "submitConcurrency": a.concurrency},
-        "makespanS": (makespan_s * 100.0).round() / 100.0,
-        "idealMakespanS": ideal_ms / 1000.0,
-        "makespanOverIdeal": (an.makespan_ms / ideal_ms * 1000.0).round() / 1000.0,
-        "jobsPerS": (n / makespan_s * 100.0).round() / 100.0,
-        "utilisationWhileWaiting": an.utilisation_while_waiting,
-        "waitingS": an.waiting_ms / 1000.0,
-        "refillMs": {"p50": ms(percentile(&an.refill_ms, 50.0)), "p90": ms(percentile(&an.refill_ms, 90.0)),
-                     "p95": ms(percentile(&an.refill_ms, 95.0)), "p99": ms(percentile(&an.refill_ms, 99.0)),
-                     "max": ms(percentile(&an.refill_ms, 100.0)), "samples": an.refill_ms.len()},
-        "waitMs": {"p50": ms(percentile(&waits, 50.0)), "p99": ms(percentile(&waits, 99.0))},
-        "stagesMs": {
-            "podEndedToJobFinal": {"p50": ms(percentile(&ended_to_final, 50.0)), "p99": ms(percentile(&ended_to_final, 99.0))},
-            "jobAdmittedToPodCreated": {"p50": ms(percentile(&admitted_to_pod, 50.0)), "p99": ms(percentile(&admitted_to_pod, 99.0))},
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let result = Throughput {
+        scenario: "throughput".into(),
+        params: ThroughputParams {
+            jobs: a.jobs,
+            max_running: a.max_running,
+            gpus_per_job: a.gpus,
+            runtime_ms: a.runtime_ms,
+            submit_concurrency: a.concurrency,
         },
-        "admissions": an.admissions,
-        "admissionsPerS": if an.admission_span_ms > 0.0 { json!(((an.admissions as f64 - 1.0) / (an.admission_span_ms / 1000.0) * 10.0).round() / 10.0) } else { Value::Null },
-        "maxLivePods": an.max_live_pods,
-        "maxHolding": tr.max_holding,
-        "failures": tr.failures(),
-        "apiRequests": {
-            "visionjobsWrites": jobs_writes, "podCreates": pod_creates, "podDeletes": pod_deletes,
-            "operatorEventWrites": ev_writes, "operatorEventObjects": ev_objects,
-            "allEventWritesInCluster": events_all, "leases": leases,
-            "operatorTotal": operator_requests, "perJob": (operator_requests / n * 100.0).round() / 100.0,
-            "queueAndAlgorithmStatusWrites": pool_status, "reads": reads,
-            "eventsBySource": ev_by_source, "byVerb": by_verb,
+        makespan_s: round(makespan_s, 2),
+        ideal_makespan_s: ideal_ms / 1000.0,
+        makespan_over_ideal: round(an.makespan_ms / ideal_ms, 3),
+        jobs_per_s: round(n / makespan_s, 2),
+        utilisation_while_waiting: an.utilisation_while_waiting,
+        waiting_s: an.waiting_ms / 1000.0,
+        refill_ms: Percentiles::full(&an.refill_ms),
+        wait_ms: Percentiles::short(&waits),
+        stages_ms: RefillStages {
+            pod_ended_to_job_final: Percentiles::short(&ended_to_final),
+            job_admitted_to_pod_created: Percentiles::short(&admitted_to_pod),
         },
-        "operator": {
-            "pid": a.operator_pid,
-            "peakRssMiB": proc_after.map(|p| p.hwm_kib as f64 / 1024.0),
-            "rssMiB": proc_after.map(|p| p.rss_kib as f64 / 1024.0),
-            "cpuS": cpu_s,
-            "cpuMsPerJob": cpu_s.map(|c| (c * 1000.0 / n * 100.0).round() / 100.0),
-            "counters": a.metrics_url.as_deref().map(operator_counters),
+        admissions: an.admissions,
+        admissions_per_s: (an.admission_span_ms > 0.0).then(|| {
+            round(
+                (an.admissions as f64 - 1.0) / (an.admission_span_ms / 1000.0),
+                1,
+            )
+        }),
+        max_live_pods: an.max_live_pods,
+        max_holding: tr.max_holding,
+        failures: tr.failures(),
+        api_requests: ApiRequests {
+            visionjobs_writes: jobs_writes,
+            pod_creates,
+            pod_deletes,
+            operator_event_writes: ev_writes,
+            operator_event_objects: ev_objects,
+            all_event_writes_in_cluster: events_all,
+            leases,
+            operator_total: operator_requests,
+            per_job: round(operator_requests / n, 2),
+            queue_and_algorithm_status_writes: pool_status,
+            reads,
+            events_by_source: ev_by_source,
+            by_verb,
         },
-    });
-    print_throughput(&v);
-    write_out(a, &v)?;
-    Ok(v)
+        operator: OperatorUsage {
+            pid: a.operator_pid,
+            peak_rss_mib: proc_after.map(|p| mib(p.hwm_kib)),
+            rss_mib: proc_after.map(|p| mib(p.rss_kib)),
+            cpu_s,
+            cpu_ms_per_job: cpu_s.map(|c| round(c * 1000.0 / n, 2)),
+            counters: a.metrics_url.as_deref().and_then(operator_counters),
+        },
+    };
+    print_throughput(&result);
+    write_out(a, &result)?;
+    Ok(result)
 }
 
-fn f(v: &Value, path: &[&str]) -> Option<f64> {
-    let mut x = v;
-    for p in path {
-        x = x.get(p)?;
-    }
-    x.as_f64()
-}
-
+/// `x` with a unit; "%" shows a fraction as a percentage; "-" when unknown.
 fn show(v: Option<f64>, unit: &str) -> String {
     match v {
         Some(x) if unit == "%" => format!("{:.1}%", x * 100.0),
@@ -465,78 +636,81 @@ fn show(v: Option<f64>, unit: &str) -> String {
     }
 }
 
-fn print_throughput(v: &Value) {
+fn print_throughput(t: &Throughput) {
+    let r = &t.refill_ms;
+    let st = &t.stages_ms;
+    let q = &t.api_requests;
+    let o = &t.operator;
     println!();
     println!("Throughput scenario");
     println!(
         "  makespan {}  (ideal ceil(jobs/maxRunning) x runtime = {}; ratio {})",
-        show(f(v, &["makespanS"]), "s"),
-        show(f(v, &["idealMakespanS"]), "s"),
-        show(f(v, &["makespanOverIdeal"]), "")
+        show(Some(t.makespan_s), "s"),
+        show(Some(t.ideal_makespan_s), "s"),
+        show(Some(t.makespan_over_ideal), "")
     );
-    println!("  throughput {} jobs/s", show(f(v, &["jobsPerS"]), ""));
+    println!("  throughput {} jobs/s", show(Some(t.jobs_per_s), ""));
     println!(
         "  slot utilisation while jobs waited {} (over {})",
-        show(f(v, &["utilisationWhileWaiting"]), "%"),
-        show(f(v, &["waitingS"]), "s")
+        show(t.utilisation_while_waiting, "%"),
+        show(Some(t.waiting_s), "s")
     );
     println!(
         "  refill latency p50 {}  p90 {}  p95 {}  p99 {}  max {}  ({} samples)",
-        show(f(v, &["refillMs", "p50"]), "ms"),
-        show(f(v, &["refillMs", "p90"]), "ms"),
-        show(f(v, &["refillMs", "p95"]), "ms"),
-        show(f(v, &["refillMs", "p99"]), "ms"),
-        show(f(v, &["refillMs", "max"]), "ms"),
-        v["refillMs"]["samples"]
+        show(r.p50, "ms"),
+        show(r.p90, "ms"),
+        show(r.p95, "ms"),
+        show(r.p99, "ms"),
+        show(r.max, "ms"),
+        r.samples.unwrap_or(0)
     );
     println!(
         "  refill stages: pod ended -> job seen final p50 {} p99 {}; job seen admitted -> its pod seen p50 {} p99 {}",
-        show(f(v, &["stagesMs", "podEndedToJobFinal", "p50"]), "ms"),
-        show(f(v, &["stagesMs", "podEndedToJobFinal", "p99"]), "ms"),
-        show(f(v, &["stagesMs", "jobAdmittedToPodCreated", "p50"]), "ms"),
-        show(f(v, &["stagesMs", "jobAdmittedToPodCreated", "p99"]), "ms")
+        show(st.pod_ended_to_job_final.p50, "ms"),
+        show(st.pod_ended_to_job_final.p99, "ms"),
+        show(st.job_admitted_to_pod_created.p50, "ms"),
+        show(st.job_admitted_to_pod_created.p99, "ms")
     );
     println!(
         "  admissions {} at {} /s; wait p50 {} p99 {}",
-        v["admissions"],
-        show(f(v, &["admissionsPerS"]), ""),
-        show(f(v, &["waitMs", "p50"]), "ms"),
-        show(f(v, &["waitMs", "p99"]), "ms")
+        t.admissions,
+        show(t.admissions_per_s, ""),
+        show(t.wait_ms.p50, "ms"),
+        show(t.wait_ms.p99, "ms")
     );
     println!(
         "  most pods alive at once {} (maxRunning {}), most jobs holding a slot {}",
-        v["maxLivePods"], v["params"]["maxRunning"], v["maxHolding"]
+        t.max_live_pods, t.params.max_running, t.max_holding
     );
-    let r = &v["apiRequests"];
     println!(
         "  operator API requests: {} per job = visionjobs writes {} + pod creates {} + pod deletes {} + its events {} + leases {} (total {})",
-        show(f(r, &["perJob"]), ""),
-        r["visionjobsWrites"],
-        r["podCreates"],
-        r["podDeletes"],
-        r["operatorEventWrites"],
-        r["leases"],
-        r["operatorTotal"]
+        show(Some(q.per_job), ""),
+        q.visionjobs_writes,
+        q.pod_creates,
+        q.pod_deletes,
+        q.operator_event_writes,
+        q.leases,
+        q.operator_total
     );
     println!(
-        "    besides: queue/algorithm status writes {}, GETs/LISTs {}; events by source {}",
-        r["queueAndAlgorithmStatusWrites"], r["reads"], r["eventsBySource"]
+        "    besides: queue/algorithm status writes {}, GETs/LISTs {}; events by source {:?}",
+        q.queue_and_algorithm_status_writes, q.reads, q.events_by_source
     );
-    println!("    by verb: {}", r["byVerb"]);
-    if !v["operator"]["counters"].is_null() {
-        println!("  operator counters: {}", v["operator"]["counters"]);
+    println!("    by verb: {:?}", q.by_verb);
+    if let Some(c) = &o.counters {
+        println!("  operator counters: {c:?}");
     }
     println!(
         "  operator peak RSS {} MiB, CPU {} s ({} ms per job)",
-        show(f(v, &["operator", "peakRssMiB"]), ""),
-        show(f(v, &["operator", "cpuS"]), ""),
-        show(f(v, &["operator", "cpuMsPerJob"]), "")
+        show(o.peak_rss_mib, ""),
+        show(o.cpu_s, ""),
+        show(o.cpu_ms_per_job, "")
     );
 }
 
 /// The ceiling: bare pods with the same annotations and GPUs, all at once,
 /// with no operator and no limit but the nodes' GPUs.
-pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
+pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Ceiling> {
     ensure_namespace(client, &a.namespace).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &a.namespace);
     eprintln!("cleaning namespace {} ...", a.namespace);
@@ -564,9 +738,9 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
     let mut tr = Tracker::default();
     watch_pods(client, &a.namespace, CEILING_LABEL, &run, start, tx.clone());
     wait_synced(&mut rx, &mut tr, 1).await?;
-    let specs: Vec<Pod> = (0..a.jobs)
+    let specs = (0..a.jobs)
         .map(|i| {
-            serde_json::from_value(json!({
+            serde_json::from_value::<Pod>(json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {
                     "name": format!("c-{run}-{i:05}"),
@@ -584,9 +758,8 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
                         "resources": {"limits": {vision_api::contract::GPU_RESOURCE: a.gpus.to_string()}}}]
                 }
             }))
-            .expect("a valid pod")
         })
-        .collect();
+        .collect::<Result<Vec<Pod>, _>>()?;
     eprintln!(
         "ceiling run {run}: {} bare pods x {} GPU, {} ms each (cluster GPUs {gpu_capacity})",
         a.jobs, a.gpus, a.runtime_ms
@@ -654,21 +827,26 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
     let last_end = tr
         .events
         .iter()
-        .filter(|(_, e)| matches!(e, super::stats::Ev::PodEnded))
+        .filter(|(_, e)| matches!(e, Ev::PodEnded))
         .map(|(t, _)| *t)
         .fold(0.0, f64::max);
     let makespan_s = (last_end - t_start) / 1000.0;
     let slots = (gpu_capacity / a.gpus.max(1) as i64).max(1) as usize;
     let ideal_s = a.jobs.div_ceil(slots) as f64 * a.runtime_ms as f64 / 1000.0;
-    let v = json!({
-        "scenario": "ceiling",
-        "params": {"pods": a.jobs, "gpusPerPod": a.gpus, "runtimeMs": a.runtime_ms, "clusterGPUs": gpu_capacity},
-        "makespanS": (makespan_s * 100.0).round() / 100.0,
-        "idealMakespanS": ideal_s,
-        "podsPerS": (a.jobs as f64 / makespan_s * 100.0).round() / 100.0,
-        "maxLivePods": tr.max_live_pods,
-        "submitErrors": tr.submit_errors,
-    });
+    let result = Ceiling {
+        scenario: "ceiling".into(),
+        params: CeilingParams {
+            pods: a.jobs,
+            gpus_per_pod: a.gpus,
+            runtime_ms: a.runtime_ms,
+            cluster_gpus: gpu_capacity,
+        },
+        makespan_s: round(makespan_s, 2),
+        ideal_makespan_s: ideal_s,
+        pods_per_s: round(a.jobs as f64 / makespan_s, 2),
+        max_live_pods: tr.max_live_pods,
+        submit_errors: tr.submit_errors.clone(),
+    };
     println!();
     println!("Ceiling scenario (bare pods, no operator)");
     println!(
@@ -680,7 +858,7 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
         slots,
         tr.max_live_pods
     );
-    write_out(a, &v)?;
+    write_out(a, &result)?;
     eprintln!("deleting the ceiling pods ...");
     let _ = pods
         .delete_collection(
@@ -688,12 +866,12 @@ pub async fn ceiling(client: &Client, a: &BenchArgs) -> Result<Value> {
             &ListParams::default().labels(CEILING_LABEL),
         )
         .await?;
-    Ok(v)
+    Ok(result)
 }
 
 /// Memory: `jobs` jobs queued into a paused queue; the operator's RSS once
 /// they are all Queued.
-pub async fn memory(client: &Client, a: &BenchArgs) -> Result<Value> {
+pub async fn memory(client: &Client, a: &BenchArgs) -> Result<Memory> {
     ensure_namespace(client, &a.namespace).await?;
     eprintln!("cleaning namespace {} ...", a.namespace);
     delete_all(client, &a.namespace, Duration::from_secs(600)).await?;
@@ -764,100 +942,185 @@ pub async fn memory(client: &Client, a: &BenchArgs) -> Result<Value> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = a.operator_pid.and_then(proc_sample);
     let mib = |p: Option<ProcSample>, f: fn(&ProcSample) -> u64| p.map(|p| f(&p) as f64 / 1024.0);
-    let v = json!({
-        "scenario": "memory",
-        "params": {"jobs": a.jobs, "queue": a.queue},
-        "queued": queued,
-        "submitS": submitted_s,
-        "allQueuedS": all_queued_s,
-        "operator": {
-            "rssBeforeMiB": mib(before, |p| p.rss_kib),
-            "rssMiB": mib(after, |p| p.rss_kib),
-            "peakRssMiB": mib(after, |p| p.hwm_kib),
+    let result = Memory {
+        scenario: "memory".into(),
+        params: MemoryParams {
+            jobs: a.jobs,
+            queue: a.queue.clone(),
         },
-        "submitErrors": tr.submit_errors,
-    });
+        queued,
+        submit_s: submitted_s,
+        all_queued_s,
+        operator: OperatorMemory {
+            rss_before_mib: mib(before, |p| p.rss_kib),
+            rss_mib: mib(after, |p| p.rss_kib),
+            peak_rss_mib: mib(after, |p| p.hwm_kib),
+        },
+        submit_errors: tr.submit_errors.clone(),
+    };
     println!();
     println!("Memory scenario");
     println!(
         "  {queued} jobs Queued in {all_queued_s:.1}s (submitted in {:.1}s); operator RSS {} MiB (before {} MiB, peak {} MiB)",
         submitted_s.unwrap_or(0.0),
-        show(f(&v, &["operator", "rssMiB"]), ""),
-        show(f(&v, &["operator", "rssBeforeMiB"]), ""),
-        show(f(&v, &["operator", "peakRssMiB"]), ""),
+        show(result.operator.rss_mib, ""),
+        show(result.operator.rss_before_mib, ""),
+        show(result.operator.peak_rss_mib, ""),
     );
-    write_out(a, &v)?;
-    Ok(v)
+    write_out(a, &result)?;
+    Ok(result)
 }
 
-/// Puts the scenarios next to the targets; Ok(true) when all are met.
-pub fn report(throughput: &Value, ceiling: Option<&Value>, memory: Option<&Value>) -> bool {
-    let mut rows: Vec<(String, String, String, Option<bool>)> = Vec::new();
-    let u = f(throughput, &["utilisationWhileWaiting"]);
-    rows.push((
-        "slot utilisation while jobs wait".into(),
-        show(u, "%"),
-        ">= 95%".into(),
-        u.map(|u| u >= 0.95),
-    ));
-    let r = f(throughput, &["refillMs", "p99"]);
-    rows.push((
-        "refill latency p99".into(),
-        show(r, " ms"),
-        "<= 250 ms".into(),
-        r.map(|r| r <= 250.0),
-    ));
-    let q = f(throughput, &["apiRequests", "perJob"]);
-    rows.push((
-        "operator API requests per job".into(),
-        show(q, ""),
-        "<= 6".into(),
-        q.map(|q| q <= 6.0),
-    ));
+/// One goal of docs/PERFORMANCE.md and what a run measured against it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub name: String,
+    pub measured: String,
+    pub goal: &'static str,
+    /// `None` when the run did not measure it.
+    pub met: Option<bool>,
+}
+
+/// The scenarios' results against the goals.
+pub fn targets(t: &Throughput, ceiling: Option<&Ceiling>, memory: Option<&Memory>) -> Vec<Target> {
+    let u = t.utilisation_while_waiting;
+    let r = t.refill_ms.p99;
+    let q = t.api_requests.per_job;
+    let mut rows = vec![
+        Target {
+            name: "slot utilisation while jobs wait".into(),
+            measured: show(u, "%"),
+            goal: ">= 95%",
+            met: u.map(|u| u >= 0.95),
+        },
+        Target {
+            name: "refill latency p99".into(),
+            measured: show(r, " ms"),
+            goal: "<= 250 ms",
+            met: r.map(|r| r <= 250.0),
+        },
+        Target {
+            name: "operator API requests per job".into(),
+            measured: show(Some(q), ""),
+            goal: "<= 6",
+            met: Some(q <= 6.0),
+        },
+    ];
     if let Some(m) = memory {
-        let rss = f(m, &["operator", "rssMiB"]);
-        rows.push((
-            format!("operator RSS at {} queued jobs", m["queued"]),
-            show(rss, " MiB"),
-            "<= 64 MiB".into(),
-            rss.map(|r| r <= 64.0),
-        ));
+        let rss = m.operator.rss_mib;
+        rows.push(Target {
+            name: format!("operator RSS at {} queued jobs", m.queued),
+            measured: show(rss, " MiB"),
+            goal: "<= 64 MiB",
+            met: rss.map(|r| r <= 64.0),
+        });
     }
     if let Some(c) = ceiling {
-        let op = f(throughput, &["jobsPerS"]);
-        let cap = f(c, &["podsPerS"]);
-        let frac = match (op, cap) {
-            (Some(o), Some(c)) if c > 0.0 => Some(o / c),
-            _ => None,
-        };
-        rows.push((
-            format!(
+        let frac = (c.pods_per_s > 0.0).then(|| t.jobs_per_s / c.pods_per_s);
+        rows.push(Target {
+            name: format!(
                 "throughput vs ceiling ({} jobs/s vs {} pods/s)",
-                show(op, ""),
-                show(cap, "")
+                show(Some(t.jobs_per_s), ""),
+                show(Some(c.pods_per_s), "")
             ),
-            show(frac, "%"),
-            ">= 80%".into(),
-            frac.map(|f| f >= 0.8),
-        ));
+            measured: show(frac, "%"),
+            goal: ">= 80%",
+            met: frac.map(|f| f >= 0.8),
+        });
     }
+    rows
+}
+
+/// Prints the targets as a Markdown table; true when every one is met.
+pub fn print_targets(rows: &[Target]) -> bool {
     println!();
     println!("| target | measured | goal | met |");
     println!("|---|---|---|---|");
-    let mut all = true;
-    for (name, got, goal, met) in &rows {
-        let m = match met {
+    for row in rows {
+        let met = match row.met {
             Some(true) => "yes",
-            Some(false) => {
-                all = false;
-                "**no**"
-            }
-            None => {
-                all = false;
-                "?"
-            }
+            Some(false) => "**no**",
+            None => "?",
         };
-        println!("| {name} | {got} | {goal} | {m} |");
+        println!("| {} | {} | {} | {met} |", row.name, row.measured, row.goal);
     }
-    all
+    rows.iter().all(|r| r.met == Some(true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A throughput result as the untyped writer of earlier runs wrote it
+    /// (trimmed to one verb and source): old files must still read.
+    const OLD_THROUGHPUT: &str = r#"{
+      "scenario": "throughput",
+      "params": {"jobs": 1000, "maxRunning": 32, "gpusPerJob": 1, "runtimeMs": 2000, "submitConcurrency": 16},
+      "makespanS": 70.12, "idealMakespanS": 64.0, "makespanOverIdeal": 1.096, "jobsPerS": 14.26,
+      "utilisationWhileWaiting": 0.962, "waitingS": 66.1,
+      "refillMs": {"p50": 41.2, "p90": 90.0, "p95": 120.5, "p99": 180.3, "max": 400.0, "samples": 968},
+      "waitMs": {"p50": 30000.0, "p99": 61000.0},
+      "stagesMs": {"podEndedToJobFinal": {"p50": 20.0, "p99": 80.0}, "jobAdmittedToPodCreated": {"p50": 10.0, "p99": 50.0}},
+      "admissions": 1000, "admissionsPerS": 14.9, "maxLivePods": 32, "maxHolding": 32, "failures": {},
+      "apiRequests": {"visionjobsWrites": 3000.0, "podCreates": 1000.0, "podDeletes": 0.0,
+        "operatorEventWrites": 1000, "operatorEventObjects": 1000, "allEventWritesInCluster": 5000.0,
+        "leases": 30.0, "operatorTotal": 5030.0, "perJob": 5.03, "queueAndAlgorithmStatusWrites": 60.0,
+        "reads": 4.0, "eventsBySource": {"vision-operator": 1000}, "byVerb": {"POST pods": 1000.0}},
+      "operator": {"pid": 42, "peakRssMiB": 30.5, "rssMiB": 28.0, "cpuS": 12.0, "cpuMsPerJob": 12.0, "counters": null}
+    }"#;
+
+    #[test]
+    fn an_old_result_file_reads_and_round_trips() {
+        let t: Throughput = serde_json::from_str(OLD_THROUGHPUT).unwrap();
+        assert_eq!(t.refill_ms.p99, Some(180.3));
+        assert_eq!(t.refill_ms.samples, Some(968));
+        assert_eq!(t.api_requests.per_job, 5.03);
+        assert_eq!(t.operator.peak_rss_mib, Some(30.5));
+        assert_eq!(t.operator.counters, None);
+        let again: serde_json::Value = serde_json::to_value(&t).unwrap();
+        let old: serde_json::Value = serde_json::from_str(OLD_THROUGHPUT).unwrap();
+        assert_eq!(again, old);
+    }
+
+    #[test]
+    fn targets_compare_with_the_goals() {
+        let t: Throughput = serde_json::from_str(OLD_THROUGHPUT).unwrap();
+        let ceiling = Ceiling {
+            scenario: "ceiling".into(),
+            params: CeilingParams {
+                pods: 1000,
+                gpus_per_pod: 1,
+                runtime_ms: 2000,
+                cluster_gpus: 32,
+            },
+            makespan_s: 62.5,
+            ideal_makespan_s: 64.0,
+            pods_per_s: 16.0,
+            max_live_pods: 32,
+            submit_errors: BTreeMap::new(),
+        };
+        let rows = targets(&t, Some(&ceiling), None);
+        let got: Vec<(&str, &str, Option<bool>)> = rows
+            .iter()
+            .map(|r| (r.measured.as_str(), r.goal, r.met))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("96.2%", ">= 95%", Some(true)),
+                ("180.30 ms", "<= 250 ms", Some(true)),
+                ("5.03", "<= 6", Some(true)),
+                ("89.1%", ">= 80%", Some(true)),
+            ]
+        );
+        assert_eq!(
+            rows[3].name,
+            "throughput vs ceiling (14.26 jobs/s vs 16.00 pods/s)"
+        );
+        let mut slow = t.clone();
+        slow.refill_ms.p99 = Some(251.0);
+        slow.utilisation_while_waiting = None;
+        let met: Vec<Option<bool>> = targets(&slow, None, None).iter().map(|r| r.met).collect();
+        assert_eq!(met, vec![None, Some(false), Some(true)]);
+    }
 }

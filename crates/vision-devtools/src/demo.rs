@@ -1,5 +1,5 @@
-//! `visionctl demo`: a burst of mixed jobs, as the vision platform sends them,
-//! followed to the end with a live view and a summary.
+//! `vision-dev demo`: a burst of mixed jobs, as the vision platform sends
+//! them, followed to the end with a live view and a summary.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -8,14 +8,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use serde_json::json;
 
-use super::run::{
+use crate::error::{Result, fail};
+use crate::run::{
     End, RUN_KEY, View, follow, print_stuck, print_summary, queue_limits, run_id, submit_all,
     track_jobs_and_pods,
 };
-use super::stats::Rng;
-use super::{Result, fail};
+use crate::stats::Rng;
 use vision_api::{VisionJob, VisionJobSpec};
-use visionctl::commands::ensure_namespace;
+use visionctl::cluster::ensure_namespace;
 
 const SIM: &str = "sim.vision.zjlab.io/";
 
@@ -119,7 +119,7 @@ pub fn demo_jobs(
 pub async fn demo(client: &Client, a: &DemoArgs) -> Result<bool> {
     ensure_namespace(client, &a.namespace).await?;
     let limits = queue_limits(client, &a.queue).await;
-    if limits.0.is_none() {
+    if limits.slots.is_none() {
         return Err(fail(format!(
             "VisionQueue {} does not exist (kubectl apply --server-side -f hack/demo/)",
             a.queue
@@ -147,7 +147,7 @@ pub async fn demo(client: &Client, a: &DemoArgs) -> Result<bool> {
     )
     .await;
     let limits = queue_limits(client, &a.queue).await;
-    print_summary(&tr, limits, &a.namespace);
+    print_summary(&tr, limits);
     let ok = match end {
         End::Done => true,
         End::Stalled => {

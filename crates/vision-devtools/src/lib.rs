@@ -1,11 +1,13 @@
-//! Developer tools of vision-operator (the `vision-dev` binary): the demo's
-//! burst and live view, the end-to-end benchmark scenarios, and the run
-//! tracker and statistics they share. Not installed for users.
+//! Developer tools of vision-operator (the `vision-dev` binary), not
+//! installed for users: the demo's burst with its live view ([`demo`]), the
+//! end-to-end benchmark scenarios with typed results ([`bench`]), the run
+//! tracker they share ([`run`]), and the pure statistics ([`stats`]).
 #![forbid(unsafe_code)]
 
 pub mod bench;
 pub mod demo;
+pub mod error;
 pub mod run;
 pub mod stats;
 
-pub use visionctl::{Error, Result, fail};
+pub use error::{Error, Result, fail};

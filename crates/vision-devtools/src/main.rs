@@ -1,6 +1,7 @@
 //! vision-dev: the developer tools of vision-operator, run by hack/demo.sh and
 //! hack/bench.sh against the local cluster: the demo's burst with a live view,
-//! and the end-to-end benchmark scenarios. Not installed for users.
+//! and the end-to-end benchmark scenarios. Not installed for users. Exit
+//! codes: 0 ok, 1 error or unfinished demo, 3 a benchmark target missed.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -8,11 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use serde_json::Value;
 
+use vision_devtools::Result;
 use vision_devtools::bench::{self, BenchArgs};
 use vision_devtools::demo::{self, DemoArgs};
-use vision_devtools::{Result, fail};
+use vision_devtools::error::chain;
 
 /// Developer tools of vision-operator: the demo and the benchmark.
 #[derive(Debug, Parser)]
@@ -115,7 +116,7 @@ enum Bench {
         #[arg(short, long)]
         namespace: String,
     },
-    /// The scenarios' JSON results side by side with the targets.
+    /// The scenarios' JSON results side by side with the targets; exit 3 if one is missed.
     Report {
         #[arg(long)]
         throughput: PathBuf,
@@ -144,12 +145,6 @@ fn bench_args(c: BenchCommon) -> BenchArgs {
     }
 }
 
-fn read_json(path: &PathBuf) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok(serde_json::from_str(&text)?)
-}
-
 async fn run(cli: Cli) -> Result<ExitCode> {
     // Commands that need no cluster.
     if let Command::Bench {
@@ -161,17 +156,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             },
     } = &cli.command
     {
-        let t = read_json(throughput)?;
-        let c = ceiling.as_ref().map(read_json).transpose()?;
-        let m = memory.as_ref().map(read_json).transpose()?;
-        let ok = bench::report(&t, c.as_ref(), m.as_ref());
+        let t: bench::Throughput = bench::read_result(throughput)?;
+        let c: Option<bench::Ceiling> = ceiling.as_deref().map(bench::read_result).transpose()?;
+        let m: Option<bench::Memory> = memory.as_deref().map(bench::read_result).transpose()?;
+        let ok = bench::print_targets(&bench::targets(&t, c.as_ref(), m.as_ref()));
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(3)
         });
     }
-    let client = visionctl::commands::client(cli.kubeconfig.as_deref()).await?;
+    let session = visionctl::cluster::Connection {
+        kubeconfig: cli.kubeconfig,
+        ..Default::default()
+    }
+    .connect()
+    .await?;
+    let client = session.client;
     match cli.command {
         Command::Demo(d) => {
             let ok = demo::demo(
@@ -220,10 +221,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(e) => {
-            match e.downcast_ref::<kube::Error>() {
-                Some(k) => eprintln!("vision-dev: {}", visionctl::commands::short(k)),
-                None => eprintln!("vision-dev: {e}"),
-            }
+            eprintln!("vision-dev: {}", chain(&e));
             ExitCode::FAILURE
         }
     }

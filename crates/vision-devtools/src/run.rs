@@ -1,11 +1,11 @@
-//! Drivers that act as the vision platform would: submit a burst of jobs
-//! through the Kubernetes API, follow every job and pod with watches, show
-//! progress, and measure. Used by `visionctl demo` and `visionctl bench`.
+//! The run tracker shared by `vision-dev demo` and `vision-dev bench`: submit
+//! a burst of jobs through the Kubernetes API as the vision platform would,
+//! follow every job and pod of the run with watches into a [`Tracker`], draw
+//! the live view, and clean a namespace up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -15,12 +15,15 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::mpsc;
 
-use super::stats::{Ev, analyze};
-use super::{Result, fail};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::error::{Result, fail};
+use crate::stats::{Ev, analyze, percentile};
 use vision_api::{JobPhase, VisionJob, VisionQueue};
 
 /// Label (on jobs) and annotation (on jobs, copied to their pods) naming the
-/// driver run a job belongs to.
+/// driver run a job belongs to. The key keeps its historical `visionctl`
+/// prefix so that jobs of earlier runs are still recognised.
 pub const RUN_KEY: &str = "visionctl.vision.zjlab.io/run";
 
 /// A short id for a run, from the clock (base 36).
@@ -159,6 +162,8 @@ pub fn submit_all(
     });
 }
 
+/// What the tracker knows of one job of the run; times in ms since the
+/// driver's start.
 #[derive(Debug, Clone, Default)]
 pub struct JobTrack {
     pub submitted: Option<f64>,
@@ -310,18 +315,18 @@ impl Tracker {
         }
     }
 
-    /// (queued, holding, succeeded, failed) among the known jobs.
-    pub fn states(&self) -> (usize, usize, usize, usize) {
-        let (mut q, mut h, mut s, mut f) = (0, 0, 0, 0);
+    /// How many of the known jobs are in each state.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
         for j in self.jobs.values() {
             match j.phase {
-                None | Some(JobPhase::Queued) | Some(JobPhase::Suspended) => q += 1,
-                Some(JobPhase::Admitted) | Some(JobPhase::Running) => h += 1,
-                Some(JobPhase::Succeeded) => s += 1,
-                Some(JobPhase::Failed) | Some(JobPhase::Rejected) => f += 1,
+                None | Some(JobPhase::Queued) | Some(JobPhase::Suspended) => c.queued += 1,
+                Some(JobPhase::Admitted) | Some(JobPhase::Running) => c.holding += 1,
+                Some(JobPhase::Succeeded) => c.succeeded += 1,
+                Some(JobPhase::Failed) | Some(JobPhase::Rejected) => c.failed += 1,
             }
         }
-        (q, h, s, f)
+        c
     }
 
     /// Creation (as acknowledged to this client) to first seen admitted, ms.
@@ -333,10 +338,8 @@ impl Tracker {
             .collect()
     }
 
-    /// Where the time between a pod ending and the next pod goes, per job,
-    /// ms: (its pod ended -> the job seen final, the job seen admitted -> its
-    /// first pod seen created).
-    pub fn stages_ms(&self) -> (Vec<f64>, Vec<f64>) {
+    /// Where the time between a pod ending and the next pod goes, per job.
+    pub fn stages_ms(&self) -> Stages {
         let ended_to_final = self
             .jobs
             .values()
@@ -347,7 +350,10 @@ impl Tracker {
             .values()
             .filter_map(|j| Some(j.pod_created? - j.admitted?))
             .collect();
-        (ended_to_final, admitted_to_pod)
+        Stages {
+            ended_to_final,
+            admitted_to_pod,
+        }
     }
 
     /// Final jobs other than Succeeded, by phase and reason.
@@ -364,6 +370,36 @@ impl Tracker {
         }
         m
     }
+}
+
+/// The jobs of a run by state (see [`Tracker::counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Waiting, suspended, or not yet seen with a status.
+    pub queued: usize,
+    /// Admitted or Running: holding a slot.
+    pub holding: usize,
+    pub succeeded: usize,
+    /// Failed or Rejected.
+    pub failed: usize,
+}
+
+/// The two stages of a refill, per job, in ms.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stages {
+    /// Its last pod seen ending -> the job seen final.
+    pub ended_to_final: Vec<f64>,
+    /// The job seen admitted -> its first pod seen created.
+    pub admitted_to_pod: Vec<f64>,
+}
+
+/// A queue's limits as last read; `None` when unknown or unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `maxRunning`; `None` also when the queue does not exist.
+    pub slots: Option<i32>,
+    /// `maxGPUs`.
+    pub gpus: Option<i32>,
 }
 
 /// Drains every message already waiting.
@@ -417,20 +453,53 @@ pub async fn wait_synced(
     Ok(())
 }
 
-/// The live view of a run: bars on a terminal, plain lines otherwise.
+/// The live view of a run: indicatif bars on a terminal (they fit its
+/// width), plain lines every `every` otherwise (CI, `NO_BARS=1`).
 pub struct View {
-    tty: bool,
-    drawn: usize,
+    bars: Option<Bars>,
     last_plain: Option<Instant>,
-    pub every: Duration,
-    pub title: String,
+    every: Duration,
+    title: String,
+}
+
+struct Bars {
+    header: ProgressBar,
+    queued: ProgressBar,
+    running: ProgressBar,
+    done: ProgressBar,
+    failed: ProgressBar,
+}
+
+impl Bars {
+    fn new(total: usize) -> Self {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5));
+        let header = multi.add(ProgressBar::new_spinner());
+        header.set_style(ProgressStyle::with_template("{msg}").expect("a valid template"));
+        let bar = |name: &'static str, len: usize| {
+            let b = multi.add(ProgressBar::new(len as u64));
+            b.set_style(
+                ProgressStyle::with_template("  {prefix:8} {wide_bar} {pos:>6}/{len} {msg}")
+                    .expect("a valid template")
+                    .progress_chars("█▉░"),
+            );
+            b.set_prefix(name);
+            b
+        };
+        Bars {
+            queued: bar("queued", total),
+            running: bar("running", total),
+            done: bar("done", total),
+            failed: bar("failed", total),
+            header,
+        }
+    }
 }
 
 impl View {
     pub fn new(title: String, plain_every: Duration) -> Self {
+        let tty = std::io::stderr().is_terminal() && std::env::var_os("NO_BARS").is_none();
         View {
-            tty: std::io::stderr().is_terminal() && std::env::var_os("NO_BARS").is_none(),
-            drawn: 0,
+            bars: tty.then(|| Bars::new(0)),
             last_plain: None,
             every: plain_every,
             title,
@@ -438,80 +507,82 @@ impl View {
     }
 
     pub fn is_tty(&self) -> bool {
-        self.tty
+        self.bars.is_some()
     }
 
-    fn bar(n: usize, of: usize, width: usize) -> String {
-        let filled = (n.min(of) * width + of / 2).checked_div(of).unwrap_or(0);
-        format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
-    }
-
-    /// Draws the state of `tr`. `limits`: (slots, GPUs) of the queue.
+    /// Draws the state of `tr` against the queue's `limits`.
     pub fn draw(
         &mut self,
         tr: &Tracker,
         total: usize,
-        limits: (Option<i32>, Option<i32>),
+        limits: QueueLimits,
         elapsed: Duration,
         force: bool,
     ) {
-        let (q, h, s, f) = tr.states();
-        let queued = q + total.saturating_sub(tr.jobs.len());
-        let slots = limits.0.map(|m| m.max(0) as usize);
-        let gpus = match limits.1 {
+        let c = tr.counts();
+        let queued = c.queued + total.saturating_sub(tr.jobs.len());
+        let gpus = match limits.gpus {
             Some(m) => format!("{}/{m}", tr.gpus),
             None => tr.gpus.to_string(),
         };
-        let running_of = slots.map(|m| format!("/{m} slots")).unwrap_or_default();
-        let mut err = std::io::stderr().lock();
-        if self.tty {
-            let w = 40;
-            let lines = [
-                format!("{}  {:>6.1}s", self.title, elapsed.as_secs_f64()),
-                format!(
-                    "  queued   {} {queued:>6}/{total}",
-                    Self::bar(queued, total, w)
-                ),
-                format!(
-                    "  running  {} {h:>6}{running_of}   GPUs {gpus}   pods {}",
-                    Self::bar(h, slots.unwrap_or(total).max(1), w),
-                    tr.live_pods
-                ),
-                format!("  done     {} {s:>6}/{total}", Self::bar(s, total, w)),
-                format!("  failed   {} {f:>6}/{total}", Self::bar(f, total, w)),
-            ];
-            if self.drawn > 0 {
-                let _ = write!(err, "\x1b[{}A", self.drawn);
+        if let Some(b) = &self.bars {
+            let slots = limits.slots.map(|m| m.max(0) as usize).unwrap_or(total);
+            b.header
+                .set_message(format!("{}  {:.1}s", self.title, elapsed.as_secs_f64()));
+            for (bar, n, len) in [
+                (&b.queued, queued, total),
+                (&b.running, c.holding, slots.max(1)),
+                (&b.done, c.succeeded, total),
+                (&b.failed, c.failed, total),
+            ] {
+                bar.set_length(len as u64);
+                bar.set_position(n as u64);
             }
-            for l in &lines {
-                let _ = writeln!(err, "\x1b[2K{l}");
-            }
-            self.drawn = lines.len();
-        } else {
-            let due = self.last_plain.is_none_or(|t| t.elapsed() >= self.every);
-            if due || force {
-                let _ = writeln!(
-                    err,
-                    "[{:>6.1}s] queued {queued}  running {h}{running_of}  GPUs {gpus}  done {s}  failed {f}  (of {total})",
-                    elapsed.as_secs_f64()
-                );
-                self.last_plain = Some(Instant::now());
+            b.running
+                .set_message(format!("GPUs {gpus}  pods {}", tr.live_pods));
+            return;
+        }
+        let due = self.last_plain.is_none_or(|t| t.elapsed() >= self.every);
+        if due || force {
+            let running_of = limits
+                .slots
+                .map(|m| format!("/{m} slots"))
+                .unwrap_or_default();
+            eprintln!(
+                "[{:>6.1}s] queued {queued}  running {}{running_of}  GPUs {gpus}  done {}  failed {}  (of {total})",
+                elapsed.as_secs_f64(),
+                c.holding,
+                c.succeeded,
+                c.failed
+            );
+            self.last_plain = Some(Instant::now());
+        }
+    }
+
+    /// Leaves the bars drawn as they are, so that what follows prints below.
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bars.take() {
+            for bar in [&b.header, &b.queued, &b.running, &b.done, &b.failed] {
+                bar.abandon();
             }
         }
-        let _ = err.flush();
     }
 }
 
-/// The queue's (maxRunning, maxGPUs), if it exists.
-pub async fn queue_limits(client: &Client, queue: &str) -> (Option<i32>, Option<i32>) {
+/// The queue's limits, if it exists (and can be read).
+pub async fn queue_limits(client: &Client, queue: &str) -> QueueLimits {
     let api: Api<VisionQueue> = Api::all(client.clone());
     match api.get_opt(queue).await {
-        Ok(Some(q)) => (Some(q.spec.max_running), q.spec.max_gpus),
-        _ => (None, None),
+        Ok(Some(q)) => QueueLimits {
+            slots: Some(q.spec.max_running),
+            gpus: q.spec.max_gpus,
+        },
+        _ => QueueLimits::default(),
     }
 }
 
 /// How a followed run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
     Done,
     Stalled,
@@ -523,6 +594,23 @@ pub enum End {
 /// interrupted), drawing the view.
 #[allow(clippy::too_many_arguments)]
 pub async fn follow(
+    client: &Client,
+    rx: &mut mpsc::UnboundedReceiver<Msg>,
+    tr: &mut Tracker,
+    view: &mut View,
+    queue: &str,
+    total: usize,
+    start: Instant,
+    stall: Duration,
+    timeout: Duration,
+) -> End {
+    let end = follow_until_end(client, rx, tr, view, queue, total, start, stall, timeout).await;
+    view.finish();
+    end
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn follow_until_end(
     client: &Client,
     rx: &mut mpsc::UnboundedReceiver<Msg>,
     tr: &mut Tracker,
@@ -611,11 +699,15 @@ fn secs(ms: Option<f64>) -> String {
 }
 
 /// The summary of a demo run.
-pub fn print_summary(tr: &Tracker, limits: (Option<i32>, Option<i32>), namespace: &str) {
-    let a = analyze(&tr.events, limits.0.unwrap_or(1).max(1) as u32);
-    let (_, _, s, f) = tr.states();
+pub fn print_summary(tr: &Tracker, limits: QueueLimits) {
+    let a = analyze(&tr.events, limits.slots.unwrap_or(1).max(1) as u32);
+    let Counts {
+        succeeded: s,
+        failed: f,
+        ..
+    } = tr.counts();
     let waits = tr.waits_ms();
-    let p = |q| super::stats::percentile(&waits, q);
+    let p = |q| percentile(&waits, q);
     println!();
     println!("Summary");
     println!(
@@ -634,11 +726,11 @@ pub fn print_summary(tr: &Tracker, limits: (Option<i32>, Option<i32>), namespace
         println!(
             "  slot utilisation while jobs waited: {} (live pods / {} slots, over {:.1}s of waiting)",
             pct(u),
-            limits.0.unwrap_or(0),
+            limits.slots.unwrap_or(0),
             a.waiting_ms / 1000.0
         );
     }
-    let refill = |q| super::stats::percentile(&a.refill_ms, q);
+    let refill = |q| percentile(&a.refill_ms, q);
     println!(
         "  refill latency (pod ended -> next pod created, while jobs waited): p50 {}  p99 {}",
         secs(refill(50.0)),
@@ -653,19 +745,19 @@ pub fn print_summary(tr: &Tracker, limits: (Option<i32>, Option<i32>), namespace
         tr.max_holding,
         tr.max_live_pods,
         limits
-            .0
+            .slots
             .map(|l| l.to_string())
             .unwrap_or_else(|| "?".into()),
-        over(tr.max_holding.max(tr.max_live_pods), limits.0)
+        over(tr.max_holding.max(tr.max_live_pods), limits.slots)
     );
     println!(
         "  highest GPUs in use: {} (limit {}){}",
         tr.max_gpus,
         limits
-            .1
+            .gpus
             .map(|l| l.to_string())
             .unwrap_or_else(|| "none".into()),
-        over(tr.max_gpus.max(0) as usize, limits.1)
+        over(tr.max_gpus.max(0) as usize, limits.gpus)
     );
     let retried = tr.jobs.values().filter(|j| j.attempts > 1).count();
     println!("  jobs that needed a retry: {retried}");
@@ -684,10 +776,10 @@ pub fn print_summary(tr: &Tracker, limits: (Option<i32>, Option<i32>), namespace
     for (e, n) in &tr.watch_errors {
         println!("  watch errors ({n}x): {e}");
     }
-    let _ = namespace;
 }
 
-/// Server-side applies an object with visionctl's field manager.
+/// Server-side applies an object with the field manager `visionctl` (which
+/// earlier runs used, so that a re-run owns the same fields).
 pub async fn apply<K>(api: &Api<K>, name: &str, obj: &K) -> Result<()>
 where
     K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
@@ -760,6 +852,3 @@ pub async fn delete_all(client: &Client, namespace: &str, timeout: Duration) -> 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
-
-/// Shared so that spawned tasks can use it.
-pub type Shared<T> = Arc<T>;

@@ -1,6 +1,7 @@
-//! Pure numbers of `visionctl demo` and `visionctl bench`: percentiles, the
-//! operator's admission order, and the analysis of a run's timeline (slot
-//! utilisation while jobs wait, refill latency). No I/O, no clock.
+//! Pure numbers of `vision-dev demo` and `vision-dev bench`: percentiles,
+//! the analysis of a run's timeline (slot utilisation while jobs wait,
+//! refill latency), the seeded job-mix generator and a Prometheus text
+//! parser. No I/O, no clock.
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
@@ -32,6 +33,49 @@ pub enum Ev {
     FinalWithoutPod,
     /// A job reached a final phase.
     Final,
+}
+
+/// Percentiles of a set of durations in ms, rounded to 0.1 ms; `None` (JSON
+/// `null`) when there were no samples.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p90: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<usize>,
+}
+
+impl Percentiles {
+    fn at(values: &[f64], p: f64) -> Option<f64> {
+        percentile(values, p).map(|x| (x * 10.0).round() / 10.0)
+    }
+
+    /// p50 and p99 only.
+    pub fn short(values: &[f64]) -> Self {
+        Percentiles {
+            p50: Self::at(values, 50.0),
+            p99: Self::at(values, 99.0),
+            ..Default::default()
+        }
+    }
+
+    /// p50, p90, p95, p99, the maximum and the number of samples.
+    pub fn full(values: &[f64]) -> Self {
+        Percentiles {
+            p50: Self::at(values, 50.0),
+            p90: Self::at(values, 90.0),
+            p95: Self::at(values, 95.0),
+            p99: Self::at(values, 99.0),
+            max: Self::at(values, 100.0),
+            samples: Some(values.len()),
+        }
+    }
 }
 
 /// What a timeline says.
@@ -152,8 +196,24 @@ impl Rng {
     }
 }
 
-/// One Prometheus sample: name, labels, value.
-pub type Sample = (String, Vec<(String, String)>, f64);
+/// One Prometheus sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    /// The value of label `key`, "" when absent (as Prometheus treats it).
+    pub fn label(&self, key: &str) -> &str {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
 
 /// Parses Prometheus text exposition into samples.
 pub fn parse_prometheus(text: &str) -> Vec<Sample> {
@@ -178,7 +238,11 @@ pub fn parse_prometheus(text: &str) -> Vec<Sample> {
             Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
             None => (head, Vec::new()),
         };
-        out.push((name.to_string(), labels, value));
+        out.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
     }
     out
 }
@@ -278,11 +342,39 @@ mod tests {
         let t = "# HELP x y\napiserver_request_total{code=\"201\",resource=\"pods\",subresource=\"\",verb=\"POST\"} 42\nup 1\n";
         let s = parse_prometheus(t);
         assert_eq!(s.len(), 2);
-        assert_eq!(s[0].0, "apiserver_request_total");
-        assert_eq!(s[0].2, 42.0);
-        assert!(s[0].1.contains(&("subresource".into(), "".into())));
-        assert!(s[0].1.contains(&("verb".into(), "POST".into())));
-        assert_eq!(s[1], ("up".into(), vec![], 1.0));
+        assert_eq!(s[0].name, "apiserver_request_total");
+        assert_eq!(s[0].value, 42.0);
+        assert_eq!(s[0].label("subresource"), "");
+        assert_eq!(s[0].label("verb"), "POST");
+        assert_eq!(s[0].label("resource"), "pods");
+        assert_eq!(
+            s[1],
+            Sample {
+                name: "up".into(),
+                labels: vec![],
+                value: 1.0
+            }
+        );
+    }
+
+    #[test]
+    fn percentiles_round_and_count() {
+        let v = [1.04, 2.0, 3.0, 4.0, 100.06];
+        assert_eq!(
+            Percentiles::full(&v),
+            Percentiles {
+                p50: Some(3.0),
+                p90: Some(100.1),
+                p95: Some(100.1),
+                p99: Some(100.1),
+                max: Some(100.1),
+                samples: Some(5),
+            }
+        );
+        assert_eq!(
+            serde_json::to_string(&Percentiles::short(&[])).unwrap(),
+            r#"{"p50":null,"p99":null}"#
+        );
     }
 
     #[test]
