@@ -1,14 +1,15 @@
-//! The library behind `visionctl`: the commands (submit, get, watch, result,
-//! queue) on the API types of `vision-api`, reusable by other tools.
+//! The library behind `visionctl` (and its kubectl plugin form,
+//! `kubectl-vision`): the command line ([`cli`]) and the commands on the
+//! API types of `vision-api` ([`jobs`], [`queue`]), with kubectl's
+//! conventions for connecting ([`cluster`]) and printing ([`output`]).
+//! Every failure is an [`Error`] with a documented exit code.
 #![forbid(unsafe_code)]
 
-pub mod commands;
+pub mod cli;
+pub mod cluster;
+pub mod error;
+pub mod jobs;
+pub mod output;
+pub mod queue;
 
-/// Errors shown to a person.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
-pub type Result<T> = std::result::Result<T, Error>;
-
-/// An error with a message.
-pub fn fail(m: impl Into<String>) -> Error {
-    m.into().into()
-}
+pub use error::{Error, Result};
