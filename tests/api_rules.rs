@@ -2,51 +2,65 @@
 //! may and may not change on a VisionJob after creation.
 
 use serde_json::json;
-use vision_operator::api::{VisionJob, VisionQueue};
+use vision_api::testing::{JobFixture, mk_job};
+use vision_api::{VisionJob, VisionQueue};
 
-fn mk_job(spec: serde_json::Value) -> VisionJob {
-    serde_json::from_value(json!({
-        "apiVersion": "vision.zjlab.io/v1alpha1",
-        "kind": "VisionJob",
-        "metadata": {"name": "j", "namespace": "ns"},
-        "spec": spec,
-    }))
-    .unwrap()
+/// A job with every immutable field set.
+fn base() -> VisionJob {
+    mk_job("ns", "j", "yolo-detect")
+        .with_input(json!({"uri": "s3://a"}))
+        .with_params(json!({"c": 0.5}))
+        .with_gpus(1)
+        .with_retries(1)
 }
 
-fn base() -> serde_json::Value {
-    json!({"algorithm": "yolo-detect", "input": {"uri": "s3://a"}, "params": {"c": 0.5}, "gpus": 1, "retries": 1})
-}
-
-fn with(field: &str, value: serde_json::Value) -> VisionJob {
-    let mut spec = base();
-    spec[field] = value;
-    mk_job(spec)
+/// The base job with one change.
+fn with(change: impl FnOnce(&mut VisionJob)) -> VisionJob {
+    let mut job = base();
+    change(&mut job);
+    job
 }
 
 #[test]
 fn suspend_and_priority_may_change() {
-    let old = mk_job(base());
-    kube::core::cel::validate_cel_update(&with("suspend", json!(true)), &old).unwrap();
-    kube::core::cel::validate_cel_update(&with("priority", json!(7)), &old).unwrap();
+    let old = base();
+    kube::core::cel::validate_cel_update(&base().suspended(), &old).unwrap();
+    kube::core::cel::validate_cel_update(&base().with_priority(7), &old).unwrap();
 }
 
 #[test]
 fn identity_fields_are_immutable() {
-    let old = mk_job(base());
-    for (field, value, message) in [
+    let old = base();
+    let cases: [(&str, VisionJob, &str); 6] = [
         (
             "algorithm",
-            json!("sam-segment"),
+            with(|j| j.spec.algorithm = "sam-segment".into()),
             "spec.algorithm is immutable",
         ),
-        ("queue", json!("other"), "spec.queue is immutable"),
-        ("gpus", json!(2), "spec.gpus is immutable"),
-        ("retries", json!(3), "spec.retries is immutable"),
-        ("input", json!({"uri": "s3://b"}), "spec.input is immutable"),
-        ("params", json!({"c": 0.9}), "spec.params is immutable"),
-    ] {
-        let err = kube::core::cel::validate_cel_update(&with(field, value), &old)
+        (
+            "queue",
+            base().with_queue("other"),
+            "spec.queue is immutable",
+        ),
+        ("gpus", base().with_gpus(2), "spec.gpus is immutable"),
+        (
+            "retries",
+            base().with_retries(3),
+            "spec.retries is immutable",
+        ),
+        (
+            "input",
+            base().with_input(json!({"uri": "s3://b"})),
+            "spec.input is immutable",
+        ),
+        (
+            "params",
+            base().with_params(json!({"c": 0.9})),
+            "spec.params is immutable",
+        ),
+    ];
+    for (field, new, message) in cases {
+        let err = kube::core::cel::validate_cel_update(&new, &old)
             .expect_err(field)
             .to_string();
         assert!(err.contains(message), "{field}: {err}");
@@ -55,9 +69,10 @@ fn identity_fields_are_immutable() {
 
 #[test]
 fn names_must_be_dns_names() {
-    let err = kube::core::cel::validate_cel(&with("algorithm", json!("Bad_Name"))).unwrap_err();
+    let err =
+        kube::core::cel::validate_cel(&with(|j| j.spec.algorithm = "Bad_Name".into())).unwrap_err();
     assert!(err.to_string().contains("lowercase DNS name"), "{err}");
-    let err = kube::core::cel::validate_cel(&with("queue", json!("Q 1"))).unwrap_err();
+    let err = kube::core::cel::validate_cel(&base().with_queue("Q 1")).unwrap_err();
     assert!(
         err.to_string()
             .contains("spec.queue must be a lowercase DNS name"),
@@ -65,6 +80,8 @@ fn names_must_be_dns_names() {
     );
 }
 
+/// What a manifest that omits the optional fields reads as (this one is
+/// about parsing manifests, so its inputs are JSON as a user writes them).
 #[test]
 fn queue_defaults_apply_when_omitted() {
     let q: VisionQueue = serde_json::from_value(json!({
@@ -74,7 +91,11 @@ fn queue_defaults_apply_when_omitted() {
     .unwrap();
     assert_eq!(q.spec.max_running, 3);
     assert!(!q.spec.paused);
-    let j = mk_job(json!({"algorithm": "a"}));
+    let j: VisionJob = serde_json::from_value(json!({
+        "apiVersion": "vision.zjlab.io/v1alpha1", "kind": "VisionJob",
+        "metadata": {"name": "j", "namespace": "ns"}, "spec": {"algorithm": "a"}
+    }))
+    .unwrap();
     assert_eq!(j.spec.queue, "default");
     assert_eq!(j.spec.priority, 0);
 }

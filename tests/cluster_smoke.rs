@@ -7,45 +7,59 @@
 //! against a cluster started by `hack/cluster.sh up`).
 #![cfg(feature = "e2e")]
 
-mod common;
+mod harness;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{TestNamespace, wait_for};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use harness::{Scenario, wait_for};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Resource};
-use serde_json::json;
 
 const GPU: &str = "nvidia.com/gpu";
 
+/// A bare pod (no operator involved) asking for `gpus` GPUs, scripted by
+/// its sim annotations.
 fn gpu_pod(name: &str, gpus: u32, annotations: &[(&str, &str)], labels: &[(&str, &str)]) -> Pod {
-    let annotations: BTreeMap<_, _> = annotations
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    let labels: BTreeMap<_, _> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": { "name": name, "annotations": annotations, "labels": labels },
-        "spec": {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "algorithm",
-                "image": "example.invalid/vision/algorithm:smoke",
-                "resources": {
-                    "requests": { "cpu": "100m", "memory": "128Mi" },
-                    "limits": { GPU: gpus.to_string() }
-                }
-            }]
-        }
-    }))
-    .unwrap()
+    let map = |entries: &[(&str, &str)]| -> BTreeMap<String, String> {
+        entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    let quantity = |q: &str| Quantity(q.to_string());
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            annotations: Some(map(annotations)),
+            labels: Some(map(labels)),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".into()),
+            containers: vec![Container {
+                name: "algorithm".into(),
+                image: Some("example.invalid/vision/algorithm:smoke".into()),
+                resources: Some(ResourceRequirements {
+                    requests: Some(BTreeMap::from([
+                        ("cpu".to_string(), quantity("100m")),
+                        ("memory".to_string(), quantity("128Mi")),
+                    ])),
+                    limits: Some(BTreeMap::from([(
+                        GPU.to_string(),
+                        quantity(&gpus.to_string()),
+                    )])),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 fn phase(p: &Pod) -> &str {
@@ -111,7 +125,7 @@ async fn assert_on_gpu_node(pod: &Pod) {
         .as_ref()
         .and_then(|s| s.node_name.clone())
         .expect("pod has no nodeName");
-    let nodes: Api<Node> = Api::all(common::client().await);
+    let nodes: Api<Node> = Api::all(harness::cluster::client().await);
     let node = nodes.get(&node_name).await.unwrap();
     let labels = node.metadata.labels.clone().unwrap_or_default();
     assert_eq!(
@@ -128,7 +142,7 @@ async fn assert_on_gpu_node(pod: &Pod) {
 
 #[tokio::test]
 async fn fake_gpu_nodes_are_ready_untainted_with_gpu_capacity() {
-    let client = common::client().await;
+    let client = harness::cluster::client().await;
     let nodes: Api<Node> = Api::all(client);
     let list = nodes
         .list(&ListParams::default().labels("type=kwok"))
@@ -173,8 +187,8 @@ async fn fake_gpu_nodes_are_ready_untainted_with_gpu_capacity() {
 
 #[tokio::test]
 async fn gpu_pod_is_scheduled_runs_and_succeeds_with_message() {
-    let ns = TestNamespace::new("smoke-succeed").await;
-    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let s = Scenario::new("smoke-succeed").start().await;
+    let pods = s.pods();
     let result = r#"{"detections":[{"label":"cat","score":0.93}]}"#;
     let pod = gpu_pod(
         "ok",
@@ -224,8 +238,8 @@ async fn gpu_pod_is_scheduled_runs_and_succeeds_with_message() {
 
 #[tokio::test]
 async fn scripted_failures_report_exit_code_and_message() {
-    let ns = TestNamespace::new("smoke-fail").await;
-    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let s = Scenario::new("smoke-fail").start().await;
+    let pods = s.pods();
     let fast = ("sim.vision.zjlab.io/duration", "300ms");
     let cases = [
         // (name, annotations, labels, expected phase, exit code)
@@ -305,8 +319,8 @@ async fn scripted_failures_report_exit_code_and_message() {
 
 #[tokio::test]
 async fn pod_wanting_more_gpus_than_any_node_stays_pending_unschedulable() {
-    let ns = TestNamespace::new("smoke-pending").await;
-    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
+    let s = Scenario::new("smoke-pending").start().await;
+    let pods = s.pods();
     pods.create(&PostParams::default(), &gpu_pod("huge", 100_000, &[], &[]))
         .await
         .unwrap();
@@ -342,13 +356,16 @@ async fn pod_wanting_more_gpus_than_any_node_stays_pending_unschedulable() {
 
 #[tokio::test]
 async fn deleting_the_owner_garbage_collects_its_pod() {
-    let ns = TestNamespace::new("smoke-gc").await;
-    let cms: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
-    let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
-    let owner: ConfigMap = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": "owner" }
-    }))
-    .unwrap();
+    let s = Scenario::new("smoke-gc").start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), &s.namespace);
+    let pods = s.pods();
+    let owner = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("owner".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let owner = cms.create(&PostParams::default(), &owner).await.unwrap();
     let mut pod = gpu_pod("owned", 1, &[("sim.vision.zjlab.io/duration", "1h")], &[]);
     pod.metadata.owner_references = Some(vec![owner.controller_owner_ref(&()).unwrap()]);

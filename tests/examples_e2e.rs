@@ -4,49 +4,25 @@
 //! invalid job is refused by the API server.
 #![cfg(feature = "e2e")]
 
-mod common;
-mod support;
+mod harness;
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
+use harness::Scenario;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::DeleteParams;
 use serde_json::json;
-use support::{Operator, SERIAL};
-use vision_operator::api::{JobPhase, VisionJob};
+use vision_api::{JobPhase, VisionJob};
 
 #[tokio::test]
 async fn the_examples_run_as_documented() {
-    let _turn = SERIAL.lock().await;
-    let client = common::client().await;
-    support::ensure_crds(&client).await;
-    // paddle-ocr only accepts jobs from default, team-a and team-b.
+    // paddle-ocr only accepts jobs from default, team-a and team-b. The
+    // examples' queue and algorithms are the user's: applied as they are.
     let ns = "team-a";
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    if namespaces.get_opt(ns).await.unwrap().is_none() {
-        let n: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        namespaces.create(&PostParams::default(), &n).await.unwrap();
-        assert!(
-            common::wait_for(Duration::from_secs(30), || async {
-                common::kubectl([
-                    "get",
-                    "serviceaccount",
-                    "default",
-                    "-n",
-                    ns,
-                    "--ignore-not-found",
-                    "-o",
-                    "name",
-                ])
-                .contains("default")
-            })
-            .await
-        );
-    }
-    let examples = common::repo_root().join("examples");
+    let mut s = Scenario::new("examples").in_namespace(ns).start().await;
+    let examples = harness::repo_root().join("examples");
     let path = |p: &str| examples.join(p).display().to_string();
-    common::kubectl([
+    harness::kubectl([
         "apply",
         "-f",
         &path("queue-default.yaml"),
@@ -55,21 +31,21 @@ async fn the_examples_run_as_documented() {
     ]);
     // The operator runs first: it removes the finalizers of jobs a former
     // run left behind.
-    let _op = Operator::start("examples").await;
-    let jobs: Api<VisionJob> = Api::namespaced(client.clone(), ns);
+    s.start_operator().await;
+    let jobs: Api<VisionJob> = s.jobs();
     delete_jobs(&jobs).await;
     for file in [
         "jobs/detect.yaml",
         "jobs/segment-urgent.yaml",
         "jobs/ocr.yaml",
     ] {
-        common::kubectl(["apply", "-n", ns, "-f", &path(file)]);
+        harness::kubectl(["apply", "-n", ns, "-f", &path(file)]);
     }
 
     let wait = |name: &'static str| {
         let jobs = jobs.clone();
         async move {
-            let ok = common::wait_for(Duration::from_secs(90), || async {
+            let ok = harness::wait_for(Duration::from_secs(90), || async {
                 jobs.get(name)
                     .await
                     .ok()
@@ -113,12 +89,7 @@ async fn the_examples_run_as_documented() {
         Some(json!({"text": "ZJ-LAB 2026", "confidence": 0.97}))
     );
 
-    let out = std::process::Command::new(common::kubectl_path())
-        .arg("--kubeconfig")
-        .arg(common::kubeconfig_path())
-        .args(["apply", "-n", ns, "-f", &path("jobs/invalid.yaml")])
-        .output()
-        .unwrap();
+    let out = harness::kubectl_output(["apply", "-n", ns, "-f", &path("jobs/invalid.yaml")]);
     assert!(!out.status.success(), "the invalid example must be refused");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -137,7 +108,7 @@ async fn delete_jobs(jobs: &Api<VisionJob>) {
     for name in JOBS {
         let _ = jobs.delete(name, &DeleteParams::default()).await;
     }
-    let gone = common::wait_for(Duration::from_secs(30), || async {
+    let gone = harness::wait_for(Duration::from_secs(30), || async {
         let mut gone = true;
         for name in JOBS {
             gone &= jobs.get_opt(name).await.unwrap().is_none();

@@ -4,30 +4,25 @@
 //! leave. Checked by watching the cluster.
 #![cfg(feature = "e2e")]
 
-mod common;
-mod support;
+mod harness;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use harness::{Operator, Scenario, sim};
+use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
 use serde_json::json;
-use support::{Operator, OperatorOptions, PodTimeline, SERIAL, World};
-use vision_operator::api::{JobPhase, VisionAlgorithm, VisionJob};
-
-/// Starts an operator in the shared election.
-fn spawn(identity: &str) -> Operator {
-    Operator::spawn(&OperatorOptions::new("e2e-failover", identity))
-}
+use vision_api::testing::{AlgorithmFixture, JobFixture, mk_algorithm, mk_queue};
+use vision_api::{JobPhase, VisionJob, VisionJobStatus};
 
 /// Waits until one of the operators leads; returns its index.
 async fn leader_of(ops: &[Operator], timeout: Duration) -> Option<usize> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         for (i, op) in ops.iter().enumerate() {
-            if op.metric("vision_operator_is_leader", "").await == Some(1.0) {
+            if op.is_leader().await {
                 return Some(i);
             }
         }
@@ -38,37 +33,41 @@ async fn leader_of(ops: &[Operator], timeout: Duration) -> Option<usize> {
 
 #[tokio::test]
 async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("failover").await;
-    let pods = PodTimeline::watch(&w.client, &w.ns.name);
     const N: usize = 240;
     const MAX: usize = 6;
-    w.queue(json!({"maxRunning": MAX})).await;
-    let alg = w
+    // Two operators in one election (lease e2e-failover), started below.
+    let mut w = Scenario::new("failover")
+        .queue(mk_queue("pool", MAX as i32))
         .algorithm(
-            "detect",
-            json!({"retries": 2}),
-            json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"ok\":true}"}),
+            mk_algorithm("detect")
+                .with_retries(2)
+                .with_template_annotations(&[
+                    (sim::DURATION, "1s"),
+                    (sim::MESSAGE, r#"{"ok":true}"#),
+                ]),
         )
+        .start()
         .await;
+    let pods = w.watch_pods();
+    let spawn = |w: &Scenario, identity: &str| Operator::spawn(&w.operator_options(identity));
 
-    let mut ops = vec![spawn("failover-a"), spawn("failover-b")];
-    for op in &ops {
+    w.operators = vec![spawn(&w, "failover-a"), spawn(&w, "failover-b")];
+    for op in &w.operators {
         op.wait_ready(Duration::from_secs(60)).await;
     }
-    let mut leader = leader_of(&ops, Duration::from_secs(30))
+    let mut leader = leader_of(&w.operators, Duration::from_secs(30))
         .await
         .expect("no leader elected");
     // Exactly one leader: the other must not lead too (both started at once).
     for _ in 0..20 {
-        let other = ops[1 - leader]
+        let other = w.operators[1 - leader]
             .metric("vision_operator_is_leader", "")
             .await;
         assert_eq!(
             other,
             Some(0.0),
             "two leaders at once:\n{}",
-            ops[1 - leader].log_tail()
+            w.operators[1 - leader].log_tail()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -76,15 +75,13 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
     // Every tenth job fails its first attempt: it must end with exactly two.
     for chunk in (0..N).collect::<Vec<_>>().chunks(40) {
         join_all(chunk.iter().map(|i| {
-            let name = format!("job-{i:04}");
-            let ann = if i.is_multiple_of(10) {
-                json!({"sim.vision.zjlab.io/fail-attempts": "1"})
+            let job = w.job(&format!("job-{i:04}"), "detect");
+            let job = if i.is_multiple_of(10) {
+                job.with_annotations(&[(sim::FAIL_ATTEMPTS, "1")])
             } else {
-                json!({})
+                job
             };
-            let w = &w;
-            let alg = alg.clone();
-            async move { w.job(&name, &alg, json!({}), ann).await }
+            w.submit(job)
         }))
         .await;
     }
@@ -95,26 +92,28 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
         tokio::time::sleep(Duration::from_secs(6)).await;
         let killed_at = Instant::now();
         if round == 3 {
-            let status = ops[leader].terminate();
+            let status = w.operators[leader].terminate();
             assert!(
                 status.is_some_and(|s| s.success()),
                 "SIGTERM must end the operator cleanly:\n{}",
-                ops[leader].log_tail()
+                w.operators[leader].log_tail()
             );
         } else {
-            ops[leader].kill();
+            w.operators[leader].kill();
         }
         let standby = 1 - leader;
-        let took = leader_of(&ops[standby..=standby], Duration::from_secs(30)).await;
+        let took = leader_of(&w.operators[standby..=standby], Duration::from_secs(30)).await;
         assert!(
             took.is_some(),
             "the standby did not take over:\n{}",
-            ops[standby].log_tail()
+            w.operators[standby].log_tail()
         );
         gaps.push((round == 3, killed_at.elapsed()));
         // A fresh process replaces the dead one, as the Deployment would.
-        ops[leader] = spawn(&format!("failover-{round}"));
-        ops[leader].wait_ready(Duration::from_secs(60)).await;
+        w.operators[leader] = spawn(&w, &format!("failover-{round}"));
+        w.operators[leader]
+            .wait_ready(Duration::from_secs(60))
+            .await;
         leader = standby;
     }
 
@@ -167,8 +166,10 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
     );
 }
 
-/// Writes a job's status as a crashed operator would have left it.
-async fn set_status(w: &World, name: &str, status: serde_json::Value) -> VisionJob {
+/// Writes a job's status as a crashed operator would have left it (its
+/// field manager, server-side apply).
+async fn set_status(w: &Scenario, name: &str, status: VisionJobStatus) -> VisionJob {
+    // Only the status: a typed VisionJob would also apply its spec.
     let body = json!({"apiVersion": "vision.zjlab.io/v1alpha1", "kind": "VisionJob", "metadata": {"name": name}, "status": status});
     w.jobs()
         .patch_status(
@@ -182,54 +183,91 @@ async fn set_status(w: &World, name: &str, status: serde_json::Value) -> VisionJ
 
 #[tokio::test]
 async fn a_restart_resumes_from_what_a_crash_left_behind() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("restart").await;
-    w.queue(json!({"maxRunning": 2})).await;
-    let alg_name = w
+    // No operator yet: it starts once the crash's leftovers are in place.
+    let mut w = Scenario::new("restart")
+        .queue(mk_queue("pool", 2))
         .algorithm(
-            "detect",
-            json!({"retries": 0}),
-            json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"ok\":true}"}),
+            mk_algorithm("detect")
+                .with_retries(0)
+                .with_template_annotations(&[
+                    (sim::DURATION, "1s"),
+                    (sim::MESSAGE, r#"{"ok":true}"#),
+                ]),
         )
+        .start()
         .await;
-    let algorithm = Api::<VisionAlgorithm>::all(w.client.clone())
-        .get(&alg_name)
-        .await
-        .unwrap();
-    let now = serde_json::to_value(vision_operator::clock::time_at(
-        vision_operator::clock::now_ms(),
-    ))
-    .unwrap();
+    let algorithm = w.algorithms().get(&w.algorithm("detect")).await.unwrap();
+    let now = vision_operator::clock::time_at(vision_operator::clock::now_ms());
     let finalizer = json!({"metadata": {"finalizers": ["vision.zjlab.io/cleanup"]}});
 
     // (1) Admitted, pod never created: the operator died between the two writes.
-    w.job("admitted-no-pod", &alg_name, json!({}), json!({}))
-        .await;
+    w.submit(w.job("admitted-no-pod", "detect")).await;
     // (2) Its pod finished, the status still says Running: died before the status write.
-    w.job("finished-unrecorded", &alg_name, json!({}), json!({}))
-        .await;
+    w.submit(w.job("finished-unrecorded", "detect")).await;
     // (3) Finished long ago: must never run again.
-    w.job("done", &alg_name, json!({}), json!({})).await;
+    w.submit(w.job("done", "detect")).await;
     // (4) Waiting behind them.
-    w.job("waiting", &alg_name, json!({}), json!({})).await;
+    w.submit(w.job("waiting", "detect")).await;
     for name in ["admitted-no-pod", "finished-unrecorded", "done", "waiting"] {
         w.jobs()
             .patch(name, &PatchParams::default(), &Patch::Merge(&finalizer))
             .await
             .unwrap();
     }
-    set_status(&w, "admitted-no-pod", json!({"phase": "Admitted", "attempts": 1, "podName": "admitted-no-pod-1", "gpus": 1, "queuedAt": now, "admittedAt": now})).await;
-    let running = set_status(&w, "finished-unrecorded", json!({"phase": "Running", "attempts": 1, "podName": "finished-unrecorded-1", "gpus": 1, "queuedAt": now, "admittedAt": now, "startedAt": now})).await;
-    set_status(&w, "done", json!({"phase": "Succeeded", "attempts": 1, "podName": "done-1", "result": {"old": true}, "queuedAt": now, "finishedAt": now})).await;
+    let at = |phase: JobPhase| VisionJobStatus {
+        phase: Some(phase),
+        queued_at: Some(now.clone()),
+        ..Default::default()
+    };
+    set_status(
+        &w,
+        "admitted-no-pod",
+        VisionJobStatus {
+            attempts: Some(1),
+            pod_name: Some("admitted-no-pod-1".into()),
+            gpus: Some(1),
+            admitted_at: Some(now.clone()),
+            ..at(JobPhase::Admitted)
+        },
+    )
+    .await;
+    let running = set_status(
+        &w,
+        "finished-unrecorded",
+        VisionJobStatus {
+            attempts: Some(1),
+            pod_name: Some("finished-unrecorded-1".into()),
+            gpus: Some(1),
+            admitted_at: Some(now.clone()),
+            started_at: Some(now.clone()),
+            ..at(JobPhase::Running)
+        },
+    )
+    .await;
+    set_status(
+        &w,
+        "done",
+        VisionJobStatus {
+            attempts: Some(1),
+            pod_name: Some("done-1".into()),
+            result: Some(json!({"old": true})),
+            finished_at: Some(now.clone()),
+            ..at(JobPhase::Succeeded)
+        },
+    )
+    .await;
     set_status(
         &w,
         "waiting",
-        json!({"phase": "Queued", "gpus": 1, "queuedAt": now}),
+        VisionJobStatus {
+            gpus: Some(1),
+            ..at(JobPhase::Queued)
+        },
     )
     .await;
     let pod = vision_operator::pod::build_pod(&running, &algorithm, 1).unwrap();
     w.pods().create(&PostParams::default(), &pod).await.unwrap();
-    let finished = common::wait_for(Duration::from_secs(30), || async {
+    let finished = harness::wait_for(Duration::from_secs(30), || async {
         w.pods()
             .get("finished-unrecorded-1")
             .await
@@ -243,8 +281,8 @@ async fn a_restart_resumes_from_what_a_crash_left_behind() {
     assert!(finished, "the simulated pod did not finish");
 
     // Only now does an operator start.
-    let pods = PodTimeline::watch(&w.client, &w.ns.name);
-    let _op = Operator::start("restart").await;
+    let pods = w.watch_pods();
+    w.start_operator().await;
     let a = w
         .wait_phase(
             "admitted-no-pod",

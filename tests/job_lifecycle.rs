@@ -2,38 +2,38 @@
 //! as a process. Everything is checked by reading the cluster.
 #![cfg(feature = "e2e")]
 
-mod common;
-mod support;
+mod harness;
 
 use std::time::Duration;
 
+use harness::{Scenario, sim};
 use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
-use support::{Operator, PodTimeline, SERIAL, World};
-use vision_operator::api::JobPhase;
+use vision_api::JobPhase;
+use vision_api::testing::{AlgorithmFixture, JobFixture, mk_algorithm, mk_queue};
 
 const T: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn a_job_runs_on_a_fake_gpu_node_and_reports_its_result() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("lifecycle").await;
-    let op = Operator::start("lifecycle").await;
-    w.queue(json!({"maxRunning": 2})).await;
-    let alg = w
+    let w = Scenario::new("lifecycle")
+        .queue(mk_queue("pool", 2))
         .algorithm(
-            "detect",
-            json!({"gpusPerJob": 1}),
-            json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"objects\":[{\"label\":\"car\",\"score\":0.9}]}"}),
+            mk_algorithm("detect")
+                .with_gpus_per_job(1)
+                .with_template_annotations(&[
+                    (sim::DURATION, "1s"),
+                    (sim::MESSAGE, r#"{"objects":[{"label":"car","score":0.9}]}"#),
+                ]),
         )
+        .operator()
+        .start()
         .await;
-    w.job(
-        "frame-1",
-        &alg,
-        json!({"params": {"confidence": 0.5}}),
-        json!({}),
+    w.submit(
+        w.job("frame-1", "detect")
+            .with_params(json!({"confidence": 0.5})),
     )
     .await;
 
@@ -109,11 +109,11 @@ async fn a_job_runs_on_a_fake_gpu_node_and_reports_its_result() {
     );
 
     // Events for each transition, filterable by reason.
-    let events = common::kubectl([
+    let events = harness::kubectl([
         "get",
         "events.events.k8s.io",
         "-n",
-        &w.ns.name,
+        &w.namespace,
         "-o",
         "jsonpath={.items[*].reason}",
     ]);
@@ -124,33 +124,35 @@ async fn a_job_runs_on_a_fake_gpu_node_and_reports_its_result() {
             "no {reason} event in {events:?}"
         );
     }
-    drop(op);
 }
 
 #[tokio::test]
 async fn failures_are_retried_then_fail_with_backoff_limit_exceeded() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("retries").await;
-    let _op = Operator::start("retries").await;
-    w.queue(json!({"maxRunning": 4})).await;
-    let alg = w
-        .algorithm("ocr", json!({"retries": 2}), json!({"sim.vision.zjlab.io/duration": "500ms", "sim.vision.zjlab.io/message": "{\"text\":\"ok\"}"}))
+    let w = Scenario::new("retries")
+        .queue(mk_queue("pool", 4))
+        .algorithm(
+            mk_algorithm("ocr")
+                .with_retries(2)
+                .with_template_annotations(&[
+                    (sim::DURATION, "500ms"),
+                    (sim::MESSAGE, r#"{"text":"ok"}"#),
+                ]),
+        )
+        .operator()
+        .start()
         .await;
     // Attempt 1 fails, attempt 2 succeeds.
-    w.job(
-        "flaky",
-        &alg,
-        json!({}),
-        json!({"sim.vision.zjlab.io/fail-attempts": "1"}),
+    w.submit(
+        w.job("flaky", "ocr")
+            .with_annotations(&[(sim::FAIL_ATTEMPTS, "1")]),
     )
     .await;
     // Always fails; one retry allowed.
-    w.job(
-        "broken",
-        &alg,
-        json!({"retries": 1}),
-        json!({"sim.vision.zjlab.io/outcome": "fail", "sim.vision.zjlab.io/exit-code": "3", "sim.vision.zjlab.io/message": "model file missing"}),
-    )
+    w.submit(w.job("broken", "ocr").with_retries(1).with_annotations(&[
+        (sim::OUTCOME, "fail"),
+        (sim::EXIT_CODE, "3"),
+        (sim::MESSAGE, "model file missing"),
+    ]))
     .await;
 
     let flaky = w
@@ -186,18 +188,17 @@ async fn failures_are_retried_then_fail_with_backoff_limit_exceeded() {
 
 #[tokio::test]
 async fn a_job_past_its_timeout_fails_with_timeout_and_its_pod_is_removed() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("timeout").await;
-    let _op = Operator::start("timeout").await;
-    w.queue(json!({"maxRunning": 1})).await;
-    let alg = w
+    let w = Scenario::new("timeout")
+        .queue(mk_queue("pool", 1))
         .algorithm(
-            "slow",
-            json!({"retries": 3}),
-            json!({"sim.vision.zjlab.io/duration": "1h"}),
+            mk_algorithm("slow")
+                .with_retries(3)
+                .with_template_annotations(&[(sim::DURATION, "1h")]),
         )
+        .operator()
+        .start()
         .await;
-    w.job("stuck", &alg, json!({"timeoutSeconds": 2}), json!({}))
+    w.submit(w.job("stuck", "slow").with_timeout_seconds(2))
         .await;
     let job = w
         .wait_phase("stuck", JobPhase::Failed, T)
@@ -206,7 +207,7 @@ async fn a_job_past_its_timeout_fails_with_timeout_and_its_pod_is_removed() {
         .unwrap();
     assert_eq!(job.reason.as_deref(), Some("Timeout"));
     assert_eq!(job.attempts, Some(1), "a timeout is not retried");
-    let gone = common::wait_for(T, || async {
+    let gone = harness::wait_for(T, || async {
         w.pods().get_opt("stuck-1").await.unwrap().is_none()
     })
     .await;
@@ -215,20 +216,19 @@ async fn a_job_past_its_timeout_fails_with_timeout_and_its_pod_is_removed() {
 
 #[tokio::test]
 async fn a_pod_deleted_from_outside_counts_as_a_failed_attempt() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("poddel").await;
-    let _op = Operator::start("poddel").await;
-    w.queue(json!({"maxRunning": 1})).await;
-    let alg = w
+    let w = Scenario::new("poddel")
+        .queue(mk_queue("pool", 1))
         .algorithm(
-            "long",
-            json!({"retries": 0}),
-            json!({"sim.vision.zjlab.io/duration": "1h"}),
+            mk_algorithm("long")
+                .with_retries(0)
+                .with_template_annotations(&[(sim::DURATION, "1h")]),
         )
+        .operator()
+        .start()
         .await;
-    w.job("victim", &alg, json!({}), json!({})).await;
+    w.submit(w.job("victim", "long")).await;
     w.wait_phase("victim", JobPhase::Running, T).await;
-    support::delete_pod(&w.client, &w.ns.name, "victim-1").await;
+    w.delete_pod("victim-1").await;
     let job = w
         .wait_phase("victim", JobPhase::Failed, T)
         .await
@@ -247,29 +247,25 @@ async fn a_pod_deleted_from_outside_counts_as_a_failed_attempt() {
 
 #[tokio::test]
 async fn bad_input_fails_with_a_reason_and_creates_no_pod() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("badinput").await;
-    let _op = Operator::start("badinput").await;
-    w.queue(json!({"maxRunning": 4})).await;
-    let alg = w
+    let w = Scenario::new("badinput")
+        .queue(mk_queue("pool", 4))
         .algorithm(
-            "seg",
-            json!({"gpusPerJob": 1, "maxGPUsPerJob": 2, "allowedNamespaces": ["somewhere-else"]}),
-            json!({}),
+            mk_algorithm("seg")
+                .with_gpus_per_job(1)
+                .with_max_gpus_per_job(2)
+                .with_allowed_namespaces(&["somewhere-else"]),
         )
-        .await;
-    let open = w
         .algorithm(
-            "open",
-            json!({"gpusPerJob": 1, "maxGPUsPerJob": 2}),
-            json!({}),
+            mk_algorithm("open")
+                .with_gpus_per_job(1)
+                .with_max_gpus_per_job(2),
         )
+        .operator()
+        .start()
         .await;
-    w.job("no-such-algorithm", "does-not-exist", json!({}), json!({}))
-        .await;
-    w.job("too-many-gpus", &open, json!({"gpus": 8}), json!({}))
-        .await;
-    w.job("wrong-namespace", &alg, json!({}), json!({})).await;
+    w.submit(w.job("no-such-algorithm", "does-not-exist")).await;
+    w.submit(w.job("too-many-gpus", "open").with_gpus(8)).await;
+    w.submit(w.job("wrong-namespace", "seg")).await;
     for (name, reason) in [
         ("no-such-algorithm", "AlgorithmNotFound"),
         ("too-many-gpus", "GPULimitExceeded"),
@@ -293,7 +289,7 @@ async fn bad_input_fails_with_a_reason_and_creates_no_pod() {
     // (The invalid example manifest is refused at apply time: tests/examples_e2e.rs.)
 
     // Immutable fields are refused by the API server too.
-    w.job("immutable", &open, json!({}), json!({})).await;
+    w.submit(w.job("immutable", "open")).await;
     let patch = json!({"spec": {"input": {"uri": "s3://other"}}});
     let err = w
         .jobs()
@@ -315,22 +311,17 @@ async fn bad_input_fails_with_a_reason_and_creates_no_pod() {
 
 #[tokio::test]
 async fn delete_and_suspend_free_the_slot_and_remove_the_pod() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("cancel").await;
-    let _op = Operator::start("cancel").await;
-    let pods = PodTimeline::watch(&w.client, &w.ns.name);
-    w.queue(json!({"maxRunning": 1})).await;
-    let alg = w
-        .algorithm(
-            "long",
-            json!({}),
-            json!({"sim.vision.zjlab.io/duration": "1h"}),
-        )
+    let w = Scenario::new("cancel")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("long").with_template_annotations(&[(sim::DURATION, "1h")]))
+        .operator()
+        .start()
         .await;
-    w.job("a", &alg, json!({}), json!({})).await;
+    let pods = w.watch_pods();
+    w.submit(w.job("a", "long")).await;
     w.wait_phase("a", JobPhase::Running, T).await;
-    w.job("b", &alg, json!({}), json!({})).await;
-    w.job("c", &alg, json!({}), json!({})).await;
+    w.submit(w.job("b", "long")).await;
+    w.submit(w.job("c", "long")).await;
     let b = w.wait_phase("b", JobPhase::Queued, T).await.status.unwrap();
     assert_eq!(b.reason.as_deref(), Some("SlotsFull"));
     assert!(
@@ -358,7 +349,7 @@ async fn delete_and_suspend_free_the_slot_and_remove_the_pod() {
         .await
         .unwrap();
     w.wait_phase("c", JobPhase::Running, T).await;
-    let gone = common::wait_for(T, || async {
+    let gone = harness::wait_for(T, || async {
         w.jobs().get_opt("b").await.unwrap().is_none()
             && w.pods().get_opt("b-1").await.unwrap().is_none()
     })

@@ -4,27 +4,30 @@
 //! and backpressure.
 #![cfg(feature = "e2e")]
 
-mod common;
-mod support;
+mod harness;
 
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
+use harness::{Scenario, sim};
+use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::{Api, ResourceExt};
 use serde_json::json;
-use support::{Operator, PodTimeline, SERIAL, World};
-use vision_operator::api::{JobPhase, VisionJob, VisionQueue};
+use vision_api::testing::{
+    AlgorithmFixture, JobFixture, QueueFixture, mk_algorithm, mk_breaker, mk_queue,
+};
+use vision_api::{JobPhase, VisionJob};
 
 const T: Duration = Duration::from_secs(60);
 
-async fn create_many(w: &World, prefix: &str, n: usize, alg: &str, extra: serde_json::Value) {
+/// Creates jobs `<prefix>-0000`.. of the scenario's algorithm `algorithm`,
+/// 25 at a time.
+async fn create_many(w: &Scenario, prefix: &str, n: usize, algorithm: &str) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(25) {
-        let names: Vec<String> = chunk.iter().map(|i| format!("{prefix}-{i:04}")).collect();
         join_all(
-            names
+            chunk
                 .iter()
-                .map(|name| w.job(name, alg, extra.clone(), json!({}))),
+                .map(|i| w.submit(w.job(&format!("{prefix}-{i:04}"), algorithm))),
         )
         .await;
     }
@@ -32,16 +35,26 @@ async fn create_many(w: &World, prefix: &str, n: usize, alg: &str, extra: serde_
 
 #[tokio::test]
 async fn a_burst_never_exceeds_max_running_and_keeps_every_slot_busy() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("burst").await;
-    let op = Operator::start("burst").await;
-    let pods = PodTimeline::watch(&w.client, &w.ns.name);
     const N: usize = 300;
     const MAX: usize = 8;
-    w.queue(json!({"maxRunning": MAX})).await;
-    let alg = w.algorithm("detect", json!({"gpusPerJob": 1}), json!({"sim.vision.zjlab.io/duration": "1s", "sim.vision.zjlab.io/message": "{\"ok\":true}"})).await;
+    let w = Scenario::new("burst")
+        .queue(mk_queue("pool", MAX as i32))
+        .algorithm(
+            mk_algorithm("detect")
+                .with_gpus_per_job(1)
+                .with_template_annotations(&[
+                    (sim::DURATION, "1s"),
+                    (sim::MESSAGE, r#"{"ok":true}"#),
+                ]),
+        )
+        .operator()
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    let alg = w.algorithm("detect");
+    let op = w.operator();
     let started = Instant::now();
-    create_many(&w, "burst", N, &alg, json!({})).await;
+    create_many(&w, "burst", N, "detect").await;
     let jobs = w.wait_all_final(Duration::from_secs(300)).await;
     let makespan = started.elapsed();
 
@@ -102,7 +115,7 @@ async fn a_burst_never_exceeds_max_running_and_keeps_every_slot_busy() {
     let admitted = op
         .metric(
             "vision_operator_admissions_total",
-            &format!("queue=\"{}\"", w.queue),
+            &format!("queue=\"{}\"", w.queue()),
         )
         .await;
     assert_eq!(admitted, Some(N as f64));
@@ -111,7 +124,7 @@ async fn a_burst_never_exceeds_max_running_and_keeps_every_slot_busy() {
             "vision_operator_job_outcomes_total",
             &format!(
                 "queue=\"{}\",algorithm=\"{alg}\",phase=\"Succeeded\"",
-                w.queue
+                w.queue()
             ),
         )
         .await;
@@ -120,19 +133,14 @@ async fn a_burst_never_exceeds_max_running_and_keeps_every_slot_busy() {
 
 #[tokio::test]
 async fn priority_first_then_fifo_within_a_priority() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("priority").await;
-    let _op = Operator::start("priority").await;
-    // Paused: everything queues, then one slot admits in order.
-    w.queue(json!({"maxRunning": 1, "paused": true})).await;
-    // Each runs longer than a second, so that admission times (written with
-    // second precision) order them.
-    let alg = w
-        .algorithm(
-            "detect",
-            json!({}),
-            json!({"sim.vision.zjlab.io/duration": "1100ms"}),
-        )
+    let w = Scenario::new("priority")
+        // Paused: everything queues, then one slot admits in order.
+        .queue(mk_queue("pool", 1).paused())
+        // Each runs longer than a second, so that admission times (written
+        // with second precision) order them.
+        .algorithm(mk_algorithm("detect").with_template_annotations(&[(sim::DURATION, "1100ms")]))
+        .operator()
+        .start()
         .await;
     // Created in this order, a second apart so creation times differ.
     let plan = [
@@ -146,24 +154,21 @@ async fn priority_first_then_fifo_within_a_priority() {
         if i > 0 {
             tokio::time::sleep(Duration::from_millis(1100)).await;
         }
-        w.job(name, &alg, json!({"priority": priority}), json!({}))
+        w.submit(w.job(name, "detect").with_priority(*priority))
             .await;
     }
     for (name, _) in plan {
         w.wait_phase(name, JobPhase::Queued, T).await;
     }
-    let head = common::wait_for(T, || async {
-        let q = Api::<VisionQueue>::all(w.client.clone())
-            .get(&w.queue)
-            .await
-            .unwrap();
-        q.status.and_then(|s| s.head) == Some(format!("{}/high-late", w.ns.name))
+    let head = harness::wait_for(T, || async {
+        let q = w.queues().get(w.queue()).await.unwrap();
+        q.status.and_then(|s| s.head) == Some(format!("{}/high-late", w.namespace))
     })
     .await;
     assert!(head, "queue status must name the head of the queue");
     let patch = json!({"spec": {"paused": false}});
-    Api::<VisionQueue>::all(w.client.clone())
-        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&patch))
+    w.queues()
+        .patch(w.queue(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     let jobs = w.wait_all_final(T).await;
@@ -193,33 +198,31 @@ async fn priority_first_then_fifo_within_a_priority() {
 
 #[tokio::test]
 async fn gpu_quota_and_algorithm_capacity_hold_together() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("limits").await;
-    let _op = Operator::start("limits").await;
-    let pods = PodTimeline::watch(&w.client, &w.ns.name);
     // 10 slots but 4 GPUs: at most two 2-GPU jobs; the 1-GPU algorithm is
     // capped at 1 running by its own maxRunning.
-    w.queue(json!({"maxRunning": 10, "maxGPUs": 5})).await;
-    let big = w
+    let mut w = Scenario::new("limits")
+        .queue(mk_queue("pool", 10).with_max_gpus(5))
         .algorithm(
-            "seg",
-            json!({"gpusPerJob": 2}),
-            json!({"sim.vision.zjlab.io/duration": "1s"}),
+            mk_algorithm("seg")
+                .with_gpus_per_job(2)
+                .with_template_annotations(&[(sim::DURATION, "1s")]),
         )
-        .await;
-    let capped = w
         .algorithm(
-            "ocr",
-            json!({"gpusPerJob": 1, "maxRunning": 1}),
-            json!({"sim.vision.zjlab.io/duration": "1s"}),
+            mk_algorithm("ocr")
+                .with_gpus_per_job(1)
+                .with_max_running(1)
+                .with_template_annotations(&[(sim::DURATION, "1s")]),
         )
+        .operator()
+        .start()
         .await;
-    create_many(&w, "seg", 12, &big, json!({})).await;
-    create_many(&w, "ocr", 6, &capped, json!({})).await;
-    let huge = w
-        .algorithm("huge", json!({"gpusPerJob": 8}), json!({}))
+    let pods = w.watch_pods();
+    let (big, capped) = (w.algorithm("seg"), w.algorithm("ocr"));
+    create_many(&w, "seg", 12, "seg").await;
+    create_many(&w, "ocr", 6, "ocr").await;
+    w.apply_algorithm(mk_algorithm("huge").with_gpus_per_job(8))
         .await;
-    w.job("never-fits", &huge, json!({}), json!({})).await;
+    w.submit(w.job("never-fits", "huge")).await;
 
     // Sample live pods by algorithm while the jobs run.
     let (mut max_seg, mut max_ocr, mut max_gpus) = (0, 0, 0);
@@ -286,30 +289,25 @@ async fn gpu_quota_and_algorithm_capacity_hold_together() {
 
 #[tokio::test]
 async fn resizing_the_pool_takes_effect_at_once_and_never_evicts() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("resize").await;
-    let _op = Operator::start("resize").await;
-    let pods = PodTimeline::watch(&w.client, &w.ns.name);
-    w.queue(json!({"maxRunning": 2})).await;
-    let alg = w
-        .algorithm(
-            "long",
-            json!({}),
-            json!({"sim.vision.zjlab.io/duration": "1h"}),
-        )
+    let w = Scenario::new("resize")
+        .queue(mk_queue("pool", 2))
+        .algorithm(mk_algorithm("long").with_template_annotations(&[(sim::DURATION, "1h")]))
+        .operator()
+        .start()
         .await;
-    create_many(&w, "job", 10, &alg, json!({})).await;
-    assert!(common::wait_for(T, || async { pods.live_now() == 2 }).await);
+    let pods = w.watch_pods();
+    create_many(&w, "job", 10, "long").await;
+    assert!(harness::wait_for(T, || async { pods.live_now() == 2 }).await);
 
-    let queues: Api<VisionQueue> = Api::all(w.client.clone());
+    let queues = w.queues();
     let raise = json!({"spec": {"maxRunning": 6}});
     let t0 = Instant::now();
     queues
-        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&raise))
+        .patch(w.queue(), &PatchParams::default(), &Patch::Merge(&raise))
         .await
         .unwrap();
     assert!(
-        common::wait_for(T, || async { pods.live_now() == 6 }).await,
+        harness::wait_for(T, || async { pods.live_now() == 6 }).await,
         "raising maxRunning admitted {} pods",
         pods.live_now()
     );
@@ -317,7 +315,7 @@ async fn resizing_the_pool_takes_effect_at_once_and_never_evicts() {
 
     let lower = json!({"spec": {"maxRunning": 1}});
     queues
-        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&lower))
+        .patch(w.queue(), &PatchParams::default(), &Patch::Merge(&lower))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -341,27 +339,19 @@ async fn resizing_the_pool_takes_effect_at_once_and_never_evicts() {
 
 #[tokio::test]
 async fn beyond_max_pending_new_jobs_are_rejected_at_once() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("backpressure").await;
-    let _op = Operator::start("backpressure").await;
-    w.queue(json!({"maxRunning": 1, "maxPending": 3, "paused": true}))
-        .await;
-    let alg = w
-        .algorithm(
-            "detect",
-            json!({}),
-            json!({"sim.vision.zjlab.io/duration": "200ms"}),
-        )
+    let w = Scenario::new("backpressure")
+        .queue(mk_queue("pool", 1).with_max_pending(3).paused())
+        .algorithm(mk_algorithm("detect").with_template_annotations(&[(sim::DURATION, "200ms")]))
+        .operator()
+        .start()
         .await;
     for i in 0..3 {
-        w.job(&format!("early-{i}"), &alg, json!({}), json!({}))
-            .await;
+        w.submit(w.job(&format!("early-{i}"), "detect")).await;
         w.wait_phase(&format!("early-{i}"), JobPhase::Queued, T)
             .await;
     }
     for i in 0..2 {
-        w.job(&format!("late-{i}"), &alg, json!({}), json!({}))
-            .await;
+        w.submit(w.job(&format!("late-{i}"), "detect")).await;
     }
     for i in 0..2 {
         let s = w
@@ -374,8 +364,8 @@ async fn beyond_max_pending_new_jobs_are_rejected_at_once() {
     }
     // The early jobs are untouched and run once the queue is resumed.
     let patch = json!({"spec": {"paused": false}});
-    Api::<VisionQueue>::all(w.client.clone())
-        .patch(&w.queue, &PatchParams::default(), &Patch::Merge(&patch))
+    w.queues()
+        .patch(w.queue(), &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     for i in 0..3 {
@@ -394,24 +384,29 @@ async fn beyond_max_pending_new_jobs_are_rejected_at_once() {
 
 #[tokio::test]
 async fn repeated_failures_open_the_breaker_and_hold_the_algorithm_back() {
-    let _turn = SERIAL.lock().await;
-    let mut w = World::new("breaker").await;
-    let _op = Operator::start("breaker").await;
-    w.queue(json!({"maxRunning": 1})).await;
-    let alg = w
+    let w = Scenario::new("breaker")
+        .queue(mk_queue("pool", 1))
         .algorithm(
-            "flaky",
-            json!({"retries": 0, "circuitBreaker": {"failureThreshold": 2, "windowSeconds": 60, "cooldownSeconds": 3}}),
-            json!({"sim.vision.zjlab.io/duration": "300ms", "sim.vision.zjlab.io/outcome": "fail", "sim.vision.zjlab.io/message": "CUDA error"}),
+            mk_algorithm("flaky")
+                .with_retries(0)
+                .with_breaker(mk_breaker(2, 60, 3))
+                .with_template_annotations(&[
+                    (sim::DURATION, "300ms"),
+                    (sim::OUTCOME, "fail"),
+                    (sim::MESSAGE, "CUDA error"),
+                ]),
         )
+        .operator()
+        .start()
         .await;
+    let alg = w.algorithm("flaky");
     for i in 0..4 {
-        w.job(&format!("f-{i}"), &alg, json!({}), json!({})).await;
+        w.submit(w.job(&format!("f-{i}"), "flaky")).await;
     }
     // Two failures open the breaker: the algorithm reports it, the queue's
     // head waits for it.
-    let algorithms: Api<vision_operator::api::VisionAlgorithm> = Api::all(w.client.clone());
-    let opened = common::wait_for(T, || async {
+    let algorithms = w.algorithms();
+    let opened = harness::wait_for(T, || async {
         let a = algorithms.get(&alg).await.unwrap();
         let s = a.status.unwrap_or_default();
         s.breaker.as_deref() == Some("Open")
@@ -425,11 +420,8 @@ async fn repeated_failures_open_the_breaker_and_hold_the_algorithm_back() {
         "the breaker did not open: {:?}",
         algorithms.get(&alg).await.unwrap().status
     );
-    let head_waits = common::wait_for(T, || async {
-        let q = Api::<VisionQueue>::all(w.client.clone())
-            .get(&w.queue)
-            .await
-            .unwrap();
+    let head_waits = harness::wait_for(T, || async {
+        let q = w.queues().get(w.queue()).await.unwrap();
         q.status
             .and_then(|s| s.head_reason)
             .is_some_and(|r| r.contains("breaker"))

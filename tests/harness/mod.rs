@@ -1,0 +1,45 @@
+//! The one harness of the tests that use the local cluster (hack/cluster.sh)
+//! or its tools. Every test binary that needs it says `mod harness;`.
+//!
+//! - [`cluster`]: kubeconfig, client, kubectl, polling, fresh namespaces. A
+//!   missing or unreachable cluster fails the test with a message naming the
+//!   fix (`hack/cluster.sh up`); nothing is ever skipped.
+//! - [`scenario`]: one test's world (namespace, queues, algorithms,
+//!   operators) started in one statement, cleaned up in order by its guard.
+//! - [`operator`]: the operator as a child process, its HTTP endpoint, the
+//!   free port and the HTTP GET every test uses.
+//! - [`timeline`]: the live pods of a namespace over time, from a watch.
+//! - [`helm`]: the helm binary and the chart.
+//! - [`sim`]: the annotations that script a simulated (KWOK) pod.
+//!
+//! The objects a test creates are typed fixtures of `vision_api::testing`.
+//
+// Each test binary compiles the whole harness and uses a part of it.
+#![allow(dead_code, unused_imports)]
+
+pub mod cluster;
+pub mod helm;
+pub mod operator;
+pub mod scenario;
+pub mod timeline;
+
+pub use cluster::{kubectl, kubectl_output, repo_root, wait_for};
+pub use operator::{Operator, OperatorOptions};
+pub use scenario::Scenario;
+pub use timeline::PodTimeline;
+
+/// The pod annotations that script a pod on the local cluster's KWOK nodes
+/// (hack/cluster): how long it runs, how it ends, what it reports. Put them
+/// on an algorithm's template or on a job (its pods carry both).
+pub mod sim {
+    /// How long the pod runs (`1s`, `500ms`, `1h`).
+    pub const DURATION: &str = "sim.vision.zjlab.io/duration";
+    /// The termination message: the algorithm's result.
+    pub const MESSAGE: &str = "sim.vision.zjlab.io/message";
+    /// `fail` ends the pod Failed.
+    pub const OUTCOME: &str = "sim.vision.zjlab.io/outcome";
+    /// The exit code of a failed pod (default 1).
+    pub const EXIT_CODE: &str = "sim.vision.zjlab.io/exit-code";
+    /// Attempts 1..=n fail, later ones succeed.
+    pub const FAIL_ATTEMPTS: &str = "sim.vision.zjlab.io/fail-attempts";
+}
