@@ -1,83 +1,118 @@
-//! Unit tests of the pod builder and of the reading of pods, with exact
-//! expected outputs built from JSON.
+//! Unit tests of the pod builder and of the reading of pods. Inputs are the
+//! typed fixtures of `vision_api::testing`; expected pods are whole JSON
+//! documents, as the API server would receive them.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus,
+    EmptyDirVolumeSource, EnvVar, PodCondition, PodSecurityContext, PodSpec, PodStatus,
+    PodTemplateSpec, ResourceRequirements, SecurityContext, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Value, json};
+use vision_api::testing::{AlgorithmFixture, JOB_UID, JobFixture, mk_algorithm, mk_job};
 
 use super::*;
 
 const NS: &str = "team-a";
-const UID: &str = "6f1c2b7e-0000-4000-8000-000000000001";
+const UID: &str = JOB_UID;
 const JOB: &str = "cam42-frame-0001";
 const ALGO: &str = "yolo-detect";
+const IMAGE: &str = "registry.example/yolo:1";
 
 fn t(s: i64) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
 }
 
-/// A job with the given spec (JSON, camelCase as in a manifest).
-fn mk_job(name: &str, ns: &str, spec: Value) -> VisionJob {
-    mk_job_meta(
-        json!({"name": name, "namespace": ns, "uid": UID, "generation": 1}),
-        spec,
-    )
-}
-
-/// A job with the given metadata and spec.
-fn mk_job_meta(metadata: Value, spec: Value) -> VisionJob {
-    serde_json::from_value(json!({
-        "apiVersion": "vision.zjlab.io/v1alpha1",
-        "kind": "VisionJob",
-        "metadata": metadata,
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
 /// The usual job: yolo-detect on one frame through queue gpu-a.
 fn the_job() -> VisionJob {
-    mk_job(
-        JOB,
-        NS,
-        json!({
-            "algorithm": ALGO,
-            "queue": "gpu-a",
-            "input": {"uri": "s3://frames/cam42/0001.jpg"},
-            "params": {"confidence": 0.5},
-        }),
-    )
+    mk_job(NS, JOB, ALGO)
+        .with_queue("gpu-a")
+        .with_input(json!({"uri": "s3://frames/cam42/0001.jpg"}))
+        .with_params(json!({"confidence": 0.5}))
 }
 
-/// An algorithm with the given spec (JSON, camelCase as in a manifest).
-fn mk_algorithm(name: &str, spec: Value) -> VisionAlgorithm {
-    serde_json::from_value(json!({
-        "apiVersion": "vision.zjlab.io/v1alpha1",
-        "kind": "VisionAlgorithm",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .unwrap()
+/// A job of the usual algorithm with nothing but its name set.
+fn plain_job(name: &str) -> VisionJob {
+    mk_job(NS, name, ALGO)
 }
 
-/// An algorithm whose template is the given pod spec (and template metadata).
-fn mk_algorithm_template(template: Value) -> VisionAlgorithm {
-    mk_algorithm(ALGO, json!({ "template": template }))
+/// An algorithm (all defaults: 1 GPU, 3600 s, 2 retries) whose template is
+/// `spec`, without template metadata.
+fn algorithm_with(spec: PodSpec) -> VisionAlgorithm {
+    algorithm_template(PodTemplateSpec {
+        metadata: None,
+        spec: Some(spec),
+    })
+}
+
+/// An algorithm (all defaults) with the given template.
+fn algorithm_template(template: PodTemplateSpec) -> VisionAlgorithm {
+    mk_algorithm(ALGO).with_template(template)
+}
+
+/// A pod spec with these containers and nothing else.
+fn containers(containers: Vec<Container>) -> PodSpec {
+    PodSpec {
+        containers,
+        ..Default::default()
+    }
+}
+
+/// A container with only a name and the image.
+fn bare_container(name: &str, image: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        ..Default::default()
+    }
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+fn quantities(entries: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+        .collect()
 }
 
 /// The algorithm container of the usual template: arguments that a shell would
 /// mangle, to see that they are passed through as they are.
-fn algorithm_container() -> Value {
-    json!({
-        "name": "algorithm",
-        "image": "registry.example/yolo:1",
-        "command": ["python", "-m", "detect"],
-        "args": ["--input", "s3://frames/a b.jpg", "$(HOME); rm -rf / && echo '*'"],
-    })
+fn algorithm_container() -> Container {
+    Container {
+        command: Some(strings(&["python", "-m", "detect"])),
+        args: Some(strings(&[
+            "--input",
+            "s3://frames/a b.jpg",
+            "$(HOME); rm -rf / && echo '*'",
+        ])),
+        ..bare_container("algorithm", IMAGE)
+    }
 }
 
 /// The usual algorithm: one container, all defaults (1 GPU, 3600 s, 2 retries).
 fn the_algorithm() -> VisionAlgorithm {
-    mk_algorithm_template(json!({"spec": {"containers": [algorithm_container()]}}))
+    algorithm_with(containers(vec![algorithm_container()]))
 }
 
 fn build(job: &VisionJob, algorithm: &VisionAlgorithm, attempt: i32) -> Value {
@@ -228,7 +263,7 @@ fn job_json_is_exact() {
 
 #[test]
 fn job_json_without_input_or_params_has_empty_objects() {
-    let job = mk_job("j", NS, json!({"algorithm": ALGO}));
+    let job = plain_job("j");
     assert_eq!(
         serde_json::from_str::<Value>(&job_json(&job, 1)).unwrap(),
         json!({
@@ -245,25 +280,24 @@ fn job_json_without_input_or_params_has_empty_objects() {
 
 #[test]
 fn job_values_default_to_the_algorithms() {
-    let algorithm = mk_algorithm(
-        ALGO,
-        json!({"template": {}, "gpusPerJob": 2, "timeoutSeconds": 600, "retries": 5}),
-    );
-    let plain = mk_job("j", NS, json!({"algorithm": ALGO}));
+    let algorithm = algorithm_template(PodTemplateSpec::default())
+        .with_gpus_per_job(2)
+        .with_timeout_seconds(600)
+        .with_retries(5);
+    let plain = plain_job("j");
     assert_eq!(job_gpus(&plain, &algorithm), 2);
     assert_eq!(job_timeout_seconds(&plain, &algorithm), 600);
     assert_eq!(job_retries(&plain, &algorithm), 5);
 
-    let own = mk_job(
-        "j",
-        NS,
-        json!({"algorithm": ALGO, "gpus": 0, "timeoutSeconds": 30, "retries": 0}),
-    );
+    let own = plain_job("j")
+        .with_gpus(0)
+        .with_timeout_seconds(30)
+        .with_retries(0);
     assert_eq!(job_gpus(&own, &algorithm), 0);
     assert_eq!(job_timeout_seconds(&own, &algorithm), 30);
     assert_eq!(job_retries(&own, &algorithm), 0);
 
-    let defaults = mk_algorithm(ALGO, json!({"template": {}}));
+    let defaults = algorithm_template(PodTemplateSpec::default());
     assert_eq!(job_gpus(&plain, &defaults), 1);
     assert_eq!(job_timeout_seconds(&plain, &defaults), 3600);
     assert_eq!(job_retries(&plain, &defaults), 2);
@@ -393,15 +427,13 @@ fn the_job_file_is_at_etc_vision_job_json() {
 fn labels_skip_values_that_are_not_valid_label_values() {
     let long_name = format!("cam42-{}", "f".repeat(60));
     assert_eq!(long_name.len(), 66);
-    let job = mk_job(
-        &long_name,
-        NS,
-        json!({"algorithm": ALGO, "queue": "q.".repeat(40) + "q"}),
-    );
-    let algorithm = mk_algorithm(
-        "a-very-long-algorithm-name-that-is-longer-than-sixty-three-characters",
-        json!({"template": {"spec": {"containers": [algorithm_container()]}}}),
-    );
+    let job = plain_job(&long_name).with_queue(&("q.".repeat(40) + "q"));
+    let algorithm =
+        mk_algorithm("a-very-long-algorithm-name-that-is-longer-than-sixty-three-characters")
+            .with_template(PodTemplateSpec {
+                metadata: None,
+                spec: Some(containers(vec![algorithm_container()])),
+            });
     let pod = build(&job, &algorithm, 2);
     assert_eq!(
         pod["metadata"]["labels"],
@@ -418,15 +450,12 @@ fn labels_skip_values_that_are_not_valid_label_values() {
 
 #[test]
 fn labels_keep_the_templates_but_not_over_the_operators() {
-    let algorithm = mk_algorithm_template(json!({
-        "metadata": {"labels": {
-            "app": "yolo",
-            "team": "vision",
-            "vision.zjlab.io/job-uid": "forged",
-            "vision.zjlab.io/attempt": "99",
-        }},
-        "spec": {"containers": [algorithm_container()]},
-    }));
+    let algorithm = the_algorithm().with_template_labels(&[
+        ("app", "yolo"),
+        ("team", "vision"),
+        ("vision.zjlab.io/job-uid", "forged"),
+        ("vision.zjlab.io/attempt", "99"),
+    ]);
     assert_eq!(
         build(&the_job(), &algorithm, 1)["metadata"]["labels"],
         json!({
@@ -444,7 +473,7 @@ fn labels_keep_the_templates_but_not_over_the_operators() {
 
 #[test]
 fn labels_use_the_default_queue() {
-    let job = mk_job(JOB, NS, json!({"algorithm": ALGO}));
+    let job = plain_job(JOB);
     assert_eq!(
         build(&job, &the_algorithm(), 1)["metadata"]["labels"]["vision.zjlab.io/queue"],
         "default"
@@ -453,32 +482,19 @@ fn labels_use_the_default_queue() {
 
 #[test]
 fn annotations_are_the_templates_then_the_jobs_then_the_job_json() {
-    let algorithm = mk_algorithm_template(json!({
-        "metadata": {"annotations": {
-            "prometheus.io/scrape": "true",
-            "shared": "from-template",
-        }},
-        "spec": {"containers": [algorithm_container()]},
-    }));
-    let job = mk_job_meta(
-        json!({
-            "name": JOB,
-            "namespace": NS,
-            "uid": UID,
-            "annotations": {
-                "shared": "from-job",
-                "sim.vision.zjlab.io/outcome": "fail",
-                "kubectl.kubernetes.io/last-applied-configuration": "{\"huge\":true}",
-                "vision.zjlab.io/job-json": "forged",
-            },
-        }),
-        json!({
-            "algorithm": ALGO,
-            "queue": "gpu-a",
-            "input": {"uri": "s3://frames/cam42/0001.jpg"},
-            "params": {"confidence": 0.5},
-        }),
-    );
+    let algorithm = the_algorithm().with_template_annotations(&[
+        ("prometheus.io/scrape", "true"),
+        ("shared", "from-template"),
+    ]);
+    let job = the_job().with_annotations(&[
+        ("shared", "from-job"),
+        ("sim.vision.zjlab.io/outcome", "fail"),
+        (
+            "kubectl.kubernetes.io/last-applied-configuration",
+            "{\"huge\":true}",
+        ),
+        ("vision.zjlab.io/job-json", "forged"),
+    ]);
     assert_eq!(
         build(&job, &algorithm, 1)["metadata"]["annotations"],
         json!({
@@ -511,23 +527,20 @@ fn owner_reference_makes_the_job_the_controller() {
 
 #[test]
 fn active_deadline_is_the_jobs_timeout_else_the_algorithms() {
-    let algorithm = mk_algorithm(
-        ALGO,
-        json!({"template": {"spec": {"containers": [algorithm_container()]}}, "timeoutSeconds": 900}),
-    );
-    let own = mk_job(JOB, NS, json!({"algorithm": ALGO, "timeoutSeconds": 120}));
+    let algorithm = the_algorithm().with_timeout_seconds(900);
+    let own = plain_job(JOB).with_timeout_seconds(120);
     assert_eq!(build_spec(&own, &algorithm)["activeDeadlineSeconds"], 120);
-    let plain = mk_job(JOB, NS, json!({"algorithm": ALGO}));
+    let plain = plain_job(JOB);
     assert_eq!(build_spec(&plain, &algorithm)["activeDeadlineSeconds"], 900);
 }
 
 #[test]
 fn restart_policy_is_never_whatever_the_template_says() {
-    let algorithm = mk_algorithm_template(json!({"spec": {
-        "restartPolicy": "Always",
-        "activeDeadlineSeconds": 5,
-        "containers": [algorithm_container()],
-    }}));
+    let algorithm = algorithm_with(PodSpec {
+        restart_policy: Some("Always".into()),
+        active_deadline_seconds: Some(5),
+        ..containers(vec![algorithm_container()])
+    });
     let spec = build_spec(&the_job(), &algorithm);
     assert_eq!(spec["restartPolicy"], "Never");
     assert_eq!(spec["activeDeadlineSeconds"], 3600);
@@ -535,7 +548,7 @@ fn restart_policy_is_never_whatever_the_template_says() {
 
 #[test]
 fn gpus_are_the_jobs_own() {
-    let job = mk_job(JOB, NS, json!({"algorithm": ALGO, "gpus": 4}));
+    let job = plain_job(JOB).with_gpus(4);
     assert_eq!(
         build_container(&job, &the_algorithm(), "algorithm")["resources"],
         json!({"limits": {"nvidia.com/gpu": "4"}, "requests": {"nvidia.com/gpu": "4"}})
@@ -544,16 +557,20 @@ fn gpus_are_the_jobs_own() {
 
 #[test]
 fn gpus_default_to_the_algorithms_and_keep_other_resources() {
-    let mut container = algorithm_container();
-    container["resources"] = json!({
-        "limits": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "8"},
-        "requests": {"cpu": "1", "nvidia.com/gpu": "8"},
-    });
-    let algorithm = mk_algorithm(
-        ALGO,
-        json!({"template": {"spec": {"containers": [container]}}, "gpusPerJob": 2}),
-    );
-    let job = mk_job(JOB, NS, json!({"algorithm": ALGO}));
+    let container = Container {
+        resources: Some(ResourceRequirements {
+            limits: Some(quantities(&[
+                ("cpu", "2"),
+                ("memory", "4Gi"),
+                ("nvidia.com/gpu", "8"),
+            ])),
+            requests: Some(quantities(&[("cpu", "1"), ("nvidia.com/gpu", "8")])),
+            ..Default::default()
+        }),
+        ..algorithm_container()
+    };
+    let algorithm = algorithm_with(containers(vec![container])).with_gpus_per_job(2);
+    let job = plain_job(JOB);
     assert_eq!(
         build_container(&job, &algorithm, "algorithm")["resources"],
         json!({
@@ -565,13 +582,16 @@ fn gpus_default_to_the_algorithms_and_keep_other_resources() {
 
 #[test]
 fn zero_gpus_means_no_gpu_resource() {
-    let mut container = algorithm_container();
-    container["resources"] = json!({
-        "limits": {"cpu": "2", "nvidia.com/gpu": "1"},
-        "requests": {"cpu": "1", "nvidia.com/gpu": "1"},
-    });
-    let algorithm = mk_algorithm_template(json!({"spec": {"containers": [container]}}));
-    let job = mk_job(JOB, NS, json!({"algorithm": ALGO, "gpus": 0}));
+    let container = Container {
+        resources: Some(ResourceRequirements {
+            limits: Some(quantities(&[("cpu", "2"), ("nvidia.com/gpu", "1")])),
+            requests: Some(quantities(&[("cpu", "1"), ("nvidia.com/gpu", "1")])),
+            ..Default::default()
+        }),
+        ..algorithm_container()
+    };
+    let algorithm = algorithm_with(containers(vec![container]));
+    let job = plain_job(JOB).with_gpus(0);
     assert_eq!(
         build_container(&job, &algorithm, "algorithm")["resources"],
         json!({"limits": {"cpu": "2"}, "requests": {"cpu": "1"}})
@@ -580,11 +600,8 @@ fn zero_gpus_means_no_gpu_resource() {
 
 #[test]
 fn zero_gpus_from_the_algorithm_without_resources() {
-    let algorithm = mk_algorithm(
-        ALGO,
-        json!({"template": {"spec": {"containers": [algorithm_container()]}}, "gpusPerJob": 0}),
-    );
-    let job = mk_job(JOB, NS, json!({"algorithm": ALGO}));
+    let algorithm = the_algorithm().with_gpus_per_job(0);
+    let job = plain_job(JOB);
     // No GPU anywhere (an empty limits map is all that is left).
     assert_eq!(
         build_container(&job, &algorithm, "algorithm")["resources"],
@@ -607,12 +624,22 @@ fn restricted_security_context_when_the_template_has_none() {
 
 #[test]
 fn the_templates_own_security_contexts_are_kept() {
-    let mut container = algorithm_container();
-    container["securityContext"] = json!({"runAsUser": 1000, "readOnlyRootFilesystem": true});
-    let algorithm = mk_algorithm_template(json!({"spec": {
-        "securityContext": {"runAsUser": 0, "fsGroup": 2000},
-        "containers": [container],
-    }}));
+    let container = Container {
+        security_context: Some(SecurityContext {
+            run_as_user: Some(1000),
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        }),
+        ..algorithm_container()
+    };
+    let algorithm = algorithm_with(PodSpec {
+        security_context: Some(PodSecurityContext {
+            run_as_user: Some(0),
+            fs_group: Some(2000),
+            ..Default::default()
+        }),
+        ..containers(vec![container])
+    });
     let spec = build_spec(&the_job(), &algorithm);
     assert_eq!(
         spec["securityContext"],
@@ -629,18 +656,18 @@ fn service_account_token_not_mounted_unless_a_service_account_is_named() {
     let spec = build_spec(&the_job(), &the_algorithm());
     assert_eq!(spec["automountServiceAccountToken"], false);
 
-    let named = mk_algorithm_template(json!({"spec": {
-        "serviceAccountName": "yolo-reader",
-        "containers": [algorithm_container()],
-    }}));
+    let named = algorithm_with(PodSpec {
+        service_account_name: Some("yolo-reader".into()),
+        ..containers(vec![algorithm_container()])
+    });
     let spec = build_spec(&the_job(), &named);
     assert_eq!(spec["serviceAccountName"], "yolo-reader");
     assert_eq!(spec.get("automountServiceAccountToken"), None);
 
-    let explicit = mk_algorithm_template(json!({"spec": {
-        "automountServiceAccountToken": true,
-        "containers": [algorithm_container()],
-    }}));
+    let explicit = algorithm_with(PodSpec {
+        automount_service_account_token: Some(true),
+        ..containers(vec![algorithm_container()])
+    });
     assert_eq!(
         build_spec(&the_job(), &explicit)["automountServiceAccountToken"],
         true
@@ -649,31 +676,66 @@ fn service_account_token_not_mounted_unless_a_service_account_is_named() {
 
 #[test]
 fn other_containers_get_only_a_security_context() {
-    let sidecar = json!({
-        "name": "uploader",
-        "image": "registry.example/uploader:2",
-        "args": ["--bucket", "results"],
-        "env": [{"name": "BUCKET", "value": "results"}],
-        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
-        "resources": {"limits": {"cpu": "500m"}},
+    let sidecar = Container {
+        args: Some(strings(&["--bucket", "results"])),
+        env: Some(vec![env("BUCKET", "results")]),
+        volume_mounts: Some(vec![mount("scratch", "/scratch")]),
+        resources: Some(ResourceRequirements {
+            limits: Some(quantities(&[("cpu", "500m")])),
+            ..Default::default()
+        }),
+        ..bare_container("uploader", "registry.example/uploader:2")
+    };
+    let hardened = Container {
+        name: "hardened".into(),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            ..Default::default()
+        }),
+        ..sidecar.clone()
+    };
+    let algorithm = algorithm_with(PodSpec {
+        volumes: Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        }]),
+        ..containers(vec![
+            sidecar.clone(),
+            algorithm_container(),
+            hardened.clone(),
+        ])
     });
-    let mut hardened = sidecar.clone();
-    hardened["name"] = json!("hardened");
-    hardened["securityContext"] = json!({"privileged": false});
-    let algorithm = mk_algorithm_template(json!({"spec": {
-        "containers": [sidecar.clone(), algorithm_container(), hardened.clone()],
-        "volumes": [{"name": "scratch", "emptyDir": {}}],
-    }}));
     let spec = build_spec(&the_job(), &algorithm);
-    let mut expected_sidecar = sidecar;
-    expected_sidecar["securityContext"] = restricted_container();
-    assert_eq!(spec["containers"][0], expected_sidecar);
+    assert_eq!(
+        spec["containers"][0],
+        json!({
+            "name": "uploader",
+            "image": "registry.example/uploader:2",
+            "args": ["--bucket", "results"],
+            "env": [{"name": "BUCKET", "value": "results"}],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            "resources": {"limits": {"cpu": "500m"}},
+            "securityContext": restricted_container(),
+        })
+    );
     assert_eq!(spec["containers"][1]["name"], "algorithm");
     assert_eq!(
         spec["containers"][1]["env"],
         json!([{"name": "VISION_JOB", "value": THE_JOB_JSON}])
     );
-    assert_eq!(spec["containers"][2], hardened);
+    assert_eq!(
+        spec["containers"][2],
+        json!({
+            "name": "hardened",
+            "image": "registry.example/uploader:2",
+            "args": ["--bucket", "results"],
+            "env": [{"name": "BUCKET", "value": "results"}],
+            "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+            "resources": {"limits": {"cpu": "500m"}},
+            "securityContext": {"privileged": false},
+        })
+    );
     // The template's volumes are kept, the job's is added last.
     assert_eq!(
         spec["volumes"],
@@ -689,32 +751,52 @@ fn other_containers_get_only_a_security_context() {
 
 #[test]
 fn init_containers_get_only_a_security_context() {
-    let init = json!({"name": "fetch", "image": "registry.example/fetch:1", "args": ["model"]});
-    let mut hardened = json!({"name": "warm", "image": "registry.example/warm:1"});
-    hardened["securityContext"] = json!({"runAsUser": 1000});
-    let algorithm = mk_algorithm_template(json!({"spec": {
-        "initContainers": [init.clone(), hardened.clone()],
-        "containers": [algorithm_container()],
-    }}));
-    let mut expected = init;
-    expected["securityContext"] = restricted_container();
+    let init = Container {
+        args: Some(strings(&["model"])),
+        ..bare_container("fetch", "registry.example/fetch:1")
+    };
+    let hardened = Container {
+        security_context: Some(SecurityContext {
+            run_as_user: Some(1000),
+            ..Default::default()
+        }),
+        ..bare_container("warm", "registry.example/warm:1")
+    };
+    let algorithm = algorithm_with(PodSpec {
+        init_containers: Some(vec![init, hardened]),
+        ..containers(vec![algorithm_container()])
+    });
     assert_eq!(
         build_spec(&the_job(), &algorithm)["initContainers"],
-        json!([expected, hardened])
+        json!([
+            {
+                "name": "fetch",
+                "image": "registry.example/fetch:1",
+                "args": ["model"],
+                "securityContext": restricted_container(),
+            },
+            {
+                "name": "warm",
+                "image": "registry.example/warm:1",
+                "securityContext": {"runAsUser": 1000},
+            },
+        ])
     );
 }
 
 #[test]
 fn algorithm_container_keeps_its_env_and_mounts_and_gets_the_job() {
-    let mut container = algorithm_container();
-    container["env"] = json!([
-        {"name": "MODEL", "value": "yolov8"},
-        {"name": "VISION_JOB", "value": "set by the user"},
-        {"name": "LOG", "value": "debug"},
-    ]);
-    container["volumeMounts"] = json!([{"name": "models", "mountPath": "/models"}]);
-    container["terminationMessagePolicy"] = json!("File");
-    let algorithm = mk_algorithm_template(json!({"spec": {"containers": [container]}}));
+    let container = Container {
+        env: Some(vec![
+            env("MODEL", "yolov8"),
+            env("VISION_JOB", "set by the user"),
+            env("LOG", "debug"),
+        ]),
+        volume_mounts: Some(vec![mount("models", "/models")]),
+        termination_message_policy: Some("File".into()),
+        ..algorithm_container()
+    };
+    let algorithm = algorithm_with(containers(vec![container]));
     let built = build_container(&the_job(), &algorithm, "algorithm");
     assert_eq!(
         built["env"],
@@ -748,9 +830,7 @@ fn command_and_args_pass_through_unchanged() {
     );
 
     // A template without command or args gets none (the image's entrypoint runs).
-    let algorithm = mk_algorithm_template(json!({"spec": {"containers": [
-        {"name": "algorithm", "image": "registry.example/yolo:1"},
-    ]}}));
+    let algorithm = algorithm_with(containers(vec![bare_container("algorithm", IMAGE)]));
     let container = build_container(&the_job(), &algorithm, "algorithm");
     assert_eq!(container.get("command"), None);
     assert_eq!(container.get("args"), None);
@@ -758,9 +838,7 @@ fn command_and_args_pass_through_unchanged() {
 
 #[test]
 fn build_pod_needs_an_algorithm_container() {
-    let algorithm = mk_algorithm_template(json!({"spec": {"containers": [
-        {"name": "main", "image": "registry.example/yolo:1"},
-    ]}}));
+    let algorithm = algorithm_with(containers(vec![bare_container("main", IMAGE)]));
     assert_eq!(
         build_pod(&the_job(), &algorithm, 1),
         Err(BuildError::NoAlgorithmContainer(ALGO.into()))
@@ -770,16 +848,16 @@ fn build_pod_needs_an_algorithm_container() {
         r#"algorithm yolo-detect has no container named "algorithm" in its template"#
     );
     // An init container named "algorithm" does not count.
-    let algorithm = mk_algorithm_template(json!({"spec": {
-        "initContainers": [{"name": "algorithm", "image": "registry.example/yolo:1"}],
-        "containers": [{"name": "main", "image": "registry.example/yolo:1"}],
-    }}));
+    let algorithm = algorithm_with(PodSpec {
+        init_containers: Some(vec![bare_container("algorithm", IMAGE)]),
+        ..containers(vec![bare_container("main", IMAGE)])
+    });
     assert_eq!(
         build_pod(&the_job(), &algorithm, 1),
         Err(BuildError::NoAlgorithmContainer(ALGO.into()))
     );
     // Nor does a template without a spec.
-    let algorithm = mk_algorithm_template(json!({}));
+    let algorithm = algorithm_template(PodTemplateSpec::default());
     assert_eq!(
         build_pod(&the_job(), &algorithm, 1),
         Err(BuildError::NoAlgorithmContainer(ALGO.into()))
@@ -788,92 +866,120 @@ fn build_pod_needs_an_algorithm_container() {
 
 #[test]
 fn build_pod_needs_the_jobs_uid() {
-    let job = mk_job_meta(
-        json!({"name": JOB, "namespace": NS}),
-        json!({"algorithm": ALGO}),
-    );
+    let mut job = plain_job(JOB);
+    job.metadata.uid = None;
     assert_eq!(build_pod(&job, &the_algorithm(), 1), Err(BuildError::NoUid));
 }
 
 // ---------------------------------------------------------------------------
 // pod_state
 
-/// A pod with the given status (JSON) and, optionally, a deletion timestamp.
-fn mk_pod(status: Option<Value>, deleting: bool) -> Pod {
-    let mut pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "cam42-frame-0001-1", "namespace": NS},
-    });
-    if deleting {
-        pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+/// A pod of the usual job with the given status and, optionally, a
+/// deletion timestamp.
+fn mk_pod(status: Option<PodStatus>, deleting: bool) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some("cam42-frame-0001-1".into()),
+            namespace: Some(NS.into()),
+            deletion_timestamp: deleting.then(|| t(1_767_225_600)),
+            ..Default::default()
+        },
+        spec: None,
+        status,
     }
-    if let Some(status) = status {
-        pod["status"] = status;
+}
+
+/// A pod status in `phase` with nothing else set.
+fn in_phase(phase: &str) -> PodStatus {
+    PodStatus {
+        phase: Some(phase.into()),
+        ..Default::default()
     }
-    serde_json::from_value(pod).unwrap()
+}
+
+/// A pod status in `phase` with these container statuses.
+fn with_containers(phase: &str, statuses: Vec<ContainerStatus>) -> PodStatus {
+    PodStatus {
+        container_statuses: Some(statuses),
+        ..in_phase(phase)
+    }
 }
 
 /// A container status, terminated with the given exit code, reason and message.
-fn terminated(name: &str, exit_code: i32, reason: &str, message: Option<&str>) -> Value {
-    let mut state = json!({"exitCode": exit_code, "reason": reason});
-    if let Some(m) = message {
-        state["message"] = json!(m);
+fn terminated(name: &str, exit_code: i32, reason: &str, message: Option<&str>) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        image: IMAGE.into(),
+        image_id: String::new(),
+        ready: false,
+        restart_count: 0,
+        state: Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code,
+                reason: Some(reason.into()),
+                message: message.map(String::from),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
-    json!({
-        "name": name,
-        "image": "registry.example/yolo:1",
-        "imageID": "",
-        "ready": false,
-        "restartCount": 0,
-        "state": {"terminated": state},
-    })
 }
 
-fn running_container(name: &str) -> Value {
-    json!({
-        "name": name,
-        "image": "registry.example/yolo:1",
-        "imageID": "",
-        "ready": true,
-        "restartCount": 0,
-        "state": {"running": {"startedAt": "1970-01-01T00:01:40Z"}},
-    })
+fn running_container(name: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        image: IMAGE.into(),
+        image_id: String::new(),
+        ready: true,
+        restart_count: 0,
+        state: Some(ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(t(100)),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
 
 #[test]
 fn pod_without_status_is_pending() {
     assert_eq!(pod_state(&mk_pod(None, false)), PodState::Pending);
     assert_eq!(
-        pod_state(&mk_pod(Some(json!({})), false)),
+        pod_state(&mk_pod(Some(PodStatus::default()), false)),
         PodState::Pending
     );
 }
 
 #[test]
 fn pending_pod_is_pending() {
-    let status = json!({
-        "phase": "Pending",
-        "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}],
-    });
+    let status = PodStatus {
+        conditions: Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            ..Default::default()
+        }]),
+        ..in_phase("Pending")
+    };
     assert_eq!(pod_state(&mk_pod(Some(status), false)), PodState::Pending);
 }
 
 #[test]
 fn unknown_phase_reads_as_pending() {
     assert_eq!(
-        pod_state(&mk_pod(Some(json!({"phase": "Unknown"})), false)),
+        pod_state(&mk_pod(Some(in_phase("Unknown")), false)),
         PodState::Pending
     );
 }
 
 #[test]
 fn running_pod_is_running_since_its_start_time() {
-    let status = json!({
-        "phase": "Running",
-        "startTime": "1970-01-01T00:01:40Z",
-        "containerStatuses": [running_container("algorithm")],
-    });
+    let status = PodStatus {
+        start_time: Some(t(100)),
+        ..with_containers("Running", vec![running_container("algorithm")])
+    };
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Running {
@@ -881,20 +987,20 @@ fn running_pod_is_running_since_its_start_time() {
         }
     );
     assert_eq!(
-        pod_state(&mk_pod(Some(json!({"phase": "Running"})), false)),
+        pod_state(&mk_pod(Some(in_phase("Running")), false)),
         PodState::Running { started: None }
     );
 }
 
 #[test]
 fn succeeded_pod_carries_the_algorithm_containers_message() {
-    let status = json!({
-        "phase": "Succeeded",
-        "containerStatuses": [
+    let status = with_containers(
+        "Succeeded",
+        vec![
             terminated("uploader", 0, "Completed", Some("uploaded")),
             terminated("algorithm", 0, "Completed", Some(r#"{"boxes":3}"#)),
         ],
-    });
+    );
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Succeeded {
@@ -905,29 +1011,29 @@ fn succeeded_pod_carries_the_algorithm_containers_message() {
 
 #[test]
 fn succeeded_pod_without_a_message() {
-    let status = json!({
-        "phase": "Succeeded",
-        "containerStatuses": [terminated("algorithm", 0, "Completed", None)],
-    });
+    let status = with_containers(
+        "Succeeded",
+        vec![terminated("algorithm", 0, "Completed", None)],
+    );
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Succeeded { message: None }
     );
     assert_eq!(
-        pod_state(&mk_pod(Some(json!({"phase": "Succeeded"})), false)),
+        pod_state(&mk_pod(Some(in_phase("Succeeded")), false)),
         PodState::Succeeded { message: None }
     );
 }
 
 #[test]
 fn failed_pod_carries_exit_code_reason_and_message_of_the_algorithm_container() {
-    let status = json!({
-        "phase": "Failed",
-        "containerStatuses": [
+    let status = with_containers(
+        "Failed",
+        vec![
             terminated("uploader", 2, "Error", Some("upload failed")),
             terminated("algorithm", 3, "Error", Some("CUDA out of memory")),
         ],
-    });
+    );
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Failed {
@@ -940,13 +1046,13 @@ fn failed_pod_carries_exit_code_reason_and_message_of_the_algorithm_container() 
 
 #[test]
 fn failed_pod_without_an_algorithm_container_status_reads_the_first() {
-    let status = json!({
-        "phase": "Failed",
-        "containerStatuses": [
+    let status = with_containers(
+        "Failed",
+        vec![
             terminated("main", 137, "OOMKilled", None),
             terminated("uploader", 1, "Error", Some("upload failed")),
         ],
-    });
+    );
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Failed {
@@ -959,11 +1065,11 @@ fn failed_pod_without_an_algorithm_container_status_reads_the_first() {
 
 #[test]
 fn failed_pod_without_container_statuses_reads_the_pods_reason() {
-    let status = json!({
-        "phase": "Failed",
-        "reason": "Evicted",
-        "message": "The node was low on resource: memory.",
-    });
+    let status = PodStatus {
+        reason: Some("Evicted".into()),
+        message: Some("The node was low on resource: memory.".into()),
+        ..in_phase("Failed")
+    };
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Failed {
@@ -973,7 +1079,7 @@ fn failed_pod_without_container_statuses_reads_the_pods_reason() {
         }
     );
     assert_eq!(
-        pod_state(&mk_pod(Some(json!({"phase": "Failed"})), false)),
+        pod_state(&mk_pod(Some(in_phase("Failed")), false)),
         PodState::Failed {
             exit_code: None,
             reason: None,
@@ -986,12 +1092,14 @@ fn failed_pod_without_container_statuses_reads_the_pods_reason() {
 fn failed_pod_past_its_deadline_reads_deadline_exceeded() {
     // The kubelet kills the container (reason "Error") and gives the pod the
     // reason DeadlineExceeded; the controller fails the job with Timeout on it.
-    let status = json!({
-        "phase": "Failed",
-        "reason": "DeadlineExceeded",
-        "message": "Pod was active on the node longer than the specified deadline",
-        "containerStatuses": [terminated("algorithm", 137, "Error", Some("step 812/1000"))],
-    });
+    let status = PodStatus {
+        reason: Some("DeadlineExceeded".into()),
+        message: Some("Pod was active on the node longer than the specified deadline".into()),
+        ..with_containers(
+            "Failed",
+            vec![terminated("algorithm", 137, "Error", Some("step 812/1000"))],
+        )
+    };
     assert_eq!(
         pod_state(&mk_pod(Some(status), false)),
         PodState::Failed {
@@ -1005,7 +1113,10 @@ fn failed_pod_past_its_deadline_reads_deadline_exceeded() {
 #[test]
 fn pod_being_deleted_is_terminating_until_it_finished() {
     for phase in [None, Some("Pending"), Some("Running"), Some("Unknown")] {
-        let status = phase.map(|p| json!({"phase": p, "startTime": "1970-01-01T00:01:40Z"}));
+        let status = phase.map(|p| PodStatus {
+            start_time: Some(t(100)),
+            ..in_phase(p)
+        });
         assert_eq!(
             pod_state(&mk_pod(status, true)),
             PodState::Terminating,
@@ -1016,20 +1127,20 @@ fn pod_being_deleted_is_terminating_until_it_finished() {
 
 #[test]
 fn finished_pod_being_deleted_still_reads_as_finished() {
-    let succeeded = json!({
-        "phase": "Succeeded",
-        "containerStatuses": [terminated("algorithm", 0, "Completed", Some("{}"))],
-    });
+    let succeeded = with_containers(
+        "Succeeded",
+        vec![terminated("algorithm", 0, "Completed", Some("{}"))],
+    );
     assert_eq!(
         pod_state(&mk_pod(Some(succeeded), true)),
         PodState::Succeeded {
             message: Some("{}".into())
         }
     );
-    let failed = json!({
-        "phase": "Failed",
-        "containerStatuses": [terminated("algorithm", 1, "Error", Some("bad input"))],
-    });
+    let failed = with_containers(
+        "Failed",
+        vec![terminated("algorithm", 1, "Error", Some("bad input"))],
+    );
     assert_eq!(
         pod_state(&mk_pod(Some(failed), true)),
         PodState::Failed {

@@ -5,6 +5,7 @@
 //! transition and the input of the next.
 
 use serde_json::json;
+use vision_api::testing::{JobFixture, mk_job};
 
 use super::*;
 
@@ -15,30 +16,9 @@ fn t(s: i64) -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(s).unwrap())
 }
 
-/// A job at the given generation with the given spec (JSON, camelCase).
-fn mk_job(name: &str, ns: &str, generation: i64, spec: serde_json::Value) -> VisionJob {
-    serde_json::from_value(json!({
-        "apiVersion": "vision.zjlab.io/v1alpha1",
-        "kind": "VisionJob",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "uid": "6f1c2b7e-0000-4000-8000-000000000001",
-            "generation": generation,
-        },
-        "spec": spec,
-    }))
-    .unwrap()
-}
-
-/// The usual job without a status.
+/// The usual job without a status (generation 1).
 fn fresh() -> VisionJob {
-    mk_job(
-        JOB,
-        NS,
-        1,
-        json!({"algorithm": "yolo-detect", "queue": "gpu-a"}),
-    )
+    mk_job(NS, JOB, "yolo-detect").with_queue("gpu-a")
 }
 
 /// The usual job with the given status.
@@ -238,15 +218,8 @@ fn queued_after_suspension_keeps_the_attempts_and_clears_retry_after() {
 
 #[test]
 fn observed_generation_comes_from_the_job() {
-    let job = VisionJob {
-        status: Some(s_queued()),
-        ..mk_job(
-            JOB,
-            NS,
-            3,
-            json!({"algorithm": "yolo-detect", "queue": "gpu-a"}),
-        )
-    };
+    let mut job = with(s_queued());
+    job.metadata.generation = Some(3);
     let mut expected = s_queued();
     expected.observed_generation = Some(3);
     expected.conditions[0].observed_generation = Some(3);
@@ -320,7 +293,7 @@ fn admitted_after_suspension_takes_the_next_attempt() {
 #[test]
 fn admitted_pod_name_of_a_long_job_is_the_pods() {
     let name = "a".repeat(253);
-    let job = mk_job(&name, NS, 1, json!({"algorithm": "yolo-detect"}));
+    let job = mk_job(NS, &name, "yolo-detect");
     let s = admitted(&job, &t(200), "default");
     assert_eq!(s.pod_name, Some(crate::pod::pod_name(&name, 1)));
     assert_eq!(s.pod_name.unwrap().len(), 253);
