@@ -1,12 +1,19 @@
-//! Pure transitions of a VisionJob's status: each takes the status as it is
-//! and returns the whole status as it must be written (server-side apply
-//! under one field manager replaces every field the manager owns, so a
-//! status is always written whole). No I/O, no clock: `now` is an argument.
+//! Pure computation of every status the operator writes: a VisionJob's
+//! transitions, and a VisionQueue's and VisionAlgorithm's status from the
+//! worker pool's counts. Each returns the whole status as it must be written
+//! (server-side apply under one field manager replaces every field the
+//! manager owns, so a status is always written whole). No I/O, no clock:
+//! `now` is an argument.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::Value;
 
-use crate::api::{JobPhase, VisionJob, VisionJobStatus};
+use crate::admission::{AlgorithmStats, BreakerState, QueueStats};
+use crate::api::{
+    ALGORITHM_CONTAINER, JobPhase, VisionAlgorithm, VisionAlgorithmStatus, VisionJob,
+    VisionJobStatus, VisionQueue, VisionQueueStatus,
+};
+use crate::clock::time_at;
 
 /// Kubernetes keeps at most this much of a termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
@@ -374,5 +381,145 @@ pub fn backoff_ms(retry: i32, base_ms: u64, cap_ms: u64) -> u64 {
     base_ms.saturating_mul(1u64 << shift).min(cap_ms)
 }
 
+/// A queue's status from the pool's counts. `head_reason` says why the head
+/// waits; `admitted_unwritten` is the admissions not yet counted in the
+/// queue's written `admittedTotal`.
+pub fn queue_status(
+    queue: &VisionQueue,
+    stats: &QueueStats,
+    head_reason: Option<String>,
+    admitted_unwritten: i64,
+    now: &Time,
+) -> VisionQueueStatus {
+    let old = queue.status.clone().unwrap_or_default();
+    let generation = queue.metadata.generation;
+    let mut status = VisionQueueStatus {
+        running: stats.holding as i32,
+        pending: stats.pending as i32,
+        gpus_in_use: stats.gpus_in_use as i32,
+        admitted_total: old.admitted_total.max(0) + admitted_unwritten,
+        head: stats.head.as_ref().map(|k| k.to_string()),
+        head_reason,
+        conditions: old.conditions,
+        observed_generation: generation,
+    };
+    let spec = &queue.spec;
+    let (active, reason, message) = if spec.paused {
+        (
+            false,
+            "Paused",
+            "spec.paused is true: no job is admitted".to_string(),
+        )
+    } else {
+        (
+            true,
+            "Admitting",
+            format!("{} of {} slots in use", stats.holding, spec.max_running),
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        "Active",
+        active,
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    let full = spec.max_pending.is_some_and(|m| stats.pending as i32 >= m);
+    let limit = spec
+        .max_pending
+        .map(|m| m.to_string())
+        .unwrap_or_else(|| "unlimited".into());
+    set_condition(
+        &mut status.conditions,
+        "Full",
+        full,
+        if full {
+            "MaxPendingReached"
+        } else {
+            "AcceptingJobs"
+        },
+        &format!("{} of {limit} waiting", stats.pending),
+        generation,
+        now,
+    );
+    status
+}
+
+/// An algorithm's status from the pool's counts and its breaker.
+pub fn algorithm_status(
+    algorithm: &VisionAlgorithm,
+    stats: &AlgorithmStats,
+    now: &Time,
+) -> VisionAlgorithmStatus {
+    let (breaker, degraded, message) = match &stats.breaker {
+        BreakerState::Closed => ("Closed", false, "the circuit breaker is closed".to_string()),
+        BreakerState::Open { until_ms } => (
+            "Open",
+            true,
+            format!(
+                "the circuit breaker is open after repeated failures; a probe job is admitted after {}",
+                time_at(*until_ms).0
+            ),
+        ),
+        BreakerState::HalfOpen { .. } => (
+            "HalfOpen",
+            true,
+            "the circuit breaker lets one probe job through".to_string(),
+        ),
+    };
+    let generation = algorithm.metadata.generation;
+    let mut status = VisionAlgorithmStatus {
+        running: stats.holding as i32,
+        recent_failures: stats.recent_failures as i32,
+        breaker: Some(breaker.into()),
+        conditions: algorithm
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
+        observed_generation: generation,
+    };
+    set_condition(
+        &mut status.conditions,
+        "Degraded",
+        degraded,
+        breaker,
+        &message,
+        generation,
+        now,
+    );
+    let ready = algorithm
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .is_some_and(|p| p.containers.iter().any(|c| c.name == ALGORITHM_CONTAINER));
+    let (reason, message) = if ready {
+        (
+            "TemplateValid",
+            "the pod template has a container named algorithm",
+        )
+    } else {
+        (
+            "NoAlgorithmContainer",
+            "the pod template needs a container named algorithm",
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        "Ready",
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status
+}
+
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod tests;
