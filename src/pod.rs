@@ -242,6 +242,19 @@ fn owner_reference(job: &VisionJob, uid: String) -> OwnerReference {
     }
 }
 
+/// Whether `pod` belongs to `job` (an owner reference with the job's UID):
+/// a pod of a former job of the same name does not.
+pub fn owned_by(pod: &Pod, job: &VisionJob) -> bool {
+    let Some(uid) = job.metadata.uid.as_deref() else {
+        return false;
+    };
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid)
+}
+
 /// What a pod says about its attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PodState {
