@@ -1,5 +1,6 @@
-//! The operator's one error type at the Kubernetes boundary, with a short
-//! label per variant for metrics, and the requeue policy chosen by kind.
+//! The operator's one error type (the library's and the binary's), with a
+//! short label per variant for metrics and logs, and the reconciler's
+//! requeue policy chosen by kind.
 
 use std::time::Duration;
 
@@ -29,6 +30,38 @@ pub enum Error {
         from: String,
         to: String,
     },
+
+    /// A pod of the attempt's name exists but belongs to another object (a
+    /// former job of the same name); retried until it is gone.
+    #[error("pod {0} exists and is not owned by this job")]
+    PodNameTaken(String),
+
+    /// The reconciler's plan asked again for a pod it had just read (a bug).
+    #[error("pod {0} is missing from the cache and reading it did not settle the plan")]
+    PodUnconfirmed(String),
+
+    /// The CRDs are not installed in the cluster.
+    #[error(
+        "the VisionJob CRD is not installed: run `kubectl apply --server-side -f crds/` \
+         (or `cargo run --bin crdgen | kubectl apply --server-side -f -`), or install the Helm chart"
+    )]
+    CrdsMissing,
+
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(#[from] kube::config::KubeconfigError),
+
+    /// The health and metrics endpoint could not listen.
+    #[error("cannot serve /healthz, /readyz and /metrics: {0}")]
+    Listen(#[source] std::io::Error),
+
+    /// Another replica took the lease: this process stops.
+    #[error("lost leadership")]
+    LostLeadership,
+
+    /// A task that runs for the life of the process ended.
+    #[error("{0} ended")]
+    Ended(&'static str),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,6 +79,13 @@ impl Error {
             },
             Error::PodsTerminating(_) => "pods_terminating",
             Error::Transition { .. } => "transition",
+            Error::PodNameTaken(_) => "pod_name_taken",
+            Error::PodUnconfirmed(_) => "pod_unconfirmed",
+            Error::CrdsMissing => "crds_missing",
+            Error::Kubeconfig(_) => "kubeconfig",
+            Error::Listen(_) => "listen",
+            Error::LostLeadership => "lost_leadership",
+            Error::Ended(_) => "ended",
         }
     }
 

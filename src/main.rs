@@ -17,6 +17,7 @@ use tracing::{error, info};
 use tracing_subscriber::EnvFilter;
 
 use vision_operator::controller::{self, JobEvents, Readiness, Settings};
+use vision_operator::error::{Error, Result};
 use vision_operator::leader::{Election, LeaderConfig};
 use vision_operator::metrics::Metrics;
 
@@ -97,27 +98,29 @@ fn init_tracing(cli: &Cli) {
     }
 }
 
-async fn client(cli: &Cli) -> controller::anyhow_like::Result<Client> {
+async fn client(cli: &Cli) -> Result<Client> {
     match &cli.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)?;
             let config =
                 kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                     .await?;
-            Ok(Client::try_from(config)?)
+            Client::try_from(config).map_err(Error::Kube)
         }
-        None => Ok(Client::try_default().await?),
+        None => Client::try_default().await.map_err(Error::Kube),
     }
 }
 
-async fn run(cli: Cli) -> controller::anyhow_like::Result<()> {
+async fn run(cli: Cli) -> Result<()> {
     let client = client(&cli).await?;
     controller::check_crds(&client).await?;
 
     let metrics = Arc::new(Metrics::new());
     let readiness = Readiness::default();
-    let listener = tokio::net::TcpListener::bind(cli.http_addr).await?;
-    info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+    let listener = tokio::net::TcpListener::bind(cli.http_addr)
+        .await
+        .map_err(Error::Listen)?;
+    info!(addr = %listener.local_addr().map_err(Error::Listen)?, "serving /healthz, /readyz and /metrics");
     tokio::spawn(serve_http(listener, metrics.clone(), readiness.clone()));
 
     let identity = cli.identity.clone().unwrap_or_else(|| {
@@ -134,7 +137,8 @@ async fn run(cli: Cli) -> controller::anyhow_like::Result<()> {
             duration: Duration::from_secs(cli.lease_seconds.max(2)),
         },
     )
-    .await?;
+    .await
+    .map_err(Error::Kube)?;
 
     let settings = Settings {
         retry_backoff_base: Duration::from_millis(cli.retry_backoff_base_ms),
