@@ -1,9 +1,12 @@
 //! The dispatcher: the one admission loop. It owns the worker pool, feeds it
-//! every change the watches report, asks it what to admit, and writes the
-//! decisions: a new job's Queued, Rejected (QueueFull) or Failed (bad input)
-//! status, and an admitted job's Admitted status. Admission is marked in the
-//! pool first and written after; a failed write is rolled back. It also keeps
-//! the queues' and algorithms' status and gauges current.
+//! every change the watches report (and the releases and outcomes the
+//! reconciler sends through the `PoolHandle`), asks it what to admit, and
+//! writes the decisions through the writer: a new job's Queued, Rejected
+//! (QueueFull) or Failed (bad input) status, and an admitted job's Admitted
+//! status followed at once by the pod of its attempt. Admission is marked in
+//! the pool first and written after; a failed write is rolled back. Once a
+//! second it writes the queues' and algorithms' status (computed in
+//! `status`) and refreshes the gauges.
 //!
 //! A freed slot is refilled in the same turn of the loop that learns it is
 //! free (a Released message from the reconciler or a job's watch event), so
@@ -13,68 +16,31 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
-use serde_json::json;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::{Context, FINALIZER, MANAGER, write};
+use super::context::Context;
+use super::handle::{Kind, PoolEvent, PoolStatusWrite, job_key};
+use super::settings::FINALIZER;
+use super::writer::PodCreate;
 use crate::admission::{
-    self, AlgorithmSpec, BreakerSpec, BreakerState, JobKey, PoolState, ObservedPhase,
-    Outcome, QueueSpec, WorkerPool,
+    AlgorithmSpec, BreakerSpec, JobKey, ObservedPhase, OrderPolicy, PoolJob, PoolState, QueueSpec,
+    WorkerPool,
 };
 use crate::api::{
     JobPhase, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionQueue,
     VisionQueueStatus,
 };
 use crate::clock::{now_ms, time_at};
-use crate::status::{self, set_condition};
+use crate::error::Error;
+use crate::status;
 use crate::validate::validate;
-
-/// Which watch an event comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Jobs = 0,
-    Pods = 1,
-    Queues = 2,
-    Algorithms = 3,
-}
-
-/// What the dispatcher is told.
-#[derive(Debug)]
-pub enum DispatchEvent {
-    /// An object was added or changed: (namespace, name).
-    Changed(Kind, (Option<String>, String)),
-    /// An object was deleted.
-    Deleted(Kind, (Option<String>, String)),
-    /// A watch has listed everything (first start, or after a re-list).
-    Synced(Kind),
-    /// This replica became the leader.
-    Leader,
-    /// The reconciler freed the job's slot (final or suspended status
-    /// written, or the deleted job's pods are gone).
-    Released(JobKey),
-    /// An attempt of the algorithm ended (feeds its circuit breaker).
-    Outcome { algorithm: String, outcome: Outcome },
-    /// A status write of the dispatcher finished; on failure, the job as
-    /// read back afterwards (None if it is gone).
-    Written {
-        key: JobKey,
-        /// The queue, when the write was an admission.
-        admission: Option<String>,
-        result: Result<(), Option<Arc<VisionJob>>>,
-    },
-    /// A fresh, consistent list of the jobs, read by a new leader: the pool
-    /// is rebuilt from it (never from a cache that may lag a former leader's
-    /// last writes).
-    Rebuild(Vec<VisionJob>),
-}
 
 pub struct Dispatcher {
     ctx: Arc<Context>,
-    rx: mpsc::UnboundedReceiver<DispatchEvent>,
+    rx: mpsc::UnboundedReceiver<PoolEvent>,
     pool: WorkerPool,
     synced: [bool; 4],
     leader: bool,
@@ -84,13 +50,19 @@ pub struct Dispatcher {
     /// New jobs accepted as pending whose Queued status is still to be written.
     to_queue: ToQueue,
 
+    /// Admissions per queue not yet counted in a written `admittedTotal`.
     admitted_total: HashMap<String, i64>,
+    /// The status last written (or being written) per queue and algorithm.
     last_queue_status: HashMap<String, VisionQueueStatus>,
     last_algorithm_status: HashMap<String, VisionAlgorithmStatus>,
+    /// Queues and algorithms with a status write in flight: the next one
+    /// waits for its result, so an admission is never counted twice.
+    queue_writes: HashSet<String>,
+    algorithm_writes: HashSet<String>,
 }
 
 impl Dispatcher {
-    pub fn new(ctx: Arc<Context>, rx: mpsc::UnboundedReceiver<DispatchEvent>) -> Self {
+    pub fn new(ctx: Arc<Context>, rx: mpsc::UnboundedReceiver<PoolEvent>) -> Self {
         Dispatcher {
             ctx,
             rx,
@@ -104,6 +76,8 @@ impl Dispatcher {
             admitted_total: HashMap::new(),
             last_queue_status: HashMap::new(),
             last_algorithm_status: HashMap::new(),
+            queue_writes: HashSet::new(),
+            algorithm_writes: HashSet::new(),
         }
     }
 
@@ -148,10 +122,10 @@ impl Dispatcher {
         }
     }
 
-    fn handle(&mut self, event: DispatchEvent) {
+    fn handle(&mut self, event: PoolEvent) {
         let was_active = self.active();
         match event {
-            DispatchEvent::Synced(kind) => {
+            PoolEvent::Synced(kind) => {
                 self.synced[kind as usize] = true;
                 if was_active && kind != Kind::Pods {
                     // A re-list after a watch gap: deletions in the gap sent
@@ -160,43 +134,44 @@ impl Dispatcher {
                     self.resync();
                 }
             }
-            DispatchEvent::Leader => self.leader = true,
-            DispatchEvent::Rebuild(jobs) => self.rebuild(&jobs),
+            PoolEvent::Leader => self.leader = true,
+            PoolEvent::Rebuild(jobs) => self.rebuild(&jobs),
             _ if !was_active => {}
-            DispatchEvent::Changed(Kind::Jobs, (ns, name)) => {
+            PoolEvent::Changed(Kind::Jobs, (ns, name)) => {
                 let r = ObjectRef::new(&name).within(ns.as_deref().unwrap_or_default());
                 if let Some(job) = self.ctx.jobs.get(&r) {
                     self.on_job(&job);
                 }
             }
-            DispatchEvent::Deleted(Kind::Jobs, (ns, name)) => {
+            PoolEvent::Deleted(Kind::Jobs, (ns, name)) => {
                 let key = JobKey::new(ns.unwrap_or_default(), name);
                 self.pool.remove_job(&key);
             }
-            DispatchEvent::Changed(Kind::Queues, (_, name)) => {
+            PoolEvent::Changed(Kind::Queues, (_, name)) => {
                 if let Some(q) = self.ctx.queues.get(&ObjectRef::new(&name)) {
                     self.pool.set_queue(&name, queue_spec(&q));
                 }
             }
-            DispatchEvent::Deleted(Kind::Queues, (_, name)) => {
+            PoolEvent::Deleted(Kind::Queues, (_, name)) => {
                 self.pool.remove_queue(&name);
                 self.last_queue_status.remove(&name);
             }
-            DispatchEvent::Changed(Kind::Algorithms, (_, name)) => {
+            PoolEvent::Changed(Kind::Algorithms, (_, name)) => {
                 if let Some(a) = self.ctx.algorithms.get(&ObjectRef::new(&name)) {
                     self.pool.set_algorithm(&name, algorithm_spec(&a));
                 }
             }
-            DispatchEvent::Deleted(Kind::Algorithms, (_, name)) => {
+            PoolEvent::Deleted(Kind::Algorithms, (_, name)) => {
                 self.pool.remove_algorithm(&name);
                 self.last_algorithm_status.remove(&name);
             }
-            DispatchEvent::Changed(Kind::Pods, _) | DispatchEvent::Deleted(Kind::Pods, _) => {}
-            DispatchEvent::Released(key) => self.pool.remove_job(&key),
-            DispatchEvent::Outcome { algorithm, outcome } => {
+            PoolEvent::Changed(Kind::Pods, _) | PoolEvent::Deleted(Kind::Pods, _) => {}
+            PoolEvent::PoolStatusWritten(write) => self.pool_status_written(write),
+            PoolEvent::Released(key) => self.pool.remove_job(&key),
+            PoolEvent::Outcome { algorithm, outcome } => {
                 self.pool.record_outcome(&algorithm, outcome, now_ms())
             }
-            DispatchEvent::Written {
+            PoolEvent::Written {
                 key,
                 admission,
                 result,
@@ -412,8 +387,8 @@ impl Dispatcher {
             .max(0) as u32
     }
 
-    fn pool_job(&self, job: &VisionJob, phase: ObservedPhase) -> admission::PoolJob {
-        admission::PoolJob {
+    fn pool_job(&self, job: &VisionJob, phase: ObservedPhase) -> PoolJob {
+        PoolJob {
             key: job_key(job),
             queue: job.spec.queue.clone(),
             algorithm: job.spec.algorithm.clone(),
@@ -463,8 +438,7 @@ impl Dispatcher {
             if !ctx.is_leader() {
                 return;
             }
-            let phase = status.phase;
-            let result = match write::job_status(&ctx.client, &job, status).await {
+            let result = match ctx.writer.job_status(&job, status).await {
                 Ok(written) => {
                     if admission.is_some() {
                         // Create the attempt's pod now rather than after the
@@ -472,16 +446,6 @@ impl Dispatcher {
                         // hop less between a freed slot and the next pod.
                         create_first_pod(&ctx, &written).await;
                     }
-                    if let Some(queue) = &admission {
-                        // Counted once the admission is written (a rolled-back
-                        // admission is not one).
-                        let waited =
-                            written.metadata.creation_timestamp.as_ref().map(|c| {
-                                (now_ms() - crate::clock::ms_of(c)).max(0) as f64 / 1000.0
-                            });
-                        ctx.metrics.admitted(queue, waited);
-                    }
-                    super::job::after_write(&ctx, &written, phase);
                     Ok(())
                 }
                 Err(e) => {
@@ -496,7 +460,7 @@ impl Dispatcher {
                     }
                 }
             };
-            let _ = ctx.dispatch.send(DispatchEvent::Written {
+            ctx.pool.send(PoolEvent::Written {
                 key,
                 admission,
                 result,
@@ -505,7 +469,8 @@ impl Dispatcher {
     }
 
     /// Writes the queues' and algorithms' status (at most once a second,
-    /// only what changed) and refreshes the gauges.
+    /// only what changed, one write per object at a time) and refreshes the
+    /// gauges.
     fn write_pool_statuses(&mut self) {
         let now_ms = now_ms();
         let now = time_at(now_ms);
@@ -521,145 +486,44 @@ impl Dispatcher {
                 stats.gpus_in_use,
                 q.spec.max_running,
             );
+            if self.queue_writes.contains(&name) {
+                continue;
+            }
             let head_reason = stats
                 .head
                 .as_ref()
                 .and_then(|h| self.pool.explain(h, now_ms))
                 .map(|w| w.reason.to_string());
-            let old = q.status.clone().unwrap_or_default();
-            let mut status = VisionQueueStatus {
-                running: stats.holding as i32,
-                pending: stats.pending as i32,
-                gpus_in_use: stats.gpus_in_use as i32,
-                admitted_total: old.admitted_total.max(0)
-                    + self.admitted_total.remove(&name).unwrap_or(0),
-                head: stats.head.as_ref().map(|k| k.to_string()),
-                head_reason,
-                conditions: old.conditions.clone(),
-                observed_generation: q.metadata.generation,
-            };
-            let full = q
-                .spec
-                .max_pending
-                .is_some_and(|m| stats.pending as i32 >= m);
-            let (active, reason, message) = if q.spec.paused {
-                (
-                    false,
-                    "Paused",
-                    "spec.paused is true: no job is admitted".to_string(),
-                )
-            } else {
-                (
-                    true,
-                    "Admitting",
-                    format!("{} of {} slots in use", stats.holding, q.spec.max_running),
-                )
-            };
-            set_condition(
-                &mut status.conditions,
-                "Active",
-                active,
-                reason,
-                &message,
-                q.metadata.generation,
-                &now,
-            );
-            set_condition(
-                &mut status.conditions,
-                "Full",
-                full,
-                if full {
-                    "MaxPendingReached"
-                } else {
-                    "AcceptingJobs"
-                },
-                &format!(
-                    "{} of {} waiting",
-                    stats.pending,
-                    q.spec
-                        .max_pending
-                        .map(|m| m.to_string())
-                        .unwrap_or_else(|| "unlimited".into())
-                ),
-                q.metadata.generation,
-                &now,
-            );
+            let admitted = self.admitted_total.get(&name).copied().unwrap_or(0);
+            let status = status::queue_status(&q, &stats, head_reason, admitted, &now);
             if self.last_queue_status.get(&name) == Some(&status)
-                || (q.status.as_ref() == Some(&status))
+                || q.status.as_ref() == Some(&status)
             {
                 continue;
             }
             self.last_queue_status.insert(name.clone(), status.clone());
-            let api: Api<VisionQueue> = Api::all(self.ctx.client.clone());
-            spawn_status_patch(
-                api,
-                name,
-                "VisionQueue",
-                serde_json::to_value(status).unwrap_or_default(),
-            );
+            self.queue_writes.insert(name.clone());
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move {
+                let result = ctx.writer.queue_status(&q, status).await;
+                log_pool_status_write("VisionQueue", &name, &result);
+                ctx.pool
+                    .send(PoolEvent::PoolStatusWritten(PoolStatusWrite::Queue {
+                        name,
+                        admitted,
+                        written: result.is_ok(),
+                    }));
+            });
         }
         for a in self.ctx.algorithms.state() {
             let name = a.name_any();
             let Some(stats) = self.pool.algorithm_stats(&name) else {
                 continue;
             };
-            let (breaker, degraded, message) = match &stats.breaker {
-                BreakerState::Closed => {
-                    ("Closed", false, "the circuit breaker is closed".to_string())
-                }
-                BreakerState::Open { until_ms } => (
-                    "Open",
-                    true,
-                    format!(
-                        "the circuit breaker is open after repeated failures; a probe job is admitted after {}",
-                        time_at(*until_ms).0
-                    ),
-                ),
-                BreakerState::HalfOpen { .. } => (
-                    "HalfOpen",
-                    true,
-                    "the circuit breaker lets one probe job through".to_string(),
-                ),
-            };
-            let old = a.status.clone().unwrap_or_default();
-            let mut status = VisionAlgorithmStatus {
-                running: stats.holding as i32,
-                recent_failures: stats.recent_failures as i32,
-                breaker: Some(breaker.into()),
-                conditions: old.conditions.clone(),
-                observed_generation: a.metadata.generation,
-            };
-            set_condition(
-                &mut status.conditions,
-                "Degraded",
-                degraded,
-                breaker,
-                &message,
-                a.metadata.generation,
-                &now,
-            );
-            let ready = a.spec.template.spec.as_ref().is_some_and(|p| {
-                p.containers
-                    .iter()
-                    .any(|c| c.name == crate::api::ALGORITHM_CONTAINER)
-            });
-            set_condition(
-                &mut status.conditions,
-                "Ready",
-                ready,
-                if ready {
-                    "TemplateValid"
-                } else {
-                    "NoAlgorithmContainer"
-                },
-                if ready {
-                    "the pod template has a container named algorithm"
-                } else {
-                    "the pod template needs a container named algorithm"
-                },
-                a.metadata.generation,
-                &now,
-            );
+            if self.algorithm_writes.contains(&name) {
+                continue;
+            }
+            let status = status::algorithm_status(&a, &stats, &now);
             if self.last_algorithm_status.get(&name) == Some(&status)
                 || a.status.as_ref() == Some(&status)
             {
@@ -667,39 +531,62 @@ impl Dispatcher {
             }
             self.last_algorithm_status
                 .insert(name.clone(), status.clone());
-            let api: Api<VisionAlgorithm> = Api::all(self.ctx.client.clone());
-            spawn_status_patch(
-                api,
+            self.algorithm_writes.insert(name.clone());
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move {
+                let result = ctx.writer.algorithm_status(&a, status).await;
+                log_pool_status_write("VisionAlgorithm", &name, &result);
+                ctx.pool
+                    .send(PoolEvent::PoolStatusWritten(PoolStatusWrite::Algorithm {
+                        name,
+                        written: result.is_ok(),
+                    }));
+            });
+        }
+    }
+
+    /// A queue's or algorithm's status write finished. A written queue
+    /// status has counted its admissions; a failed write (often a stale read:
+    /// 409) is computed again from the cache at the next tick.
+    fn pool_status_written(&mut self, write: PoolStatusWrite) {
+        match write {
+            PoolStatusWrite::Queue {
                 name,
-                "VisionAlgorithm",
-                serde_json::to_value(status).unwrap_or_default(),
-            );
+                admitted,
+                written,
+            } => {
+                self.queue_writes.remove(&name);
+                if written {
+                    if let Some(unwritten) = self.admitted_total.get_mut(&name) {
+                        *unwritten -= admitted;
+                        if *unwritten == 0 {
+                            self.admitted_total.remove(&name);
+                        }
+                    }
+                } else {
+                    self.last_queue_status.remove(&name);
+                }
+            }
+            PoolStatusWrite::Algorithm { name, written } => {
+                self.algorithm_writes.remove(&name);
+                if !written {
+                    self.last_algorithm_status.remove(&name);
+                }
+            }
         }
     }
 }
 
-fn spawn_status_patch<K>(api: Api<K>, name: String, kind: &'static str, status: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    tokio::spawn(async move {
-        let body = json!({
-            "apiVersion": "vision.zjlab.io/v1alpha1",
-            "kind": kind,
-            "metadata": {"name": name},
-            "status": status,
-        });
-        if let Err(e) = api
-            .patch_status(
-                &name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&body),
-            )
-            .await
-        {
-            warn!(%kind, %name, error = %e, "status write failed; retried at the next change");
+fn log_pool_status_write<K>(kind: &str, name: &str, result: &Result<K, Error>) {
+    match result {
+        Ok(_) => {}
+        Err(e @ Error::Conflict(_)) => {
+            debug!(%kind, %name, error = %e, "status computed from a stale read; written again at the next tick")
         }
-    });
+        Err(e) => {
+            warn!(%kind, %name, error = %e, "status write failed; written again at the next tick")
+        }
+    }
 }
 
 /// Creates the pod of a just-admitted job. On failure the reconciler, which
@@ -712,16 +599,17 @@ async fn create_first_pod(ctx: &Context, job: &VisionJob) {
     let Ok(pod) = crate::pod::build_pod(job, &algorithm, attempt) else {
         return;
     };
-    let (namespace, name) = (
-        pod.metadata.namespace.clone().unwrap_or_default(),
-        pod.name_any(),
-    );
-    if ctx.pod(&namespace, &name).is_some() || !ctx.start_creating(&namespace, &name) {
+    if ctx
+        .pod(&pod.namespace().unwrap_or_default(), &pod.name_any())
+        .is_some()
+    {
         return;
     }
-    if let Err(e) = super::job::create_pod(ctx, &pod).await {
-        debug!(pod = %name, error = %e, "creating the pod after admission failed; the reconciler retries");
-        ctx.creation_failed(&namespace, &name);
+    match ctx.writer.create_pod(job, &pod).await {
+        Ok(PodCreate::Created) | Ok(PodCreate::Claimed) => {}
+        Err(e) => {
+            debug!(pod = %pod.name_any(), error = %e, "creating the pod after admission failed; the reconciler retries")
+        }
     }
 }
 
@@ -756,18 +644,14 @@ impl ToQueue {
     }
 }
 
-pub fn job_key(job: &VisionJob) -> JobKey {
-    JobKey::new(job.namespace().unwrap_or_default(), job.name_any())
-}
-
 pub fn queue_spec(q: &VisionQueue) -> QueueSpec {
     QueueSpec {
         max_running: q.spec.max_running.max(0) as u32,
         max_gpus: q.spec.max_gpus.map(|g| g.max(0) as u32),
         max_pending: q.spec.max_pending.map(|p| p.max(0) as u32),
         ordering: match q.spec.ordering {
-            QueueOrdering::BestEffortFIFO => admission::OrderPolicy::BestEffortFifo,
-            QueueOrdering::StrictFIFO => admission::OrderPolicy::StrictFifo,
+            QueueOrdering::BestEffortFIFO => OrderPolicy::BestEffortFifo,
+            QueueOrdering::StrictFIFO => OrderPolicy::StrictFifo,
         },
         paused: q.spec.paused,
     }

@@ -1,0 +1,365 @@
+//! The reconciler's decisions as a pure function: from a job, its pods and
+//! its algorithm at a given time, the one next step ([`plan`]). The
+//! reconciler (`job`) performs the step through the writer and plans again
+//! on the next event. No I/O, no clock: the time is in the [`View`].
+//!
+//! A job holding a slot (Admitted, Running) gets its attempt's pod created,
+//! followed, timed out, retried with backoff or finished with its result; a
+//! suspended job loses its pods; a finished job is deleted after its TTL; a
+//! deleted job has its pods deleted before its slot is released. New and
+//! queued jobs belong to the dispatcher (only their suspension is planned
+//! here).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+
+use super::settings::Settings;
+use crate::admission::Outcome;
+use crate::api::{JobPhase, VisionAlgorithm, VisionJob, VisionJobStatus};
+use crate::clock::{ms_of, time_at};
+use crate::pod::{
+    PodState, build_pod, job_retries, job_timeout_seconds, owned_by, pod_name, pod_state,
+};
+use crate::status::{self, FailReason};
+
+/// The timeout of an attempt when neither the job nor its (deleted)
+/// algorithm gives one.
+const DEFAULT_TIMEOUT_SECONDS: i64 = 3600;
+/// How soon to look again at a pod that is being stopped.
+const STOPPING_RECHECK_MS: u64 = 500;
+/// How soon to look again at a suspended job whose pods are still live.
+const SUSPENDING_RECHECK_MS: u64 = 5000;
+
+/// What the reconciler knows about a job when it plans.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    pub job: &'a VisionJob,
+    /// The pods of the job's attempts (pods not owned by the job are
+    /// ignored), from the pod cache, plus the current attempt's pod when the
+    /// API server was asked for it.
+    pub pods: &'a [Arc<Pod>],
+    pub algorithm: Option<&'a VisionAlgorithm>,
+    /// The current attempt's pod was looked up in the API server, not only
+    /// in the cache ([`Step::ReadPod`] was done).
+    pub pod_read: bool,
+    pub now_ms: i64,
+}
+
+/// What to do after a step succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Then {
+    /// Nothing until the job or one of its pods changes.
+    AwaitChange,
+    /// Plan again after this many milliseconds (or at the next change).
+    RequeueAfterMs(u64),
+    /// Plan again soon: pods are still being deleted.
+    PodsTerminating,
+}
+
+/// The one next step for a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing to do now.
+    Wait(Then),
+    /// Write the job's whole status; once written, report the attempt's
+    /// `outcome` to the pool (its algorithm's breaker) and, if `release`,
+    /// free the job's slot.
+    Write {
+        status: Box<VisionJobStatus>,
+        outcome: Option<Outcome>,
+        release: bool,
+        then: Then,
+    },
+    /// The current attempt's pod (named here) is missing from the cache and
+    /// the attempt had started: believing the cache would fail the attempt,
+    /// so read the pod from the API server and plan again.
+    ReadPod { name: String },
+    /// Create the current attempt's pod.
+    CreatePod { pod: Box<Pod>, then: Then },
+    /// Delete these pods (the job's live pods not already being deleted).
+    DeletePods { pods: Vec<Arc<Pod>>, then: Then },
+    /// Delete the finished job: its TTL has passed.
+    DeleteJob,
+    /// The deleted job has no live pod left: free its slot (and let the
+    /// finalizer go).
+    Release,
+}
+
+/// The next step for the job in `view`.
+pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
+    let job = view.job;
+    if job.metadata.deletion_timestamp.is_some() {
+        return match live_pods(view).is_empty() {
+            true => Step::Release,
+            false => stop_pods(view, Then::PodsTerminating),
+        };
+    }
+    let now = time_at(view.now_ms);
+    match job.phase() {
+        None | Some(JobPhase::Queued) if job.spec.suspend => {
+            write_release(status::suspended(job, &now), None)
+        }
+        None | Some(JobPhase::Queued) => Step::Wait(Then::AwaitChange),
+        Some(JobPhase::Suspended) if !job.spec.suspend => {
+            let status = status::queued(
+                job,
+                &now,
+                "Resumed",
+                format!("resumed; waiting in queue {}", job.spec.queue),
+            );
+            write(status, Then::AwaitChange)
+        }
+        Some(JobPhase::Suspended) => stop_pods(view, Then::AwaitChange),
+        Some(JobPhase::Admitted) | Some(JobPhase::Running) => active(view, settings),
+        Some(_) => finished(view),
+    }
+}
+
+/// A job holding a slot: make its attempt's pod exist and follow it.
+fn active(view: &View<'_>, settings: &Settings) -> Step {
+    let job = view.job;
+    let now_ms = view.now_ms;
+    let now = time_at(now_ms);
+    let status = status::current(job);
+    if job.spec.suspend {
+        if live_pods(view).is_empty() {
+            return write_release(status::suspended(job, &now), None);
+        }
+        return stop_pods(view, Then::RequeueAfterMs(SUSPENDING_RECHECK_MS));
+    }
+    let attempt = attempt_of(job);
+    let timeout_ms = timeout_ms(view);
+    // The attempt's clock starts when its pod runs, or else when it was
+    // admitted (or its retry became due): a pod that never schedules times out too.
+    let attempt_start = status
+        .started_at
+        .as_ref()
+        .or(status.retry_after.as_ref())
+        .or(status.admitted_at.as_ref())
+        .map(ms_of)
+        .unwrap_or(now_ms);
+    let deadline = attempt_start + timeout_ms;
+    let name = pod_name(&job.name_any(), attempt);
+    let pod = view
+        .pods
+        .iter()
+        .find(|p| p.name_any() == name && owned_by(p, job));
+    let started = status.started_at.is_some();
+    if pod.is_none() && started && !view.pod_read {
+        return Step::ReadPod { name };
+    }
+    match pod.map(|p| pod_state(p)) {
+        // The pod of a started attempt is gone (deleted or evicted from
+        // outside, or by us at the deadline), or never came in time.
+        None if now_ms >= deadline => timed_out(view, timeout_ms),
+        None if started => attempt_failed(
+            view,
+            settings,
+            format!("pod {name} was deleted before it finished"),
+        ),
+        None => {
+            if let Some(after) = status.retry_after.as_ref().map(ms_of)
+                && after > now_ms
+            {
+                return Step::Wait(Then::RequeueAfterMs((after - now_ms) as u64 + 1));
+            }
+            // One live pod per job: a former attempt's pod must be gone first.
+            if !live_pods(view).is_empty() {
+                return stop_pods(view, Then::PodsTerminating);
+            }
+            let Some(algorithm) = view.algorithm else {
+                let message = format!(
+                    "algorithm {} was deleted before the pod of attempt {attempt} was created",
+                    job.spec.algorithm
+                );
+                return write_release(
+                    status::failed(job, &now, FailReason::AlgorithmNotFound, message),
+                    None,
+                );
+            };
+            match build_pod(job, algorithm, attempt) {
+                Ok(pod) => Step::CreatePod {
+                    pod: Box::new(pod),
+                    then: requeue_at(now_ms, deadline),
+                },
+                Err(e) => write_release(
+                    status::failed(job, &now, FailReason::InvalidAlgorithm, e.to_string()),
+                    None,
+                ),
+            }
+        }
+        Some(PodState::Pending) if now_ms >= deadline => {
+            stop_pods(view, Then::RequeueAfterMs(STOPPING_RECHECK_MS))
+        }
+        Some(PodState::Pending) => Step::Wait(requeue_at(now_ms, deadline)),
+        Some(PodState::Running { .. }) if now_ms >= deadline => {
+            stop_pods(view, Then::RequeueAfterMs(STOPPING_RECHECK_MS))
+        }
+        Some(PodState::Running { started }) if job.phase() != Some(JobPhase::Running) => {
+            let started_ms = started.as_ref().map(ms_of).unwrap_or(now_ms);
+            write(
+                status::running(job, &now, started),
+                requeue_at(now_ms, started_ms + timeout_ms),
+            )
+        }
+        Some(PodState::Running { .. }) => Step::Wait(requeue_at(now_ms, deadline)),
+        Some(PodState::Terminating) => Step::Wait(Then::RequeueAfterMs(STOPPING_RECHECK_MS)),
+        Some(PodState::Succeeded { message }) => write_release(
+            status::succeeded(job, &now, message.as_deref()),
+            Some(Outcome::Succeeded),
+        ),
+        Some(PodState::Failed { reason, .. }) if reason.as_deref() == Some("DeadlineExceeded") => {
+            timed_out(view, timeout_ms)
+        }
+        Some(PodState::Failed {
+            exit_code,
+            reason,
+            message,
+        }) => {
+            let why = match (exit_code, reason.as_deref()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(r)) => r.to_string(),
+                (None, None) => "the pod failed".to_string(),
+            };
+            let detail = message
+                .map(|m| format!("{why}: {}", m.trim()))
+                .unwrap_or(why);
+            attempt_failed(view, settings, detail)
+        }
+    }
+}
+
+/// The attempt ran out of time: the job fails with reason Timeout.
+fn timed_out(view: &View<'_>, timeout_ms: i64) -> Step {
+    let message = format!(
+        "attempt {} ran longer than its timeout of {}s and was stopped",
+        attempt_of(view.job),
+        timeout_ms / 1000
+    );
+    let status = status::failed(
+        view.job,
+        &time_at(view.now_ms),
+        FailReason::Timeout,
+        message,
+    );
+    write_release(status, Some(Outcome::Failed))
+}
+
+/// An attempt failed: retry after a backoff (keeping the slot) or fail.
+fn attempt_failed(view: &View<'_>, settings: &Settings, why: String) -> Step {
+    let job = view.job;
+    let now = time_at(view.now_ms);
+    let attempt = attempt_of(job);
+    let retries = view
+        .algorithm
+        .map(|a| job_retries(job, a))
+        .or(job.spec.retries)
+        .unwrap_or(0);
+    if attempt <= retries {
+        let backoff = status::backoff_ms(
+            attempt,
+            settings.retry_backoff_base.as_millis() as u64,
+            settings.retry_backoff_max.as_millis() as u64,
+        );
+        let retry_at = time_at(view.now_ms + backoff as i64);
+        return Step::Write {
+            status: Box::new(status::retrying(job, &now, retry_at, &why)),
+            outcome: Some(Outcome::Failed),
+            release: false,
+            then: Then::RequeueAfterMs(backoff + 1),
+        };
+    }
+    let message = format!("attempt {attempt} failed ({why}); no retries left (retries: {retries})");
+    write_release(
+        status::failed(job, &now, FailReason::BackoffLimitExceeded, message),
+        Some(Outcome::Failed),
+    )
+}
+
+/// A finished job: delete it once its TTL has passed.
+fn finished(view: &View<'_>) -> Step {
+    let job = view.job;
+    let Some(ttl) = job.spec.ttl_seconds_after_finished else {
+        return Step::Wait(Then::AwaitChange);
+    };
+    let finished = job
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_ref())
+        .map(ms_of)
+        .unwrap_or(view.now_ms);
+    let expires = finished + i64::from(ttl) * 1000;
+    if view.now_ms < expires {
+        return Step::Wait(requeue_at(view.now_ms, expires));
+    }
+    Step::DeleteJob
+}
+
+/// The attempt number of the job's current (or next) pod, from 1.
+fn attempt_of(job: &VisionJob) -> i32 {
+    job.status
+        .as_ref()
+        .and_then(|s| s.attempts)
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The time limit of one attempt: the job's, else its algorithm's, else
+/// the default.
+fn timeout_ms(view: &View<'_>) -> i64 {
+    view.algorithm
+        .map(|a| job_timeout_seconds(view.job, a))
+        .or(view.job.spec.timeout_seconds)
+        .unwrap_or(DEFAULT_TIMEOUT_SECONDS)
+        * 1000
+}
+
+/// The job's pods that still run or may run.
+fn live_pods<'a>(view: &View<'a>) -> Vec<&'a Arc<Pod>> {
+    view.pods
+        .iter()
+        .filter(|p| owned_by(p, view.job) && pod_state(p).is_live())
+        .collect()
+}
+
+/// Deletes the job's live pods not already being deleted, then `then`.
+fn stop_pods(view: &View<'_>, then: Then) -> Step {
+    let pods: Vec<Arc<Pod>> = live_pods(view)
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .cloned()
+        .collect();
+    if pods.is_empty() {
+        return Step::Wait(then);
+    }
+    Step::DeletePods { pods, then }
+}
+
+fn write(status: VisionJobStatus, then: Then) -> Step {
+    Step::Write {
+        status: Box::new(status),
+        outcome: None,
+        release: false,
+        then,
+    }
+}
+
+/// A status that frees the slot: the dispatcher is told once it is written.
+fn write_release(status: VisionJobStatus, outcome: Option<Outcome>) -> Step {
+    Step::Write {
+        status: Box::new(status),
+        outcome,
+        release: true,
+        then: Then::AwaitChange,
+    }
+}
+
+/// Plan again a little after `at_ms`.
+fn requeue_at(now_ms: i64, at_ms: i64) -> Then {
+    Then::RequeueAfterMs((at_ms - now_ms).max(0) as u64 + 10)
+}
+
+#[cfg(test)]
+mod tests;

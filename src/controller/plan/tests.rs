@@ -1,0 +1,655 @@
+//! The reconciler's decisions, without a cluster: one test per path of an
+//! admitted job (create, follow, retry, time out, vanish, succeed), of a
+//! suspended, deleted and finished job. Jobs, algorithms and statuses are
+//! built from the typed fixtures and the status transitions themselves.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodStatus,
+};
+use serde_json::json;
+use vision_api::testing::{JobFixture, at_ms, mk_algorithm, mk_job};
+
+use super::*;
+use crate::api::VisionAlgorithm;
+
+/// When the fixture job was admitted.
+const T0: i64 = 1_800_000_000_000;
+const TIMEOUT_MS: i64 = 60_000;
+
+fn settings() -> Settings {
+    Settings {
+        retry_backoff_base: Duration::from_millis(1000),
+        retry_backoff_max: Duration::from_millis(60_000),
+        ..Settings::default()
+    }
+}
+
+fn algorithm() -> VisionAlgorithm {
+    mk_algorithm("yolo")
+}
+
+/// A new job with a 60 s timeout and the algorithm's two retries.
+fn new_job() -> VisionJob {
+    let mut job = mk_job("team-a", "cam-1", "yolo");
+    job.spec.timeout_seconds = Some(60);
+    job
+}
+
+/// Admitted at T0 for its first attempt.
+fn admitted() -> VisionJob {
+    let job = new_job();
+    let status = status::admitted(&job, &at_ms(T0), "default");
+    job.with_status(status)
+}
+
+/// Running since `started_ms` (attempt 1).
+fn running(started_ms: i64) -> VisionJob {
+    let job = admitted();
+    let status = status::running(&job, &at_ms(started_ms), Some(at_ms(started_ms)));
+    job.with_status(status)
+}
+
+/// Attempt 1 failed at `failed_ms`; attempt 2 is due at `retry_ms`.
+fn retrying(failed_ms: i64, retry_ms: i64) -> VisionJob {
+    let job = running(T0 + 1000);
+    let status = status::retrying(&job, &at_ms(failed_ms), at_ms(retry_ms), "exit code 1");
+    job.with_status(status)
+}
+
+fn pod_with(job: &VisionJob, attempt: i32, status: PodStatus) -> Arc<Pod> {
+    let mut pod = build_pod(job, &algorithm(), attempt).expect("a valid pod");
+    pod.status = Some(status);
+    Arc::new(pod)
+}
+
+fn pending_pod(job: &VisionJob, attempt: i32) -> Arc<Pod> {
+    pod_with(
+        job,
+        attempt,
+        PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        },
+    )
+}
+
+fn running_pod(job: &VisionJob, attempt: i32, started_ms: i64) -> Arc<Pod> {
+    pod_with(
+        job,
+        attempt,
+        PodStatus {
+            phase: Some("Running".into()),
+            start_time: Some(at_ms(started_ms)),
+            ..Default::default()
+        },
+    )
+}
+
+/// A finished pod: `phase` Succeeded or Failed, the algorithm container's
+/// exit code and termination message, and the pod-level reason.
+fn finished_pod(
+    job: &VisionJob,
+    attempt: i32,
+    phase: &str,
+    exit_code: i32,
+    message: Option<&str>,
+    pod_reason: Option<&str>,
+) -> Arc<Pod> {
+    pod_with(
+        job,
+        attempt,
+        PodStatus {
+            phase: Some(phase.into()),
+            reason: pod_reason.map(String::from),
+            container_statuses: Some(vec![ContainerStatus {
+                name: "algorithm".into(),
+                state: Some(ContainerState {
+                    terminated: Some(ContainerStateTerminated {
+                        exit_code,
+                        message: message.map(String::from),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        },
+    )
+}
+
+fn terminating(pod: &Arc<Pod>) -> Arc<Pod> {
+    let mut pod = (**pod).clone();
+    pod.metadata.deletion_timestamp = Some(at_ms(T0));
+    Arc::new(pod)
+}
+
+fn plan_at(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
+    let algorithm = algorithm();
+    plan(
+        &View {
+            job,
+            pods,
+            algorithm: Some(&algorithm),
+            pod_read: false,
+            now_ms,
+        },
+        &settings(),
+    )
+}
+
+/// As `plan_at`, after the shell read the current pod from the API server.
+fn plan_after_read(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
+    let algorithm = algorithm();
+    plan(
+        &View {
+            job,
+            pods,
+            algorithm: Some(&algorithm),
+            pod_read: true,
+            now_ms,
+        },
+        &settings(),
+    )
+}
+
+fn write(status: VisionJobStatus, outcome: Option<Outcome>, release: bool, then: Then) -> Step {
+    Step::Write {
+        status: Box::new(status),
+        outcome,
+        release,
+        then,
+    }
+}
+
+fn status_of(step: &Step) -> &VisionJobStatus {
+    match step {
+        Step::Write { status, .. } => status,
+        other => panic!("expected a status write, got {other:?}"),
+    }
+}
+
+#[test]
+fn new_and_queued_jobs_are_left_to_the_dispatcher() {
+    assert_eq!(plan_at(&new_job(), &[], T0), Step::Wait(Then::AwaitChange));
+    let queued = new_job().with_phase(JobPhase::Queued, 0);
+    assert_eq!(plan_at(&queued, &[], T0), Step::Wait(Then::AwaitChange));
+}
+
+#[test]
+fn an_admitted_job_without_a_pod_gets_its_first_pod() {
+    let job = admitted();
+    let now = T0 + 5;
+    let expected_pod = build_pod(&job, &algorithm(), 1).expect("a valid pod");
+    assert_eq!(expected_pod.metadata.name.as_deref(), Some("cam-1-1"));
+    assert_eq!(
+        plan_at(&job, &[], now),
+        Step::CreatePod {
+            pod: Box::new(expected_pod),
+            // Looked at again just after the attempt's deadline.
+            then: Then::RequeueAfterMs((T0 + TIMEOUT_MS - now + 10) as u64),
+        }
+    );
+}
+
+#[test]
+fn a_pod_of_a_former_job_of_the_same_name_is_not_this_jobs_pod() {
+    let job = admitted();
+    let former = job.clone().with_uid("00000000-0000-4000-8000-00000000dead");
+    let foreign = running_pod(&former, 1, T0);
+    let step = plan_at(&job, &[foreign], T0 + 5);
+    assert!(
+        matches!(&step, Step::CreatePod { pod, .. } if pod.metadata.name.as_deref() == Some("cam-1-1")),
+        "{step:?}"
+    );
+}
+
+#[test]
+fn a_pending_pod_is_followed_until_its_deadline() {
+    let job = admitted();
+    let pod = pending_pod(&job, 1);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), T0 + 20_000),
+        Step::Wait(Then::RequeueAfterMs(40_010))
+    );
+}
+
+#[test]
+fn a_running_pod_makes_the_job_running() {
+    let job = admitted();
+    let started = T0 + 2000;
+    let now = T0 + 3000;
+    assert_eq!(
+        plan_at(&job, &[running_pod(&job, 1, started)], now),
+        write(
+            status::running(&job, &at_ms(now), Some(at_ms(started))),
+            None,
+            false,
+            Then::RequeueAfterMs((started + TIMEOUT_MS - now + 10) as u64),
+        )
+    );
+    let job = running(started);
+    assert_eq!(
+        plan_at(&job, &[running_pod(&job, 1, started)], now),
+        Step::Wait(Then::RequeueAfterMs(
+            (started + TIMEOUT_MS - now + 10) as u64
+        ))
+    );
+}
+
+#[test]
+fn a_failed_attempt_is_retried_after_a_backoff_keeping_the_slot() {
+    let job = running(T0 + 1000);
+    let now = T0 + 10_000;
+    let pod = finished_pod(&job, 1, "Failed", 3, Some("boom\n"), None);
+    let step = plan_at(&job, &[pod], now);
+    assert_eq!(
+        step,
+        write(
+            status::retrying(&job, &at_ms(now), at_ms(now + 1000), "exit code 3: boom"),
+            Some(Outcome::Failed),
+            false,
+            Then::RequeueAfterMs(1001),
+        )
+    );
+    let status = status_of(&step);
+    assert_eq!(status.phase, Some(JobPhase::Admitted));
+    assert_eq!(status.attempts, Some(2));
+    assert_eq!(status.pod_name.as_deref(), Some("cam-1-2"));
+    assert_eq!(status.retry_after, Some(at_ms(now + 1000)));
+}
+
+#[test]
+fn the_backoff_doubles_per_retry() {
+    // Attempt 2 failed: the second retry waits 2 s.
+    let job = retrying(T0 + 10_000, T0 + 11_000);
+    let job = {
+        let status = status::running(&job, &at_ms(T0 + 12_000), Some(at_ms(T0 + 12_000)));
+        job.with_status(status)
+    };
+    let now = T0 + 20_000;
+    let pod = finished_pod(&job, 2, "Failed", 1, None, None);
+    assert_eq!(
+        plan_at(&job, &[pod], now),
+        write(
+            status::retrying(&job, &at_ms(now), at_ms(now + 2000), "exit code 1"),
+            Some(Outcome::Failed),
+            false,
+            Then::RequeueAfterMs(2001),
+        )
+    );
+}
+
+#[test]
+fn a_retry_waits_for_its_backoff() {
+    let job = retrying(T0 + 10_000, T0 + 11_000);
+    let failed = finished_pod(&job, 1, "Failed", 1, None, None);
+    assert_eq!(
+        plan_at(&job, &[failed], T0 + 10_400),
+        Step::Wait(Then::RequeueAfterMs(601))
+    );
+}
+
+#[test]
+fn a_retrys_pod_is_created_only_after_the_former_one_is_gone() {
+    let job = retrying(T0 + 10_000, T0 + 11_000);
+    let now = T0 + 12_000;
+    // The former attempt's pod still runs: delete it first.
+    let former = running_pod(&job, 1, T0 + 1000);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&former), now),
+        Step::DeletePods {
+            pods: vec![former.clone()],
+            then: Then::PodsTerminating,
+        }
+    );
+    // Being deleted: wait for it.
+    assert_eq!(
+        plan_at(&job, &[terminating(&former)], now),
+        Step::Wait(Then::PodsTerminating)
+    );
+    // Finished: the next attempt's pod.
+    let finished = finished_pod(&job, 1, "Failed", 1, None, None);
+    assert_eq!(
+        plan_at(&job, &[finished], now),
+        Step::CreatePod {
+            pod: Box::new(build_pod(&job, &algorithm(), 2).expect("a valid pod")),
+            then: Then::RequeueAfterMs((T0 + 11_000 + TIMEOUT_MS - now + 10) as u64),
+        }
+    );
+}
+
+#[test]
+fn no_retries_left_fails_the_job_with_backoff_limit_exceeded() {
+    let mut job = running(T0 + 1000);
+    job.spec.retries = Some(0);
+    let now = T0 + 10_000;
+    let pod = finished_pod(&job, 1, "Failed", 1, Some("out of memory"), None);
+    let step = plan_at(&job, &[pod], now);
+    let message = "attempt 1 failed (exit code 1: out of memory); no retries left (retries: 0)";
+    assert_eq!(
+        step,
+        write(
+            status::failed(
+                &job,
+                &at_ms(now),
+                FailReason::BackoffLimitExceeded,
+                message.into()
+            ),
+            Some(Outcome::Failed),
+            true,
+            Then::AwaitChange,
+        )
+    );
+    assert_eq!(
+        status_of(&step).reason.as_deref(),
+        Some("BackoffLimitExceeded")
+    );
+}
+
+#[test]
+fn a_pod_still_pending_at_the_deadline_is_stopped() {
+    let job = admitted();
+    let pod = pending_pod(&job, 1);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), T0 + TIMEOUT_MS),
+        Step::DeletePods {
+            pods: vec![pod],
+            then: Then::RequeueAfterMs(500),
+        }
+    );
+}
+
+#[test]
+fn a_pod_still_running_at_the_deadline_is_stopped() {
+    let job = running(T0 + 1000);
+    let pod = running_pod(&job, 1, T0 + 1000);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), T0 + 1000 + TIMEOUT_MS),
+        Step::DeletePods {
+            pods: vec![pod.clone()],
+            then: Then::RequeueAfterMs(500),
+        }
+    );
+    // Its deletion under way: look again soon.
+    assert_eq!(
+        plan_at(&job, &[terminating(&pod)], T0 + 1000 + TIMEOUT_MS),
+        Step::Wait(Then::RequeueAfterMs(500))
+    );
+}
+
+#[test]
+fn a_pod_gone_after_the_deadline_fails_the_job_with_timeout() {
+    let job = running(T0 + 1000);
+    let now = T0 + 1000 + TIMEOUT_MS + 1;
+    let timeout = write(
+        status::failed(
+            &job,
+            &at_ms(now),
+            FailReason::Timeout,
+            "attempt 1 ran longer than its timeout of 60s and was stopped".into(),
+        ),
+        Some(Outcome::Failed),
+        true,
+        Then::AwaitChange,
+    );
+    // A started attempt's pod missing from the cache is read first.
+    assert_eq!(
+        plan_at(&job, &[], now),
+        Step::ReadPod {
+            name: "cam-1-1".into()
+        }
+    );
+    assert_eq!(plan_after_read(&job, &[], now), timeout);
+    // An attempt whose pod never appeared before the deadline times out too.
+    let job = admitted();
+    let now = T0 + TIMEOUT_MS;
+    assert_eq!(
+        plan_at(&job, &[], now),
+        write(
+            status::failed(
+                &job,
+                &at_ms(now),
+                FailReason::Timeout,
+                "attempt 1 ran longer than its timeout of 60s and was stopped".into(),
+            ),
+            Some(Outcome::Failed),
+            true,
+            Then::AwaitChange,
+        )
+    );
+}
+
+#[test]
+fn a_pod_killed_by_its_active_deadline_fails_the_job_with_timeout() {
+    let job = running(T0 + 1000);
+    let now = T0 + 30_000;
+    let pod = finished_pod(&job, 1, "Failed", 137, None, Some("DeadlineExceeded"));
+    assert_eq!(
+        plan_at(&job, &[pod], now),
+        write(
+            status::failed(
+                &job,
+                &at_ms(now),
+                FailReason::Timeout,
+                "attempt 1 ran longer than its timeout of 60s and was stopped".into(),
+            ),
+            Some(Outcome::Failed),
+            true,
+            Then::AwaitChange,
+        )
+    );
+}
+
+#[test]
+fn a_vanished_pod_is_confirmed_then_fails_the_attempt() {
+    let job = running(T0 + 1000);
+    let now = T0 + 5000;
+    assert_eq!(
+        plan_at(&job, &[], now),
+        Step::ReadPod {
+            name: "cam-1-1".into()
+        }
+    );
+    // The API server has it: the cache lagged, follow the pod.
+    let pod = running_pod(&job, 1, T0 + 1000);
+    assert_eq!(
+        plan_after_read(&job, &[pod], now),
+        Step::Wait(Then::RequeueAfterMs(
+            (T0 + 1000 + TIMEOUT_MS - now + 10) as u64
+        ))
+    );
+    // The API server has none either: the attempt failed, retried.
+    let step = plan_after_read(&job, &[], now);
+    assert_eq!(
+        step,
+        write(
+            status::retrying(
+                &job,
+                &at_ms(now),
+                at_ms(now + 1000),
+                "pod cam-1-1 was deleted before it finished"
+            ),
+            Some(Outcome::Failed),
+            false,
+            Then::RequeueAfterMs(1001),
+        )
+    );
+}
+
+#[test]
+fn a_succeeded_pod_finishes_the_job_with_its_result() {
+    let job = running(T0 + 1000);
+    let now = T0 + 9000;
+    let pod = finished_pod(&job, 1, "Succeeded", 0, Some(r#"{"boxes": 3}"#), None);
+    let step = plan_at(&job, &[pod], now);
+    assert_eq!(
+        step,
+        write(
+            status::succeeded(&job, &at_ms(now), Some(r#"{"boxes": 3}"#)),
+            Some(Outcome::Succeeded),
+            true,
+            Then::AwaitChange,
+        )
+    );
+    let status = status_of(&step);
+    assert_eq!(status.phase, Some(JobPhase::Succeeded));
+    assert_eq!(status.result, Some(json!({"boxes": 3})));
+    assert_eq!(status.finished_at, Some(at_ms(now)));
+}
+
+#[test]
+fn an_algorithm_deleted_before_the_pod_fails_the_job() {
+    let job = admitted();
+    let step = plan(
+        &View {
+            job: &job,
+            pods: &[],
+            algorithm: None,
+            pod_read: false,
+            now_ms: T0 + 5,
+        },
+        &settings(),
+    );
+    assert_eq!(
+        step,
+        write(
+            status::failed(
+                &job,
+                &at_ms(T0 + 5),
+                FailReason::AlgorithmNotFound,
+                "algorithm yolo was deleted before the pod of attempt 1 was created".into()
+            ),
+            None,
+            true,
+            Then::AwaitChange,
+        )
+    );
+}
+
+#[test]
+fn suspending_a_holder_deletes_its_pods_then_releases_its_slot() {
+    let mut job = running(T0 + 1000);
+    job.spec.suspend = true;
+    let now = T0 + 5000;
+    let pod = running_pod(&job, 1, T0 + 1000);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), now),
+        Step::DeletePods {
+            pods: vec![pod.clone()],
+            then: Then::RequeueAfterMs(5000),
+        }
+    );
+    assert_eq!(
+        plan_at(&job, &[terminating(&pod)], now),
+        Step::Wait(Then::RequeueAfterMs(5000))
+    );
+    let step = plan_at(&job, &[], now);
+    assert_eq!(
+        step,
+        write(
+            status::suspended(&job, &at_ms(now)),
+            None,
+            true,
+            Then::AwaitChange
+        )
+    );
+    assert_eq!(status_of(&step).phase, Some(JobPhase::Suspended));
+}
+
+#[test]
+fn suspending_a_waiting_job_suspends_it_at_once() {
+    let mut job = new_job().with_phase(JobPhase::Queued, 0);
+    job.spec.suspend = true;
+    assert_eq!(
+        plan_at(&job, &[], T0),
+        write(
+            status::suspended(&job, &at_ms(T0)),
+            None,
+            true,
+            Then::AwaitChange
+        )
+    );
+}
+
+#[test]
+fn a_suspended_job_keeps_no_pod_and_resumes_into_its_queue() {
+    let mut job = running(T0 + 1000);
+    job.spec.suspend = true;
+    let job = {
+        let status = status::suspended(&job, &at_ms(T0 + 2000));
+        job.with_status(status)
+    };
+    // A pod that outlived the suspension (e.g. a stale cache) is deleted.
+    let pod = running_pod(&job, 1, T0 + 1000);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), T0 + 3000),
+        Step::DeletePods {
+            pods: vec![pod],
+            then: Then::AwaitChange,
+        }
+    );
+    assert_eq!(plan_at(&job, &[], T0 + 3000), Step::Wait(Then::AwaitChange));
+    let mut resumed = job.clone();
+    resumed.spec.suspend = false;
+    let step = plan_at(&resumed, &[], T0 + 4000);
+    assert_eq!(
+        step,
+        write(
+            status::queued(
+                &resumed,
+                &at_ms(T0 + 4000),
+                "Resumed",
+                "resumed; waiting in queue default".into()
+            ),
+            None,
+            false,
+            Then::AwaitChange,
+        )
+    );
+    assert_eq!(status_of(&step).phase, Some(JobPhase::Queued));
+}
+
+#[test]
+fn a_deleted_job_has_its_pods_deleted_before_its_slot_is_released() {
+    let mut job = running(T0 + 1000);
+    job.metadata.deletion_timestamp = Some(at_ms(T0 + 2000));
+    let pod = running_pod(&job, 1, T0 + 1000);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), T0 + 3000),
+        Step::DeletePods {
+            pods: vec![pod.clone()],
+            then: Then::PodsTerminating,
+        }
+    );
+    assert_eq!(
+        plan_at(&job, &[terminating(&pod)], T0 + 3000),
+        Step::Wait(Then::PodsTerminating)
+    );
+    let done = finished_pod(&job, 1, "Succeeded", 0, None, None);
+    assert_eq!(plan_at(&job, &[done], T0 + 3000), Step::Release);
+    assert_eq!(plan_at(&job, &[], T0 + 3000), Step::Release);
+}
+
+#[test]
+fn a_finished_job_is_deleted_once_its_ttl_has_passed() {
+    let job = running(T0 + 1000);
+    let finished_ms = T0 + 9000;
+    let mut job = {
+        let status = status::succeeded(&job, &at_ms(finished_ms), None);
+        job.with_status(status)
+    };
+    assert_eq!(
+        plan_at(&job, &[], finished_ms + 1_000_000),
+        Step::Wait(Then::AwaitChange)
+    );
+    job.spec.ttl_seconds_after_finished = Some(60);
+    assert_eq!(
+        plan_at(&job, &[], finished_ms + 30_000),
+        Step::Wait(Then::RequeueAfterMs(30_010))
+    );
+    assert_eq!(plan_at(&job, &[], finished_ms + 60_000), Step::DeleteJob);
+}

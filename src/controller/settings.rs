@@ -1,0 +1,64 @@
+//! The controllers' tunables and the finalizer's name: plain values that
+//! every other controller module reads and none writes.
+
+use std::time::Duration;
+
+use crate::api::JobPhase;
+
+/// The finalizer that lets the operator delete a job's pods and free its
+/// slot before the job disappears.
+pub const FINALIZER: &str = "vision.zjlab.io/cleanup";
+
+/// Tunables of the controllers.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Backoff before the first retry of a failed attempt; doubles per retry.
+    pub retry_backoff_base: Duration,
+    /// Longest backoff between attempts.
+    pub retry_backoff_max: Duration,
+    /// How many status writes the dispatcher keeps in flight at once.
+    pub max_inflight_writes: usize,
+    /// Which job transitions become Kubernetes Events.
+    pub job_events: JobEvents,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            retry_backoff_base: Duration::from_secs(1),
+            retry_backoff_max: Duration::from_secs(60),
+            max_inflight_writes: 64,
+            job_events: JobEvents::All,
+        }
+    }
+}
+
+/// Which job transitions are published as Kubernetes Events. Each Event is
+/// one more API request per transition, so a platform running millions of
+/// short jobs may keep only the problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobEvents {
+    /// Every transition: Queued, Admitted, Started, Retrying, Succeeded, Failed, Rejected, Suspended.
+    All,
+    /// Retrying, Failed and Rejected only.
+    Problems,
+    /// None.
+    None,
+}
+
+impl JobEvents {
+    /// Whether a job entering `phase` may get an Event (`retrying`: the
+    /// phase Admitted again after a failed attempt).
+    pub fn covers(self, phase: JobPhase, retrying: bool) -> bool {
+        use JobPhase::*;
+        match self {
+            JobEvents::All => true,
+            JobEvents::Problems => match phase {
+                Admitted => retrying,
+                Failed | Rejected => true,
+                _ => false,
+            },
+            JobEvents::None => false,
+        }
+    }
+}
