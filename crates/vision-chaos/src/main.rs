@@ -111,7 +111,15 @@ async fn main() -> ExitCode {
     o.algorithm_max_running = a.algorithm_max_running;
     o.job_duration_ms = a.job_duration_ms;
     o.keep = a.keep;
-    match run(o).await {
+    // Ctrl-C drops the run, which kills the replicas it started.
+    let outcome = tokio::select! {
+        outcome = run(o) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("vision-chaos: interrupted");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome {
         Ok(report) => {
             println!("{}", report.render());
             if report.passed() {

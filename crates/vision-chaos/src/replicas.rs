@@ -157,6 +157,25 @@ impl Replicas {
         Ok(self.slots[slot].as_ref().expect("just started"))
     }
 
+    /// Replaces every replica that exited on its own (the operator exits
+    /// when it loses the lease, and a Deployment would start it again).
+    /// Returns (old identity, its exit status, new identity) of each.
+    pub fn replace_exited(&mut self) -> Result<Vec<(String, String, String)>, Error> {
+        let mut replaced = vec![];
+        for slot in 0..self.slots.len() {
+            let exited = match self.slots[slot].as_mut() {
+                Some(r) => r.child.try_wait().ok().flatten(),
+                None => None,
+            };
+            if let Some(status) = exited {
+                let old = self.slots[slot].take().expect("checked").identity;
+                let new = self.start(slot)?.identity.clone();
+                replaced.push((old, status.to_string(), new));
+            }
+        }
+        Ok(replaced)
+    }
+
     /// SIGKILL: dies without releasing anything. Returns its identity.
     pub fn kill(&mut self, slot: usize) -> Option<String> {
         let mut r = self.slots[slot].take()?;

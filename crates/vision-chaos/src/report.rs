@@ -37,6 +37,8 @@ pub struct Report {
     pub handovers: usize,
     pub longest_gap: Option<Handover>,
     pub watch_errors: u64,
+    /// Replicas that exited on their own (and were replaced), by exit status.
+    pub replica_exits: Vec<(String, u64)>,
 }
 
 impl Report {
@@ -133,6 +135,12 @@ impl Report {
             None => "none".into(),
         };
         let _ = writeln!(s, "| longest leaderless gap | {gap} |");
+        for (status, n) in &self.replica_exits {
+            let _ = writeln!(
+                s,
+                "| replicas that exited on their own ({status}), replaced | {n} |"
+            );
+        }
         let _ = writeln!(s, "| watch errors (retried) | {} |", self.watch_errors);
         let _ = writeln!(s, "| duration | {:.0} s |", self.duration_s);
         if !self.violations.is_empty() {
@@ -192,6 +200,7 @@ mod tests {
                 leaderless_to: 4_300,
             }),
             watch_errors: 0,
+            replica_exits: vec![("exit status: 1".into(), 2)],
         };
         assert_eq!(report.invariant_violations(), 1);
         assert_eq!(report.jobs_lost(), 1);
@@ -215,6 +224,7 @@ mod tests {
 | most live pods in the queue at once (maxRunning) | 3 (2) |
 | leader changes seen on the Lease | 4 |
 | longest leaderless gap | 4.3 s (r0 -> r1, from 1970-01-01T00:00:00.000Z) |
+| replicas that exited on their own (exit status: 1), replaced | 2 |
 | watch errors (retried) | 0 |
 | duration | 61 s |
 

@@ -257,6 +257,8 @@ struct Run {
     faults: BTreeMap<String, u64>,
     submitted: usize,
     deadline: Instant,
+    /// Replicas that exited on their own, by exit status.
+    exits: BTreeMap<String, u64>,
 }
 
 /// Runs the whole scenario and returns its report (violations are results,
@@ -335,6 +337,7 @@ pub async fn run(o: Options) -> Result<Report, Error> {
         t: t.clone(),
         faults: BTreeMap::new(),
         submitted: 0,
+        exits: BTreeMap::new(),
     };
     let result = run.scenario().await;
     run.replicas.stop_all();
@@ -401,7 +404,17 @@ impl Run {
         }
         let last = waves - 1;
         self.submit_wave(wave_size(self.o.jobs, waves, last)).await;
-        self.wait_all_final().await;
+        self.wait_all_final().await
+    }
+
+    /// Restarts replicas that exited on their own, as a Deployment would.
+    fn supervise(&mut self) -> Result<(), Error> {
+        for (old, status, new) in self.replicas.replace_exited()? {
+            *self.exits.entry(status.clone()).or_default() += 1;
+            self.t.log(format!(
+                "replica {old} exited ({status}); replaced by {new}"
+            ));
+        }
         Ok(())
     }
 
@@ -448,7 +461,10 @@ impl Run {
         }
     }
 
-    async fn kill_leader(&mut self, why: &str) -> Result<bool, Error> {
+    /// SIGKILLs the leader and starts a replacement in its slot: at once,
+    /// or (`handover`) only after another replica took the lease, so that
+    /// leadership moves to a replica that was already running.
+    async fn kill_leader(&mut self, handover: bool) -> Result<bool, Error> {
         let Some(leader) = self.wait_leader(None, Duration::from_secs(30)).await else {
             self.t.log("no leader to kill in 30 s: skipped");
             return Ok(false);
@@ -458,19 +474,33 @@ impl Run {
         let at = Instant::now();
         self.replicas.kill(slot);
         self.count(&Fault::LeaderKill.label());
-        self.t
-            .log(format!("SIGKILL leader {leader} (pid {pid}){why}"));
-        let new = self.replicas.start(slot)?.identity.clone();
-        self.t
-            .log(format!("replacement {new} started in slot {slot}"));
+        self.t.log(format!(
+            "SIGKILL leader {leader} (pid {pid}){}",
+            if handover {
+                " to hand leadership to the proxied replica"
+            } else {
+                ""
+            }
+        ));
+        if !handover {
+            let new = self.replicas.start(slot)?.identity.clone();
+            self.t
+                .log(format!("replacement {new} started in slot {slot}"));
+        }
         self.recovered(&leader, at).await;
+        if handover {
+            let new = self.replicas.start(slot)?.identity.clone();
+            self.t
+                .log(format!("replacement {new} started in slot {slot}"));
+        }
         Ok(true)
     }
 
     async fn inject(&mut self, fault: Fault) -> Result<(), Error> {
+        self.supervise()?;
         match fault {
             Fault::LeaderKill => {
-                self.kill_leader("").await?;
+                self.kill_leader(false).await?;
             }
             Fault::LeaderPause => {
                 let Some(leader) = self.wait_leader(None, Duration::from_secs(30)).await else {
@@ -491,11 +521,11 @@ impl Run {
             Fault::Proxy { kind, action } => {
                 // The fault only matters while the proxied replica leads.
                 for _ in 0..self.replicas.len() + 1 {
+                    self.supervise()?;
                     match self.leader() {
                         Some((0, _)) => break,
                         Some(_) => {
-                            self.kill_leader(" to hand leadership to the proxied replica")
-                                .await?;
+                            self.kill_leader(true).await?;
                         }
                         None => {
                             self.wait_leader(None, Duration::from_secs(30)).await;
@@ -637,9 +667,10 @@ impl Run {
         false
     }
 
-    async fn wait_all_final(&self) {
+    async fn wait_all_final(&mut self) -> Result<(), Error> {
         let mut last_log = Instant::now();
         loop {
+            self.supervise()?;
             let (seen, fin) = self.watcher.checker().job_counts();
             if seen >= self.submitted && fin == seen {
                 self.t.log(format!("all {seen} jobs final"));
@@ -648,7 +679,7 @@ impl Run {
             if Instant::now() > self.deadline {
                 self.t
                     .log(format!("timeout: {fin} of {} jobs final", self.submitted));
-                return;
+                return Ok(());
             }
             if last_log.elapsed() > Duration::from_secs(15) {
                 last_log = Instant::now();
@@ -665,6 +696,7 @@ impl Run {
         while self.watcher.checker().live_pods_of_ended_jobs() > 0 && Instant::now() < settle {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        Ok(())
     }
 
     async fn report(&mut self, started: Instant) -> Result<Report, Error> {
@@ -745,6 +777,7 @@ impl Run {
             handovers: lease.handovers().len(),
             longest_gap: lease.longest_gap().cloned(),
             watch_errors: self.watcher.watch_errors(),
+            replica_exits: self.exits.iter().map(|(k, n)| (k.clone(), *n)).collect(),
         })
     }
 
