@@ -33,6 +33,7 @@ use harness::{Operator, OperatorOptions, Scenario, sim, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::{Value, json};
@@ -368,8 +369,13 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
                 Api::<Lease>::namespaced(sa.clone(), &s.namespace)
                     .create(
                         &PostParams::default(),
-                        &serde_json::from_value(json!({"metadata": {"name": "vision-operator"}}))
-                            .unwrap(),
+                        &Lease {
+                            metadata: ObjectMeta {
+                                name: Some("vision-operator".into()),
+                                ..Default::default()
+                            },
+                            ..Default::default()
+                        },
                     )
                     .await,
             ),

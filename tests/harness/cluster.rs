@@ -62,6 +62,17 @@ pub async fn client_from(kubeconfig: &std::path::Path) -> Client {
     }
 }
 
+/// A client for the local cluster without the reachability check, for the
+/// cleanup of guards (which must not panic): an error instead.
+pub async fn plain_client() -> Result<Client, String> {
+    let path = kubeconfig_path();
+    let parsed = Kubeconfig::read_from(&path).map_err(|e| e.to_string())?;
+    let config = Config::from_custom_kubeconfig(parsed, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
 /// Polls `pred` every 100 ms until it returns true; false if `timeout` passes
 /// first.
 pub async fn wait_for<F, Fut>(timeout: Duration, mut pred: F) -> bool

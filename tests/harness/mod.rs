@@ -6,6 +6,7 @@
 //!   fix (`hack/cluster.sh up`); nothing is ever skipped.
 //! - [`scenario`]: one test's world (namespace, queues, algorithms,
 //!   operators) started in one statement, cleaned up in order by its guard.
+//! - [`turn`]: one scenario at a time on the cluster, across test runs.
 //! - [`operator`]: the operator as a child process, its HTTP endpoint, the
 //!   free port and the HTTP GET every test uses.
 //! - [`timeline`]: the live pods of a namespace over time, from a watch.
@@ -22,6 +23,7 @@ pub mod helm;
 pub mod operator;
 pub mod scenario;
 pub mod timeline;
+pub mod turn;
 
 pub use cluster::{kubectl, kubectl_output, repo_root, wait_for};
 pub use operator::{Operator, OperatorOptions};

@@ -20,8 +20,9 @@
 //! finalizers removed while its operators still run (a job keeps the
 //! operator's finalizer, so with no operator left it would never go, and
 //! neither would its namespace); then the operators stop; then its queues
-//! and algorithms and its namespace are deleted; last, the next scenario of
-//! the test binary may start.
+//! and algorithms and its namespace are deleted; last, the turn goes to the
+//! next scenario (of this test binary or of another test run on the cluster:
+//! see [`super::turn`]).
 
 use std::time::Duration;
 
@@ -32,21 +33,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::MutexGuard;
 use vision_api::testing::{JobFixture, mk_job};
 use vision_api::{DEFAULT_QUEUE, JobPhase, VisionAlgorithm, VisionJob, VisionQueue};
 
 use super::cluster::{self, ClusterObjects};
 use super::operator::{Operator, OperatorOptions};
 use super::timeline::PodTimeline;
+use super::turn::Turn;
 
 /// The field manager of the objects a scenario applies.
 const FIELD_MANAGER: &str = "vision-e2e";
-
-/// Only one operator may run against the cluster at a time (each acts on
-/// every job), so the scenarios of one test binary take turns. (Cargo runs
-/// test binaries one after another.)
-static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// What a scenario starts with; [`ScenarioBuilder::start`] creates it.
 pub struct ScenarioBuilder {
@@ -86,11 +82,11 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Waits for the test binary's turn, then creates the namespace, the CRDs
-    /// (if they changed), the queues, the algorithms and the operator.
+    /// Waits for its turn on the cluster, then creates the namespace, the
+    /// CRDs (if they changed), the queues, the algorithms and the operator.
     pub async fn start(self) -> Scenario {
-        let turn = TURN.lock().await;
         let client = cluster::client().await;
+        let turn = Turn::take(&client).await;
         let (namespace, owns_namespace) = match &self.namespace {
             Some(name) => {
                 ensure_namespace(&client, name).await;
@@ -139,7 +135,7 @@ pub struct Scenario {
     /// stopped after the jobs are released.
     pub operators: Vec<Operator>,
     // Declared last: dropped last, after the cleanup in `Drop::drop`.
-    _turn: MutexGuard<'static, ()>,
+    _turn: Turn,
 }
 
 impl Scenario {
@@ -378,14 +374,7 @@ impl Drop for Scenario {
 /// Deletes every job of `namespace` and removes their finalizers, so that
 /// they go whether or not an operator is left to remove them.
 async fn release_jobs(namespace: &str) -> Result<(), String> {
-    let config = kube::Config::from_custom_kubeconfig(
-        kube::config::Kubeconfig::read_from(cluster::kubeconfig_path())
-            .map_err(|e| e.to_string())?,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let client = Client::try_from(config).map_err(|e| e.to_string())?;
+    let client = cluster::plain_client().await?;
     let jobs: Api<VisionJob> = Api::namespaced(client, namespace);
     jobs.delete_collection(&DeleteParams::background(), &ListParams::default())
         .await
