@@ -37,8 +37,8 @@ fn algorithm_crd_fits_client_side_apply() {
         .into_iter()
         .find(|(f, _)| f.starts_with("visionalgorithms"))
         .unwrap();
-    let json =
-        serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(&yaml).unwrap()).unwrap();
+    let json = serde_json::to_string(&serde_saphyr::from_str::<serde_json::Value>(&yaml).unwrap())
+        .unwrap();
     assert!(
         json.len() < 256 * 1024,
         "visionalgorithms CRD is {} bytes of JSON",

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
 use vision_operator::api::{VisionAlgorithm, VisionJob, VisionQueue};
 
 fn example_files() -> Vec<PathBuf> {
@@ -25,8 +24,9 @@ fn example_files() -> Vec<PathBuf> {
 
 fn documents(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_json::Value::deserialize(doc).unwrap())
+    serde_saphyr::from_multiple::<serde_json::Value>(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
