@@ -14,3 +14,6 @@ pub mod metrics;
 pub mod pod;
 pub mod status;
 pub mod validate;
+
+#[cfg(test)]
+mod module_graph;
