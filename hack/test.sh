@@ -93,3 +93,9 @@ if [ ${#test_args[@]} -gt 0 ]; then
 else
   cargo test --workspace "${targets[@]}" --features e2e "${cargo_args[@]}"
 fi
+# The real-node tests (#[ignore]d in a plain `cargo test`: they need the real
+# node) run after the others when the node was started for them.
+if [ "${REAL_NODE:-0}" = 1 ]; then
+  echo "[test] real-node tests (tests/real_node.rs)"
+  cargo test --features e2e --test real_node -- --include-ignored
+fi

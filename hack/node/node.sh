@@ -168,6 +168,16 @@ node_import() {
     { tail -n 5 "$NODE/logs/import.log" >&2; die "ctr images import $1 failed"; }
 }
 
+# A control plane started before hack/kwok/kwokctl.yaml prepared it for a
+# real node would let KWOK take the node over, or refuse in-cluster clients.
+node_check_control_plane() {
+  local cluster="$KWOK_WORKDIR/clusters/$NAME" pid
+  pid="$(cat "$cluster/pids/kwok-controller.pid" 2>/dev/null)" || die "no kwok-controller pid in $cluster/pids"
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--manage-nodes-with-annotation-selector=" &&
+    openssl x509 -in "$cluster/pki/admin.crt" -noout -text | grep -q "IP Address:10.0.0.1" ||
+    die "the running control plane was started before it supported a real node: hack/cluster.sh down && hack/cluster.sh up --real-node"
+}
+
 node_up() {
   healthy || die "the control plane is not running: hack/cluster.sh up first"
   if node_running; then
@@ -175,6 +185,7 @@ node_up() {
     node_ready
     return 0
   fi
+  node_check_control_plane
   [ -d "$NODE" ] && node_down
   node_packages
   node_build
