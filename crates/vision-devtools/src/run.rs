@@ -852,3 +852,48 @@ pub async fn delete_all(client: &Client, namespace: &str, timeout: Duration) -> 
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vision_api::testing::{JobFixture, mk_job};
+
+    fn job(name: &str, phase: JobPhase, attempts: i32) -> Msg {
+        Msg::Job(
+            0.0,
+            Box::new(mk_job("ns", name, "detect").with_phase(phase, attempts)),
+        )
+    }
+
+    #[test]
+    fn the_tracker_counts_states_slots_and_finals() {
+        let mut tr = Tracker::default();
+        tr.handle(Msg::Submitted(1.0, "a".into()));
+        tr.handle(Msg::Submitted(2.0, "b".into()));
+        tr.handle(Msg::Submitted(3.0, "c".into()));
+        tr.handle(job("a", JobPhase::Running, 1));
+        tr.handle(job("b", JobPhase::Queued, 0));
+        tr.handle(job("c", JobPhase::Rejected, 0));
+        assert_eq!(
+            tr.counts(),
+            Counts {
+                queued: 1,
+                holding: 1,
+                succeeded: 0,
+                failed: 1
+            }
+        );
+        assert_eq!((tr.holding, tr.gpus, tr.finals), (1, 1, 1));
+        tr.handle(job("a", JobPhase::Succeeded, 1));
+        assert_eq!(
+            (tr.holding, tr.gpus, tr.max_holding, tr.finals),
+            (0, 0, 1, 2)
+        );
+        let mut failures = BTreeMap::new();
+        failures.insert("Rejected/-".to_string(), 1);
+        assert_eq!(tr.failures(), failures);
+        tr.handle(Msg::SubmitFailed("quota".into()));
+        tr.handle(Msg::SubmitFailed("quota".into()));
+        assert_eq!(tr.submit_errors.get("quota"), Some(&2));
+    }
+}
