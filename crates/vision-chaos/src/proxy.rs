@@ -287,6 +287,8 @@ impl Shared {
             Some(FaultAction::Blackhole) => {
                 // Hold it until the faults change, then drop the connection.
                 let mut generation = self.generation.clone();
+                // Only a change after this request arrived releases it.
+                generation.borrow_and_update();
                 let _ = generation.changed().await;
                 Err(Dropped("blackholed".into()))
             }

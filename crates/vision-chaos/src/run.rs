@@ -259,6 +259,7 @@ struct Run {
     deadline: Instant,
     /// Replicas that exited on their own, by exit status.
     exits: BTreeMap<String, u64>,
+    log_dir: PathBuf,
 }
 
 /// Runs the whole scenario and returns its report (violations are results,
@@ -338,6 +339,7 @@ pub async fn run(o: Options) -> Result<Report, Error> {
         faults: BTreeMap::new(),
         submitted: 0,
         exits: BTreeMap::new(),
+        log_dir: log_dir.clone(),
     };
     let result = run.scenario().await;
     run.replicas.stop_all();
@@ -708,8 +710,22 @@ impl Run {
         // Re-check from a fresh LIST, independent of the watch streams.
         let jobs: Api<VisionJob> = Api::namespaced(self.client.clone(), &self.ns);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let job_list = jobs.list(&ListParams::default()).await?;
+        let pod_list = pods
+            .list(&ListParams::default().labels(LABEL_JOB_UID))
+            .await?;
+        // The API server's own record of the run, kept as evidence for
+        // whatever the table reports (the namespace is deleted afterwards).
+        for (file, value) in [
+            ("jobs.json", serde_json::to_string_pretty(&job_list)),
+            ("pods.json", serde_json::to_string_pretty(&pod_list)),
+        ] {
+            if let Ok(text) = value {
+                let _ = std::fs::write(self.log_dir.join(file), text);
+            }
+        }
         let mut phases: BTreeMap<String, usize> = BTreeMap::new();
-        for j in jobs.list(&ListParams::default()).await?.items {
+        for j in &job_list.items {
             let phase = j
                 .phase()
                 .map(|p| format!("{p:?}"))
@@ -717,11 +733,7 @@ impl Run {
             *phases.entry(phase).or_default() += 1;
         }
         let mut succeeded: BTreeMap<String, usize> = BTreeMap::new();
-        for p in pods
-            .list(&ListParams::default().labels(LABEL_JOB_UID))
-            .await?
-            .items
-        {
+        for p in pod_list.items {
             if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded") {
                 *succeeded
                     .entry(p.labels().get(LABEL_JOB_UID).cloned().unwrap_or_default())
