@@ -870,3 +870,102 @@ pub async fn retry(
     let mut created = submit(s, vec![retry_of(&job, new_name)], DryRun::None, output, 1).await?;
     Ok(created.remove(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vision_api::testing::{JobFixture, at_ms, mk_job};
+
+    #[test]
+    fn manifests_yaml_json_and_lists() {
+        let yaml = "apiVersion: vision.zjlab.io/v1alpha1\nkind: VisionJob\nmetadata: {name: a}\nspec: {algorithm: yolo}\n---\n{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [{\"apiVersion\": \"vision.zjlab.io/v1alpha1\", \"kind\": \"VisionJob\", \"metadata\": {\"name\": \"b\"}, \"spec\": {\"algorithm\": \"ocr\", \"priority\": 5}}]}\n";
+        let jobs = parse_manifests(yaml).unwrap();
+        let got: Vec<(Option<&str>, &str, i32, &str)> = jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.metadata.name.as_deref(),
+                    j.spec.algorithm.as_str(),
+                    j.spec.priority,
+                    j.spec.queue.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some("a"), "yolo", 0, "default"),
+                (Some("b"), "ocr", 5, "default")
+            ]
+        );
+        let err = parse_manifests("apiVersion: vision.zjlab.io/v1alpha1\nkind: VisionJob\nmetadata: {name: a}\nspec: {priority: 1}\n")
+            .unwrap_err();
+        assert_eq!(err.to_string(), "document 1: missing field `algorithm`");
+    }
+
+    #[test]
+    fn a_retry_copies_the_spec_and_names_its_origin() {
+        let mut old = mk_job("ns", "cam-1", "yolo")
+            .with_priority(7)
+            .suspended()
+            .with_annotations(&[
+                ("team", "a"),
+                ("kubectl.kubernetes.io/last-applied-configuration", "{}"),
+            ])
+            .with_phase(JobPhase::Failed, 3);
+        old.metadata.resource_version = Some("42".into());
+        let new = retry_of(&old, None);
+        assert_eq!(new.metadata.generate_name.as_deref(), Some("cam-1-retry-"));
+        assert_eq!(new.metadata.name, None);
+        assert_eq!(new.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(new.metadata.resource_version, None);
+        assert_eq!(new.status, None);
+        assert_eq!(new.spec.priority, 7);
+        assert!(!new.spec.suspend);
+        let annotations: Vec<(&str, &str)> = new
+            .metadata
+            .annotations
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(annotations, vec![("team", "a"), (RETRY_OF, "cam-1")]);
+        let named = retry_of(&old, Some("cam-1b".into()));
+        assert_eq!(
+            (named.metadata.name.as_deref(), named.metadata.generate_name),
+            (Some("cam-1b"), None)
+        );
+    }
+
+    #[test]
+    fn the_table_shows_waits_and_ages() {
+        let queued = mk_job("ns", "q", "yolo")
+            .created_at_ms(0)
+            .with_phase(JobPhase::Queued, 0);
+        let mut ran = mk_job("ns", "r", "ocr")
+            .created_at_ms(0)
+            .with_phase(JobPhase::Succeeded, 2);
+        ran.status.as_mut().unwrap().admitted_at = Some(at_ms(12_000));
+        let (header, rows) = job_rows(&[queued, ran], false, false, 90_000);
+        assert_eq!(header[4], "PHASE");
+        assert_eq!(
+            rows,
+            vec![
+                vec![
+                    "q", "yolo", "default", "0", "Queued", "-", "0", "1m30s+", "1m30s"
+                ],
+                vec![
+                    "r",
+                    "ocr",
+                    "default",
+                    "0",
+                    "Succeeded",
+                    "-",
+                    "2",
+                    "12s",
+                    "1m30s"
+                ],
+            ]
+        );
+    }
+}
