@@ -1,0 +1,455 @@
+//! End-to-end on the local cluster's real node (hack/node/node.sh: containerd,
+//! runc, the kubelet): real containers of images built offline by
+//! hack/images, their logs through the API server, their termination
+//! messages, and GPU requests counted against the node's fake capacity.
+//!
+//! The last test installs the Helm chart with the operator image built from
+//! the repository's Dockerfile: two replicas on the real kubelet, leader
+//! election, probes, the restricted security context with a read-only root
+//! filesystem, in-cluster credentials through the ServiceAccount and the
+//! `kubernetes` Service (kube-proxy); that operator runs a VisionJob of the
+//! real face-detect algorithm (examples/algorithms/face-detect) to Succeeded
+//! with its detections in `status.result`.
+//!
+//! Needs the real node, so the tests are `#[ignore]`d in a plain `cargo
+//! test`: `REAL_NODE=1 hack/test.sh` starts the node and runs them after the
+//! other tests; by hand, `hack/cluster.sh node up` then `cargo test
+//! --features e2e --test real_node -- --include-ignored`.
+#![cfg(feature = "e2e")]
+
+mod harness;
+
+use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use harness::Scenario;
+use harness::cluster::{self, client, create_namespace, kubectl, unique_name, wait_for};
+use harness::helm::{CHART, Release, helm_raw};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
+use vision_api::testing::{JobFixture, mk_queue};
+use vision_api::{JobPhase, VisionAlgorithm};
+
+/// The real node's name and how pods reach it (hack/node/node.sh).
+const NODE: &str = "vision-node";
+const TAINT: &str = "vision.zjlab.io/real-node";
+const GPU: &str = "nvidia.com/gpu";
+
+/// Builds (or finds cached) the image NAME of hack/images, imports it into
+/// the real node, and returns its reference.
+fn image(name: &str) -> String {
+    let out = Command::new("bash")
+        .arg(cluster::repo_root().join("hack/cluster.sh"))
+        .args(["image", name])
+        .output()
+        .expect("running hack/cluster.sh image");
+    assert!(
+        out.status.success(),
+        "hack/cluster.sh image {name} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reference = stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("hack/cluster.sh image {name} printed no reference: {stdout}"));
+    reference.to_string()
+}
+
+/// Fails with the fix when the real node is not there.
+async fn real_node(client: &Client) -> Node {
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.get_opt(NODE).await.unwrap().unwrap_or_else(|| {
+        panic!("no node {NODE}: start the real node with hack/cluster.sh node up")
+    })
+}
+
+/// A pod of one container `algorithm` on the real node.
+fn pod(name: &str, image: &str, args: &[&str], gpus: u32) -> Pod {
+    let mut resources =
+        json!({"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}});
+    if gpus > 0 {
+        resources["requests"][GPU] = json!(gpus.to_string());
+        resources["limits"][GPU] = json!(gpus.to_string());
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"type": "real"},
+            "tolerations": [{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "algorithm",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "args": args,
+                "env": [{"name": "VISION_JOB", "value": "{\"name\":\"j1\",\"attempt\":1}"}],
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "resources": resources,
+                "securityContext": {
+                    "runAsNonRoot": true,
+                    "allowPrivilegeEscalation": false,
+                    "readOnlyRootFilesystem": true,
+                    "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"}
+                }
+            }]
+        }
+    }))
+    .unwrap()
+}
+
+/// Waits until the pod has ended (Succeeded or Failed) and returns it.
+async fn finished(pods: &Api<Pod>, name: &str) -> Pod {
+    let done = wait_for(Duration::from_secs(90), || async {
+        let phase = pods
+            .get(name)
+            .await
+            .ok()
+            .and_then(|p| p.status)
+            .and_then(|s| s.phase);
+        matches!(phase.as_deref(), Some("Succeeded" | "Failed"))
+    })
+    .await;
+    let pod = pods.get(name).await.unwrap();
+    assert!(done, "pod {name} did not finish in 90s: {:?}", pod.status);
+    pod
+}
+
+fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated {
+    let status = pod.status.as_ref().unwrap();
+    let container = &status.container_statuses.as_ref().unwrap()[0];
+    container
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .unwrap_or_else(|| panic!("container not terminated: {container:?}"))
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
+async fn real_node_is_ready_tainted_with_fake_gpus() {
+    let client = client().await;
+    let node = real_node(&client).await;
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("type").map(String::as_str), Some("real"));
+    let taints = node
+        .spec
+        .as_ref()
+        .unwrap()
+        .taints
+        .clone()
+        .unwrap_or_default();
+    let keys: Vec<_> = taints
+        .iter()
+        .map(|t| (t.key.as_str(), t.effect.as_str()))
+        .collect();
+    assert_eq!(keys, vec![(TAINT, "NoSchedule")]);
+    let status = node.status.unwrap();
+    let ready = status
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status);
+    assert_eq!(ready.as_deref(), Some("True"));
+    let gpus = status
+        .allocatable
+        .unwrap_or_default()
+        .get(GPU)
+        .map(|q| q.0.clone());
+    assert_eq!(gpus.as_deref(), Some("2"));
+    let runtime = status.node_info.unwrap().container_runtime_version;
+    assert!(runtime.starts_with("containerd://2."), "{runtime}");
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
+async fn a_real_container_runs_and_reports_its_result_and_logs() {
+    let client = client().await;
+    real_node(&client).await;
+    let probe = image("probe");
+    let ns = create_namespace(&client, "real-run").await;
+    let _cleanup = cluster::ClusterObjects(vec![format!("namespace/{ns}")]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let args = [
+        "--log",
+        "detecting",
+        "--job",
+        "--result",
+        "{\"objects\":[]}",
+    ];
+    pods.create(&PostParams::default(), &pod("ok", &probe, &args, 1))
+        .await
+        .unwrap();
+    let pod = finished(&pods, "ok").await;
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Succeeded")
+    );
+    assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(NODE));
+    let state = terminated(&pod);
+    assert_eq!(state.exit_code, 0);
+    assert_eq!(state.message.as_deref(), Some("{\"objects\":[]}"));
+    let container_id = pod
+        .status
+        .as_ref()
+        .unwrap()
+        .container_statuses
+        .as_ref()
+        .unwrap()[0]
+        .container_id
+        .clone()
+        .unwrap_or_default();
+    assert!(container_id.starts_with("containerd://"), "{container_id}");
+    // The API server fetches the log from the kubelet (its client certificate,
+    // the node's InternalIP).
+    let log = kubectl(["logs", "-n", &ns, "ok"]);
+    assert_eq!(
+        log,
+        "detecting\nVISION_JOB={\"name\":\"j1\",\"attempt\":1}\nprobe: cannot open /etc/vision/job.json\n"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
+async fn a_failing_container_reports_its_log_tail() {
+    let client = client().await;
+    real_node(&client).await;
+    let probe = image("probe");
+    let ns = create_namespace(&client, "real-fail").await;
+    let _cleanup = cluster::ClusterObjects(vec![format!("namespace/{ns}")]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let args = ["--log", "model file missing: /models/x.onnx", "--exit", "3"];
+    pods.create(&PostParams::default(), &pod("fails", &probe, &args, 0))
+        .await
+        .unwrap();
+    let pod = finished(&pods, "fails").await;
+    assert_eq!(
+        pod.status.as_ref().unwrap().phase.as_deref(),
+        Some("Failed")
+    );
+    let state = terminated(&pod);
+    assert_eq!(state.exit_code, 3);
+    assert_eq!(state.reason.as_deref(), Some("Error"));
+    // No termination message was written: FallbackToLogsOnError gives the log.
+    assert_eq!(
+        state.message.as_deref(),
+        Some("model file missing: /models/x.onnx\n")
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
+async fn gpu_requests_count_against_the_real_nodes_capacity() {
+    let client = client().await;
+    real_node(&client).await;
+    let probe = image("probe");
+    let ns = create_namespace(&client, "real-gpu").await;
+    let _cleanup = cluster::ClusterObjects(vec![format!("namespace/{ns}")]);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    // More GPUs than the node has: never scheduled, with the scheduler's reason.
+    pods.create(&PostParams::default(), &pod("too-big", &probe, &[], 3))
+        .await
+        .unwrap();
+    let unschedulable = wait_for(Duration::from_secs(30), || async {
+        let pod = pods.get("too-big").await.unwrap();
+        pod.status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("Insufficient nvidia.com/gpu"))
+            })
+    })
+    .await;
+    assert!(
+        unschedulable,
+        "{:?}",
+        pods.get("too-big").await.unwrap().status
+    );
+    pods.delete("too-big", &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
+/// The face-detect VisionAlgorithm of examples/, with the locally built image
+/// and the toleration and node selector of the real node.
+fn face_detect(image: &str) -> VisionAlgorithm {
+    let path = cluster::repo_root().join("examples/algorithms/face-detect/algorithm.yml");
+    let mut algorithm: VisionAlgorithm =
+        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let pod = algorithm.spec.template.spec.as_mut().unwrap();
+    pod.containers[0].image = Some(image.to_string());
+    pod.containers[0].image_pull_policy = Some("Never".to_string());
+    pod.node_selector = Some([("type".to_string(), "real".to_string())].into());
+    pod.tolerations = Some(vec![
+        serde_json::from_value(json!(
+            {"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}
+        ))
+        .unwrap(),
+    ]);
+    algorithm
+}
+
+/// What the release namespace holds, for a failure message.
+fn diagnose(ns: &str) -> String {
+    let out = cluster::kubectl_output(["get", "deployments,pods,events", "-n", ns, "-o", "wide"]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
+async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
+    let client = client().await;
+    real_node(&client).await;
+    let operator_image = image("operator");
+    let (repository, tag) = operator_image.rsplit_once(':').unwrap();
+    let algorithm_image = image("face-detect");
+
+    // The scenario's queue and algorithm; no operator of its own: the one the
+    // chart runs in the cluster does the work.
+    let s = Scenario::new("real-helm")
+        .queue(mk_queue("pool", 2))
+        .algorithm(face_detect(&algorithm_image))
+        .start()
+        .await;
+
+    // The release namespace enforces the "restricted" Pod Security Standard.
+    let ns = unique_name("real-helm-system");
+    kubectl(["create", "namespace", &ns]);
+    let _release = Release {
+        name: "vision".to_string(),
+        namespace: ns.clone(),
+    };
+    kubectl([
+        "label",
+        "namespace",
+        &ns,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    let lease = unique_name("vision-operator");
+    let values = json!({
+        "replicaCount": 2,
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "leaderElection": {"leaseName": lease},
+        "defaultQueue": {"create": false},
+        "logging": {"format": "text"},
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"}
+        },
+        "nodeSelector": {"type": "real"},
+        "tolerations": [{"key": TAINT, "operator": "Exists", "effect": "NoSchedule"}]
+    });
+    let values_file = std::env::temp_dir().join(format!("{ns}-values.json"));
+    std::fs::write(&values_file, values.to_string()).unwrap();
+    let install = helm_raw(&[
+        "install",
+        "vision",
+        CHART,
+        "-n",
+        &ns,
+        "-f",
+        values_file.to_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+    assert!(
+        install.status.success(),
+        "helm install failed: {}\n{}",
+        String::from_utf8_lossy(&install.stderr),
+        diagnose(&ns)
+    );
+
+    // Two ready replicas, both real containers of the image on the real node,
+    // as restricted as the chart says.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let deployment = deployments.get("vision-vision-operator").await.unwrap();
+    let ready = deployment.status.as_ref().and_then(|s| s.ready_replicas);
+    assert_eq!(ready, Some(2), "{}", diagnose(&ns));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let list = pods.list(&Default::default()).await.unwrap().items;
+    assert_eq!(list.len(), 2, "{}", diagnose(&ns));
+    let names: Vec<String> = list.iter().map(|p| p.name_any()).collect();
+    for pod in &list {
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some(NODE));
+        let container = &spec.containers[0];
+        assert_eq!(container.image.as_deref(), Some(operator_image.as_str()));
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.run_as_non_root, Some(true));
+        let status = &pod
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0];
+        assert!(status.ready, "{}", diagnose(&ns));
+        let id = status.container_id.clone().unwrap_or_default();
+        assert!(id.starts_with("containerd://"), "{id}");
+    }
+    // One of them leads, through the chart's Lease (the in-cluster client
+    // reached the API server with the ServiceAccount's token).
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let led = wait_for(Duration::from_secs(60), || async {
+        let holder = leases
+            .get_opt(&lease)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity);
+        holder.is_some_and(|h| names.contains(&h))
+    })
+    .await;
+    assert!(led, "no replica holds the Lease {lease}: {}", diagnose(&ns));
+
+    // The real algorithm, run by that operator on the real node.
+    let job = s
+        .job("astronaut", "face-detect")
+        .with_input(json!({"image": "astronaut.jpg"}))
+        .with_params(json!({"minNeighbors": 5}));
+    s.submit(job).await;
+    let done = s
+        .wait_phase("astronaut", JobPhase::Succeeded, Duration::from_secs(180))
+        .await;
+    let status = done.status.unwrap();
+    assert_eq!(
+        status.result,
+        Some(json!({
+            "image": "astronaut.jpg",
+            "width": 512,
+            "height": 512,
+            "model": "opencv-4.12.0/haarcascade_frontalface_default.xml",
+            "detections": [{"label": "face", "box": [176, 65, 95, 95], "score": 7.448}]
+        }))
+    );
+    let pod = s
+        .pods()
+        .get(status.pod_name.as_deref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(NODE));
+    let _ = std::fs::remove_file(values_file);
+}
