@@ -368,7 +368,7 @@ lock() {
 case "$cmd" in
   up) lock; up; if [ "$REAL_NODE" = 1 ]; then node_up; fi ;;
   down) lock; down ;;
-  status) status; if [ -d "$NODE" ]; then node_status; fi ;;
+  status) status; if [ -d "$NODE" ]; then node_status || true; fi ;;
   node)
     case "$sub" in
       up) lock; node_up ;;
