@@ -39,6 +39,10 @@ pub struct Report {
     pub watch_errors: u64,
     /// Replicas that exited on their own (and were replaced), by exit status.
     pub replica_exits: Vec<(String, u64)>,
+    /// Other elections (operators outside this run, acting on every
+    /// namespace) renewed during the run: their writes cannot be told from
+    /// ours, so a violation may be theirs.
+    pub foreign_operators: Vec<String>,
 }
 
 impl Report {
@@ -142,6 +146,13 @@ impl Report {
             );
         }
         let _ = writeln!(s, "| watch errors (retried) | {} |", self.watch_errors);
+        if !self.foreign_operators.is_empty() {
+            let _ = writeln!(
+                s,
+                "| **other operators active during the run** (violations may be theirs) | {} |",
+                self.foreign_operators.join(", ")
+            );
+        }
         let _ = writeln!(s, "| duration | {:.0} s |", self.duration_s);
         if !self.violations.is_empty() {
             let _ = writeln!(s, "\nViolations:");
@@ -201,6 +212,7 @@ mod tests {
             }),
             watch_errors: 0,
             replica_exits: vec![("exit status: 1".into(), 2)],
+            foreign_operators: vec!["e2e-priority (priority)".into()],
         };
         assert_eq!(report.invariant_violations(), 1);
         assert_eq!(report.jobs_lost(), 1);
@@ -226,6 +238,7 @@ mod tests {
 | longest leaderless gap | 4.3 s (r0 -> r1, from 1970-01-01T00:00:00.000Z) |
 | replicas that exited on their own (exit status: 1), replaced | 2 |
 | watch errors (retried) | 0 |
+| **other operators active during the run** (violations may be theirs) | e2e-priority (priority) |
 | duration | 61 s |
 
 Violations:

@@ -289,6 +289,7 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     if !watcher.wait_synced(Duration::from_secs(60)).await {
         return Err(Error::Setup("the watches did not list in 60 s".into()));
     }
+    let foreign = watch_foreign_leases(&client, &lease_ns, &ns, &t);
     let printer = {
         let t = t.clone();
         tokio::spawn(async move {
@@ -344,7 +345,16 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     let result = run.scenario().await;
     run.replicas.stop_all();
     let report = match result {
-        Ok(()) => run.report(started).await,
+        Ok(()) => run.report(started).await.map(|mut r| {
+            r.foreign_operators = foreign
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            r
+        }),
         Err(e) => {
             t.log(format!("run failed: {e}"));
             Err(e)
@@ -354,6 +364,7 @@ pub async fn run(o: Options) -> Result<Report, Error> {
         run.cleanup(&lease_ns).await;
     }
     printer.abort();
+    foreign.1.abort();
     let _ = std::fs::write(log_dir.join("timeline.txt"), t.text());
     if let Ok(r) = &report {
         let _ = std::fs::write(log_dir.join("report.md"), r.render());
@@ -707,6 +718,32 @@ impl Run {
         for v in &found {
             self.t.log(format!("VIOLATION {v}"));
         }
+        let violations = self.watcher.checker().violations().to_vec();
+        for v in violations
+            .iter()
+            .filter(|v| !matches!(v.kind, crate::invariants::ViolationKind::JobNotFinal))
+        {
+            let who: Vec<String> = v
+                .objects
+                .iter()
+                .map(|key| {
+                    let pod = key.rsplit('/').next().unwrap_or(key);
+                    let by = creators(&self.log_dir, pod);
+                    if by.is_empty() {
+                        format!("{pod}: no replica of this run logged creating it")
+                    } else {
+                        format!("{pod}: created by {}", by.join(", "))
+                    }
+                })
+                .collect();
+            self.t.log(format!(
+                "attribution of {:?} {} at {}: {}",
+                v.kind,
+                v.subject,
+                format_time(v.at),
+                who.join("; ")
+            ));
+        }
         // Re-check from a fresh LIST, independent of the watch streams.
         let jobs: Api<VisionJob> = Api::namespaced(self.client.clone(), &self.ns);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
@@ -790,6 +827,7 @@ impl Run {
             longest_gap: lease.longest_gap().cloned(),
             watch_errors: self.watcher.watch_errors(),
             replica_exits: self.exits.iter().map(|(k, n)| (k.clone(), *n)).collect(),
+            foreign_operators: vec![],
         })
     }
 
@@ -813,6 +851,96 @@ impl Run {
         .delete(&self.ns, &dp)
         .await;
     }
+}
+
+/// Records the other elections (Leases of `namespace` other than ours)
+/// renewed while the run goes on: other operators acting on every
+/// namespace, whose writes the watcher cannot tell from ours.
+fn watch_foreign_leases(
+    client: &Client,
+    namespace: &str,
+    ours: &str,
+    t: &Timeline,
+) -> (
+    Arc<Mutex<std::collections::BTreeSet<String>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let seen: Arc<Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), namespace);
+    let (ours, t, found) = (ours.to_string(), t.clone(), seen.clone());
+    let since = now_ms();
+    let task = tokio::spawn(async move {
+        loop {
+            if let Ok(list) = api.list(&ListParams::default()).await {
+                for l in list.items {
+                    let spec = l.spec.clone().unwrap_or_default();
+                    let renewed = spec.renew_time.map(|r| r.0.as_millisecond());
+                    let holder = spec.holder_identity.unwrap_or_default();
+                    if l.name_any() != ours
+                        && !holder.is_empty()
+                        && renewed.is_some_and(|r| r >= since)
+                    {
+                        let name = format!("{} ({holder})", l.name_any());
+                        let new = found
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(name.clone());
+                        if new {
+                            t.log(format!("another operator is active: lease {name}"));
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    });
+    (seen, task)
+}
+
+/// Which of our replicas logged creating `pod` (from their logs in
+/// `dir`): attribution only; detection never relies on the operator.
+pub fn creators(dir: &std::path::Path, pod: &str) -> Vec<String> {
+    let mut found = vec![];
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    let needle = format!("created pod pod={pod}");
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "log") {
+            continue;
+        }
+        let text = strip_ansi(&std::fs::read_to_string(&path).unwrap_or_default());
+        if text
+            .lines()
+            .any(|l| l.trim_end().ends_with(&needle) || l.contains(&format!("{needle} ")))
+        {
+            if let Some(stem) = path.file_stem() {
+                found.push(stem.to_string_lossy().into_owned());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Removes the terminal colour codes tracing writes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 async fn wait_api(client: &Client, timeout: Duration) -> bool {
@@ -1006,6 +1134,32 @@ mod tests {
         let sizes: Vec<usize> = (0..4).map(|i| wave_size(150, 4, i)).collect();
         assert_eq!(sizes, vec![37, 38, 37, 38]);
         assert_eq!((0..7).map(|i| wave_size(2000, 7, i)).sum::<usize>(), 2000);
+    }
+
+    #[test]
+    fn the_creator_of_a_pod_is_found_in_the_replica_logs() {
+        let dir = std::env::temp_dir().join(format!("chaos-creators-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("chaos-r0-g1.log"),
+            "2026 DEBUG vision_operator::controller::job: created pod \u{1b}[3mpod\u{1b}[0m\u{1b}[2m=\u{1b}[0mjob-00072-1\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("chaos-r1-g2.log"),
+            "2026 DEBUG created pod pod=job-00072-10\n2026 DEBUG created pod pod=job-00072-2\n",
+        )
+        .unwrap();
+        assert_eq!(
+            creators(&dir, "job-00072-1"),
+            vec!["chaos-r0-g1".to_string()]
+        );
+        assert_eq!(
+            creators(&dir, "job-00072-2"),
+            vec!["chaos-r1-g2".to_string()]
+        );
+        assert_eq!(creators(&dir, "job-00073-1"), Vec::<String>::new());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
