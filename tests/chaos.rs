@@ -7,6 +7,8 @@
 //! long mode, with API-server and etcd restarts, is `hack/chaos.sh`.
 #![cfg(feature = "e2e")]
 
+mod harness;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -139,6 +141,9 @@ async fn the_watcher_reports_pods_over_the_limits_from_the_api_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_chaos_run_keeps_every_invariant() {
+    // Its operators act on every job of the cluster: no other test run's
+    // scenario may run meanwhile, nor this run during theirs.
+    let _turn = harness::turn::Turn::take(&harness::cluster::client().await).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut o = Options::new(
         kubeconfig(),
