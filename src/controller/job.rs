@@ -136,10 +136,14 @@ async fn perform(job: &VisionJob, ctx: &Context, step: Step) -> Result<Action> {
             release,
             then,
         } => {
-            ctx.writer.job_status(job, *status).await?;
+            // The outcome goes first: the written status frees the slot (the
+            // job watch tells the dispatcher too), and the breaker must have
+            // counted a failure before the slot is refilled. A write that
+            // fails is planned again and reports its outcome again.
             if let Some(outcome) = outcome {
                 ctx.pool.outcome(&job.spec.algorithm, outcome);
             }
+            ctx.writer.job_status(job, *status).await?;
             if release {
                 // At once, without waiting for the watch to echo the status.
                 ctx.pool.released(job_key(job));

@@ -63,9 +63,9 @@ pub enum Then {
 pub enum Step {
     /// Nothing to do now.
     Wait(Then),
-    /// Write the job's whole status; once written, report the attempt's
-    /// `outcome` to the pool (its algorithm's breaker) and, if `release`,
-    /// free the job's slot.
+    /// Report the attempt's `outcome` to the pool (its algorithm's breaker),
+    /// write the job's whole status and, once written, if `release`, free
+    /// the job's slot.
     Write {
         status: Box<VisionJobStatus>,
         outcome: Option<Outcome>,
