@@ -88,6 +88,10 @@ struct RunArgs {
     /// Keep the namespace, queue and algorithms afterwards.
     #[arg(long)]
     keep: bool,
+    /// Before starting, wait up to this many seconds until no other
+    /// operator's Lease (in the default namespace) is being renewed.
+    #[arg(long, default_value_t = 300)]
+    quiet_wait: u64,
 }
 
 #[tokio::main]
@@ -111,6 +115,7 @@ async fn main() -> ExitCode {
     o.algorithm_max_running = a.algorithm_max_running;
     o.job_duration_ms = a.job_duration_ms;
     o.keep = a.keep;
+    o.quiet_wait = Duration::from_secs(a.quiet_wait);
     // Ctrl-C drops the run, which kills the replicas it started.
     let outcome = tokio::select! {
         outcome = run(o) => outcome,

@@ -58,6 +58,9 @@ pub struct Options {
     pub job_duration_ms: u64,
     /// Leave the namespace, queue and algorithms in place at the end.
     pub keep: bool,
+    /// Before starting, wait up to this long until no other operator's
+    /// election is active (their writes would look like ours).
+    pub quiet_wait: Duration,
 }
 
 impl Options {
@@ -85,6 +88,7 @@ impl Options {
             algorithm_max_running: 3,
             job_duration_ms: 1500,
             keep: false,
+            quiet_wait: Duration::from_secs(300),
         }
     }
 }
@@ -269,6 +273,17 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     let t = Timeline::new();
     let client = Client::try_from(crate::load_config(&o.kubeconfig).await?)?;
     ensure_crds(&client).await?;
+    let lease_ns = "default".to_string();
+    let busy = wait_quiet(&client, &lease_ns, o.quiet_wait).await;
+    if busy.is_empty() {
+        t.log("no other operator active");
+    } else {
+        t.log(format!(
+            "other operators still active after {:?}: {}",
+            o.quiet_wait,
+            busy.join(", ")
+        ));
+    }
     let ns = format!("chaos-{}-{:x}", o.seed, now_ms() % 0xff_ffff);
     create_namespace(&client, &ns).await?;
     t.log(format!("namespace {ns}; commit {}", commit()));
@@ -276,7 +291,6 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     let algorithms = [format!("{ns}-limited"), format!("{ns}-gpu")];
     setup_pool(&client, &o, &queue, &algorithms).await?;
 
-    let lease_ns = "default".to_string();
     let (found_tx, mut found_rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = InvariantWatcher::start(
         &client,
@@ -850,6 +864,36 @@ impl Run {
         )
         .delete(&self.ns, &dp)
         .await;
+    }
+}
+
+/// The elections of `namespace` renewed in the last 10 s: other operators
+/// at work. Waits up to `wait` for there to be none; returns those left.
+async fn wait_quiet(client: &Client, namespace: &str, wait: Duration) -> Vec<String> {
+    let api: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + wait;
+    loop {
+        let now = now_ms();
+        let busy: Vec<String> = api
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|l| {
+                let spec = l.spec.clone().unwrap_or_default();
+                spec.holder_identity.is_some_and(|h| !h.is_empty())
+                    && spec
+                        .renew_time
+                        .is_some_and(|r| now - r.0.as_millisecond() < 10_000)
+            })
+            .map(|l| l.name_any())
+            .collect();
+        if busy.is_empty() || Instant::now() >= deadline {
+            return busy;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
