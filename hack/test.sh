@@ -3,8 +3,10 @@
 # missing), runs every test target with the end-to-end tests enabled, and
 # stops the cluster on exit.
 #
-# REAL_NODE=1 also starts the real node (kubelet + containerd, hack/node/) for
-# tests/real_node.rs; it goes down with the cluster.
+# The real node (kubelet + containerd, hack/node/) is started too when the
+# run includes tests/real_node.rs (no target-selecting argument, or
+# `--test real_node`); REAL_NODE=1 or 0 forces it on or off. It goes down
+# with the cluster.
 #
 # KEEP_CLUSTER=1 leaves the cluster running. Without KEEP_CLUSTER, a cluster
 # that was already running when this script started (a developer's, shared by
@@ -56,8 +58,20 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 start=$SECONDS
+# Does this run include the real-node tests?
+real_node=1
+for a in "$@"; do
+  case "$a" in
+    --test | --tests | --lib | --bin | --bin=* | --bins | --bench | --bench=* | --benches | --example | --example=* | --examples | --doc | --test=*)
+      real_node=0 ;;
+  esac
+done
+for a in "$@"; do
+  case "$a" in real_node | --test=real_node) real_node=1 ;; esac
+done
+real_node="${REAL_NODE:-$real_node}"
 up_args=()
-if [ "${REAL_NODE:-0}" = 1 ]; then up_args+=(--real-node); fi
+if [ "$real_node" = 1 ]; then up_args+=(--real-node); fi
 if ! hack/cluster.sh up "${up_args[@]}" >.local/logs/cluster-up.log 2>&1; then
   echo "[test] hack/cluster.sh up failed:" >&2
   tail -n 60 .local/logs/cluster-up.log >&2
@@ -92,10 +106,4 @@ if [ ${#test_args[@]} -gt 0 ]; then
   cargo test --workspace "${targets[@]}" --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
 else
   cargo test --workspace "${targets[@]}" --features e2e "${cargo_args[@]}"
-fi
-# The real-node tests (#[ignore]d in a plain `cargo test`: they need the real
-# node) run after the others when the node was started for them.
-if [ "${REAL_NODE:-0}" = 1 ]; then
-  echo "[test] real-node tests (tests/real_node.rs)"
-  cargo test --features e2e --test real_node -- --include-ignored
 fi

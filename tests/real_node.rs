@@ -11,10 +11,10 @@
 //! real face-detect algorithm (examples/algorithms/face-detect) to Succeeded
 //! with its detections in `status.result`.
 //!
-//! Needs the real node, so the tests are `#[ignore]`d in a plain `cargo
-//! test`: `REAL_NODE=1 hack/test.sh` starts the node and runs them after the
-//! other tests; by hand, `hack/cluster.sh node up` then `cargo test
-//! --features e2e --test real_node -- --include-ignored`.
+//! Needs the real node: `hack/test.sh` (whole suite, or `--test real_node`)
+//! starts it; by hand, `hack/cluster.sh up --real-node` (or `hack/cluster.sh
+//! node up` on a running cluster). Without it every test fails naming that
+//! fix; none is skipped.
 #![cfg(feature = "e2e")]
 
 mod harness;
@@ -136,7 +136,6 @@ fn terminated(pod: &Pod) -> k8s_openapi::api::core::v1::ContainerStateTerminated
 }
 
 #[tokio::test]
-#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
 async fn real_node_is_ready_tainted_with_fake_gpus() {
     let client = client().await;
     let node = real_node(&client).await;
@@ -173,7 +172,6 @@ async fn real_node_is_ready_tainted_with_fake_gpus() {
 }
 
 #[tokio::test]
-#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
 async fn a_real_container_runs_and_reports_its_result_and_logs() {
     let client = client().await;
     real_node(&client).await;
@@ -221,7 +219,6 @@ async fn a_real_container_runs_and_reports_its_result_and_logs() {
 }
 
 #[tokio::test]
-#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
 async fn a_failing_container_reports_its_log_tail() {
     let client = client().await;
     real_node(&client).await;
@@ -249,7 +246,6 @@ async fn a_failing_container_reports_its_log_tail() {
 }
 
 #[tokio::test]
-#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
 async fn gpu_requests_count_against_the_real_nodes_capacity() {
     let client = client().await;
     real_node(&client).await;
@@ -316,7 +312,6 @@ fn diagnose(ns: &str) -> String {
 }
 
 #[tokio::test]
-#[ignore = "needs the real node: REAL_NODE=1 hack/test.sh runs it"]
 async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
     let client = client().await;
     real_node(&client).await;
