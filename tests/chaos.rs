@@ -158,6 +158,8 @@ async fn a_short_chaos_run_keeps_every_invariant() {
     o.proxy_faults = 1;
     o.restarts = 0;
     o.seed = 12;
+    // The turn is held above, by the harness.
+    o.take_turn = false;
     o.timeout = Duration::from_secs(300);
     let report = run(o)
         .await

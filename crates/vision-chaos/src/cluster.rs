@@ -2,7 +2,7 @@
 //! binary runtime runs each as a plain process and records its pid in
 //! `<cluster>/kwok/clusters/<name>/pids/<component>.pid`; a restart reads
 //! the running process's command line, environment, working directory and
-//! log files from /proc, stops it (SIGTERM, SIGKILL after 30 s), starts the
+//! log files from /proc, stops it (SIGTERM, SIGKILL after 5 s), starts the
 //! same command again in a process group of its own (so it survives the
 //! driver) and writes the new pid back, so `hack/cluster.sh down` still
 //! stops it. etcd keeps its data directory, so nothing is lost.
@@ -114,67 +114,77 @@ impl LocalCluster {
         Ok(pid)
     }
 
-    /// Stops the component, waits `pause`, starts it again as it was.
+    /// Stops the component (SIGTERM, SIGKILL after 5 s: the API server's
+    /// graceful shutdown would otherwise keep it away for a minute), waits
+    /// `pause`, starts it again as it was. Runs on a blocking thread of its
+    /// own, so that an interrupted driver still finishes a restart it began
+    /// (the runtime waits for blocking tasks when it shuts down).
     pub async fn restart(&self, component: Component, pause: Duration) -> Result<Restarted, Error> {
         let pid = self.pid(component)?;
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-        let argv = split_nul(
-            &std::fs::read(proc_dir.join("cmdline")).map_err(Error::io("reading cmdline"))?,
-        );
-        let env: Vec<(String, String)> = split_nul(
-            &std::fs::read(proc_dir.join("environ")).map_err(Error::io("reading environ"))?,
-        )
-        .into_iter()
-        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
-        .collect();
-        let cwd = std::fs::read_link(proc_dir.join("cwd")).map_err(Error::io("reading cwd"))?;
-        let log_of = |fd: u32| {
-            std::fs::read_link(proc_dir.join(format!("fd/{fd}")))
-                .ok()
-                .filter(|p| p.is_absolute() && p.exists())
-        };
-        let (stdout, stderr) = (log_of(1), log_of(2));
-        let Some((program, args)) = argv.split_first() else {
-            return Err(Error::Setup(format!("pid {pid}: empty command line")));
-        };
-
-        let stopped_at = Instant::now();
-        signal(pid, "TERM")?;
-        while alive(pid) {
-            if stopped_at.elapsed() > Duration::from_secs(30) {
-                let _ = signal(pid, "KILL");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(pause).await;
-
-        let open = |p: &Option<PathBuf>| -> Stdio {
-            p.as_ref()
-                .and_then(|p| OpenOptions::new().append(true).open(p).ok())
-                .map(Stdio::from)
-                .unwrap_or_else(Stdio::null)
-        };
-        use std::os::unix::process::CommandExt as _;
-        let child = Command::new(program)
-            .args(args)
-            .env_clear()
-            .envs(env)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(open(&stdout))
-            .stderr(open(&stderr))
-            .process_group(0)
-            .spawn()
-            .map_err(Error::io(format!("starting {program}")))?;
-        let new_pid = child.id();
-        // Not waited for: it outlives this process, like the original did.
-        drop(child);
-        std::fs::write(self.pid_file(component), new_pid.to_string())
-            .map_err(Error::io("writing the pid file"))?;
-        Ok(Restarted {
-            old_pid: pid,
-            new_pid,
-            down_for: stopped_at.elapsed(),
-        })
+        let pid_file = self.pid_file(component);
+        tokio::task::spawn_blocking(move || restart_blocking(pid, &pid_file, pause))
+            .await
+            .map_err(|e| Error::Setup(format!("restart task: {e}")))?
     }
+}
+
+fn restart_blocking(pid: u32, pid_file: &Path, pause: Duration) -> Result<Restarted, Error> {
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let argv =
+        split_nul(&std::fs::read(proc_dir.join("cmdline")).map_err(Error::io("reading cmdline"))?);
+    let env: Vec<(String, String)> =
+        split_nul(&std::fs::read(proc_dir.join("environ")).map_err(Error::io("reading environ"))?)
+            .into_iter()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.into(), v.into())))
+            .collect();
+    let cwd = std::fs::read_link(proc_dir.join("cwd")).map_err(Error::io("reading cwd"))?;
+    let log_of = |fd: u32| {
+        std::fs::read_link(proc_dir.join(format!("fd/{fd}")))
+            .ok()
+            .filter(|p| p.is_absolute() && p.exists())
+    };
+    let (stdout, stderr) = (log_of(1), log_of(2));
+    let Some((program, args)) = argv.split_first() else {
+        return Err(Error::Setup(format!("pid {pid}: empty command line")));
+    };
+
+    let stopped_at = Instant::now();
+    signal(pid, "TERM")?;
+    let mut killed = false;
+    while alive(pid) {
+        if !killed && stopped_at.elapsed() > Duration::from_secs(5) {
+            let _ = signal(pid, "KILL");
+            killed = true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(pause);
+
+    let open = |p: &Option<PathBuf>| -> Stdio {
+        p.as_ref()
+            .and_then(|p| OpenOptions::new().append(true).open(p).ok())
+            .map(Stdio::from)
+            .unwrap_or_else(Stdio::null)
+    };
+    use std::os::unix::process::CommandExt as _;
+    let child = Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(open(&stdout))
+        .stderr(open(&stderr))
+        .process_group(0)
+        .spawn()
+        .map_err(Error::io(format!("starting {program}")))?;
+    let new_pid = child.id();
+    // Not waited for: it outlives this process, like the original did.
+    drop(child);
+    std::fs::write(pid_file, new_pid.to_string()).map_err(Error::io("writing the pid file"))?;
+    Ok(Restarted {
+        old_pid: pid,
+        new_pid,
+        down_for: stopped_at.elapsed(),
+    })
 }

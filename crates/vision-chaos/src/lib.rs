@@ -8,6 +8,8 @@
 //!   API server;
 //! - [`cluster`]: restarts of the local cluster's kube-apiserver and etcd;
 //! - [`replicas`]: operator replicas as processes (kill, pause, replace);
+//! - [`turn`]: the end-to-end tests' cluster turn, so no other test's
+//!   operators run meanwhile;
 //! - [`run`]: the driver that combines them, and [`report`]: its table.
 #![forbid(unsafe_code)]
 
@@ -19,6 +21,7 @@ pub mod proxy;
 pub mod replicas;
 pub mod report;
 pub mod run;
+pub mod turn;
 pub mod watch;
 
 pub use error::Error;

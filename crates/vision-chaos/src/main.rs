@@ -92,6 +92,9 @@ struct RunArgs {
     /// operator's Lease (in the default namespace) is being renewed.
     #[arg(long, default_value_t = 300)]
     quiet_wait: u64,
+    /// Do not take the end-to-end tests' cluster turn (default/vision-e2e-turn).
+    #[arg(long)]
+    no_turn: bool,
 }
 
 #[tokio::main]
@@ -116,6 +119,7 @@ async fn main() -> ExitCode {
     o.job_duration_ms = a.job_duration_ms;
     o.keep = a.keep;
     o.quiet_wait = Duration::from_secs(a.quiet_wait);
+    o.take_turn = !a.no_turn;
     // Ctrl-C drops the run, which kills the replicas it started.
     let outcome = tokio::select! {
         outcome = run(o) => outcome,

@@ -61,6 +61,9 @@ pub struct Options {
     /// Before starting, wait up to this long until no other operator's
     /// election is active (their writes would look like ours).
     pub quiet_wait: Duration,
+    /// Take the end-to-end tests' cluster turn for the run (false when the
+    /// caller holds it already, as the e2e test does).
+    pub take_turn: bool,
 }
 
 impl Options {
@@ -89,6 +92,7 @@ impl Options {
             job_duration_ms: 1500,
             keep: false,
             quiet_wait: Duration::from_secs(300),
+            take_turn: true,
         }
     }
 }
@@ -273,6 +277,13 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     let t = Timeline::new();
     let client = Client::try_from(crate::load_config(&o.kubeconfig).await?)?;
     ensure_crds(&client).await?;
+    let turn = if o.take_turn {
+        let holder = format!("vision-chaos-{}-{}", o.seed, std::process::id());
+        t.log("waiting for the cluster turn");
+        Some(crate::turn::Turn::take(&client, &holder, Duration::from_secs(1800)).await?)
+    } else {
+        None
+    };
     let lease_ns = "default".to_string();
     let busy = wait_quiet(&client, &lease_ns, o.quiet_wait).await;
     if busy.is_empty() {
@@ -379,6 +390,9 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     }
     printer.abort();
     foreign.1.abort();
+    if let Some(turn) = turn {
+        turn.release().await;
+    }
     let _ = std::fs::write(log_dir.join("timeline.txt"), t.text());
     if let Ok(r) = &report {
         let _ = std::fs::write(log_dir.join("report.md"), r.render());
@@ -883,7 +897,8 @@ async fn wait_quiet(client: &Client, namespace: &str, wait: Duration) -> Vec<Str
             .into_iter()
             .filter(|l| {
                 let spec = l.spec.clone().unwrap_or_default();
-                spec.holder_identity.is_some_and(|h| !h.is_empty())
+                l.name_any() != crate::turn::LEASE_NAME
+                    && spec.holder_identity.is_some_and(|h| !h.is_empty())
                     && spec
                         .renew_time
                         .is_some_and(|r| now - r.0.as_millisecond() < 10_000)
@@ -922,6 +937,7 @@ fn watch_foreign_leases(
                     let renewed = spec.renew_time.map(|r| r.0.as_millisecond());
                     let holder = spec.holder_identity.unwrap_or_default();
                     if l.name_any() != ours
+                        && l.name_any() != crate::turn::LEASE_NAME
                         && !holder.is_empty()
                         && renewed.is_some_and(|r| r >= since)
                     {
