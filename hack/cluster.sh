@@ -385,5 +385,5 @@ case "$cmd" in
     echo "$archive $ref" ;;
   env) env_ ;;
   build) build; echo "$BIN" ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
