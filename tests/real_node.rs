@@ -285,7 +285,7 @@ async fn gpu_requests_count_against_the_real_nodes_capacity() {
 /// The face-detect VisionAlgorithm of examples/, with the locally built image
 /// and the toleration and node selector of the real node.
 fn face_detect(image: &str) -> VisionAlgorithm {
-    let path = cluster::repo_root().join("examples/algorithms/face-detect/algorithm.yml");
+    let path = cluster::repo_root().join("examples/algorithms/face-detect/algorithm.yaml");
     let mut algorithm: VisionAlgorithm =
         serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let pod = algorithm.spec.template.spec.as_mut().unwrap();
