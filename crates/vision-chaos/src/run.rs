@@ -437,8 +437,7 @@ impl Run {
             let spacing = lease_ms / 2 + self.rng.below(lease_ms);
             tokio::time::sleep(Duration::from_millis(spacing)).await;
             if Instant::now() > self.deadline {
-                self.t
-                    .log("timeout reached: no more faults injected".to_string());
+                self.t.log("timeout reached: no more faults injected");
                 break;
             }
             self.inject(*fault).await?;
@@ -975,10 +974,9 @@ pub fn creators(dir: &std::path::Path, pod: &str) -> Vec<String> {
         if text
             .lines()
             .any(|l| l.trim_end().ends_with(&needle) || l.contains(&format!("{needle} ")))
+            && let Some(stem) = path.file_stem()
         {
-            if let Some(stem) = path.file_stem() {
-                found.push(stem.to_string_lossy().into_owned());
-            }
+            found.push(stem.to_string_lossy().into_owned());
         }
     }
     found.sort();
