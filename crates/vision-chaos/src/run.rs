@@ -368,7 +368,6 @@ pub async fn run(o: Options) -> Result<Report, Error> {
         log_dir: log_dir.clone(),
     };
     let result = run.scenario().await;
-    run.replicas.stop_all();
     let report = match result {
         Ok(()) => run.report(started).await.map(|mut r| {
             r.foreign_operators = foreign
@@ -386,8 +385,11 @@ pub async fn run(o: Options) -> Result<Report, Error> {
         }
     };
     if !run.o.keep {
+        // While the replicas still run: they remove the jobs' finalizers,
+        // so the namespace really goes away.
         run.cleanup(&lease_ns).await;
     }
+    run.replicas.stop_all();
     printer.abort();
     foreign.1.abort();
     if let Some(turn) = turn {
@@ -860,9 +862,13 @@ impl Run {
 
     async fn cleanup(&self, lease_ns: &str) {
         let dp = DeleteParams::background();
-        let _ = Api::<Namespace>::all(self.client.clone())
-            .delete(&self.ns, &dp)
-            .await;
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let _ = namespaces.delete(&self.ns, &dp).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && matches!(namespaces.get_opt(&self.ns).await, Ok(Some(_)))
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let _ = Api::<VisionQueue>::all(self.client.clone())
             .delete(&self.queue, &dp)
             .await;
