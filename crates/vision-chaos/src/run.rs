@@ -970,16 +970,21 @@ pub fn creators(dir: &std::path::Path, pod: &str) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return found;
     };
-    let needle = format!("created pod pod={pod}");
+    // "created pod pod=<name>" or, in later versions, "pod=<namespace>/<name>".
+    let created = |line: &str| {
+        line.split_once("created pod pod=")
+            .is_some_and(|(_, rest)| {
+                let name = rest.split_whitespace().next().unwrap_or_default();
+                name == pod || name.rsplit('/').next() == Some(pod)
+            })
+    };
     for e in entries.flatten() {
         let path = e.path();
         if path.extension().is_none_or(|x| x != "log") {
             continue;
         }
         let text = strip_ansi(&std::fs::read_to_string(&path).unwrap_or_default());
-        if text
-            .lines()
-            .any(|l| l.trim_end().ends_with(&needle) || l.contains(&format!("{needle} ")))
+        if text.lines().any(created)
             && let Some(stem) = path.file_stem()
         {
             found.push(stem.to_string_lossy().into_owned());
@@ -1211,7 +1216,7 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.join("chaos-r1-g2.log"),
-            "2026 DEBUG created pod pod=job-00072-10\n2026 DEBUG created pod pod=job-00072-2\n",
+            "2026 DEBUG created pod pod=job-00072-10\n2026 DEBUG created pod pod=ns/job-00072-2\n",
         )
         .unwrap();
         assert_eq!(
