@@ -36,6 +36,17 @@ pub enum Error {
     #[error("pod {0} exists and is not owned by this job")]
     PodNameTaken(String),
 
+    /// This replica's leadership may have lapsed (its last renewal is older
+    /// than the renew deadline): it writes nothing.
+    #[error("not the leader (or leadership may have lapsed): nothing is written")]
+    NotLeader,
+
+    /// The API server refused to create the attempt's pod as invalid (422)
+    /// or malformed (400): permanent, so the job fails at once with the
+    /// server's message instead of holding its slot until its timeout.
+    #[error("the API server refused pod {pod}: {message}")]
+    PodRefused { pod: String, message: String },
+
     /// The reconciler's plan asked again for a pod it had just read (a bug).
     #[error("pod {0} is missing from the cache and reading it did not settle the plan")]
     PodUnconfirmed(String),
@@ -80,6 +91,8 @@ impl Error {
             Error::PodsTerminating(_) => "pods_terminating",
             Error::Transition { .. } => "transition",
             Error::PodNameTaken(_) => "pod_name_taken",
+            Error::PodRefused { .. } => "pod_refused",
+            Error::NotLeader => "not_leader",
             Error::PodUnconfirmed(_) => "pod_unconfirmed",
             Error::CrdsMissing => "crds_missing",
             Error::Kubeconfig(_) => "kubeconfig",

@@ -6,13 +6,22 @@
 //! resourceVersion it read, so of two replicas racing for it exactly one
 //! wins (the other gets 409). A standby looks at the lease every quarter of
 //! its duration and takes it once it is released or has expired. A leader
-//! renews every third of the duration, and steps down on its own (fencing)
-//! as soon as its last successful renewal is older than the duration: by
-//! then a standby may have taken the lease, so it must stop writing even if
-//! it cannot reach the API server to find out. A graceful stop releases the
+//! renews every third of the duration.
+//!
+//! Fencing, as client-go does it: leadership has a hard validity deadline,
+//! the start of the last successful renewal plus the renew deadline (two
+//! thirds of the lease duration). [`Validity`] is checked before every write
+//! the operator makes (the writer asks it), not only in this loop; a renewal
+//! is time-boxed to the deadline, so a hung connection, 429 throttling or a
+//! partition cannot stretch it. A standby judges a lease expired by its own
+//! clock: a full duration after it last *saw* the lease change, never by
+//! comparing the holder's renewTime with its own clock. So a new leader has
+//! waited out the old one's validity before it writes anything (the renew
+//! deadline is shorter than the duration). A graceful stop releases the
 //! lease, so a standby takes over within a quarter of the duration instead
 //! of waiting for it to expire.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -35,9 +44,62 @@ pub struct LeaderConfig {
     pub duration: Duration,
 }
 
-/// A running election: `leadership` says whether this replica leads.
+/// Until when this replica may write as the leader. Shared by the elector,
+/// which extends it on every successful renewal, and the writer, which
+/// checks it before every write.
+#[derive(Debug, Clone)]
+pub struct Validity(Arc<Mutex<Option<Instant>>>);
+
+impl Validity {
+    /// Never valid until the elector says so.
+    pub fn new() -> Self {
+        Validity(Arc::new(Mutex::new(None)))
+    }
+
+    /// Valid for the life of the process (no election).
+    pub fn always() -> Self {
+        let v = Validity::new();
+        v.extend_to(Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600));
+        v
+    }
+
+    /// Whether a write may be sent now.
+    pub fn is_valid(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .is_some_and(|until| Instant::now() < until)
+    }
+
+    /// How long validity lasts from now (zero when not valid).
+    pub fn remaining(&self) -> Duration {
+        self.0
+            .lock()
+            .unwrap()
+            .map(|until| until.saturating_duration_since(Instant::now()))
+            .unwrap_or_default()
+    }
+
+    fn extend_to(&self, until: Instant) {
+        *self.0.lock().unwrap() = Some(until);
+    }
+
+    fn revoke(&self) {
+        *self.0.lock().unwrap() = None;
+    }
+}
+
+impl Default for Validity {
+    fn default() -> Self {
+        Validity::new()
+    }
+}
+
+/// A running election: `leadership` says whether this replica leads;
+/// `validity` until when it may write.
 pub struct Election {
     pub leadership: watch::Receiver<bool>,
+    pub validity: Validity,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
     /// Without election, keeps `leadership` open (and true) for the process's life.
@@ -52,16 +114,20 @@ impl Election {
             info!("leader election disabled: this process leads");
             return Ok(Election {
                 leadership: rx,
+                validity: Validity::always(),
                 stop,
                 task: None,
                 _always: Some(tx),
             });
         }
+        let validity = Validity::new();
         let elector = Elector {
             api: Api::namespaced(client, &config.namespace),
             name: config.lease_name.clone(),
             identity: config.identity.clone(),
             duration: config.duration,
+            validity: validity.clone(),
+            observed: Mutex::new(None),
         };
         // Fail early (RBAC, namespace) rather than in the background.
         elector.api.get_opt(&elector.name).await?;
@@ -69,6 +135,7 @@ impl Election {
         let task = tokio::spawn(elector.run(tx, stopped));
         Ok(Election {
             leadership: rx,
+            validity,
             stop,
             task: Some(task),
             _always: None,
@@ -89,6 +156,10 @@ struct Elector {
     name: String,
     identity: String,
     duration: Duration,
+    validity: Validity,
+    /// The lease as this replica last saw it change (holder, renewTime,
+    /// resourceVersion) and when, by its own clock.
+    observed: Mutex<Option<(String, Instant)>>,
 }
 
 fn now_micro() -> MicroTime {
@@ -97,49 +168,97 @@ fn now_micro() -> MicroTime {
 }
 
 impl Elector {
+    /// The renew deadline: how long after a successful renewal began this
+    /// replica may still write. Shorter than the lease duration, so that it
+    /// has stopped writing before any standby may take the lease over.
+    fn renew_deadline(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
     async fn run(self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         let renew_every = self.duration / 3;
         let retry_every = (self.duration / 4).min(Duration::from_secs(2));
         let mut leading = false;
-        // When the last successful renewal was *sent*: the lease is ours at
-        // most `duration` after that.
-        let mut valid_from: Option<Instant> = None;
         loop {
             let attempt = Instant::now();
-            match self.try_acquire_or_renew().await {
-                Ok(true) => {
-                    valid_from = Some(attempt);
+            // Time-boxed: a leader's renewal may take until its validity
+            // ends, a standby's attempt a retry period.
+            let budget = if leading {
+                self.validity.remaining()
+            } else {
+                retry_every.max(Duration::from_millis(500))
+            };
+            let outcome = tokio::time::timeout(budget, self.try_acquire_or_renew()).await;
+            match outcome {
+                Ok(Ok(true)) => {
+                    self.validity.extend_to(attempt + self.renew_deadline());
                     if !leading {
                         info!(identity = %self.identity, "acquired the lease");
                         leading = true;
                         let _ = tx.send(true);
                     }
                 }
-                Ok(false) => {
+                Ok(Ok(false)) => {
+                    self.validity.revoke();
                     if leading {
                         warn!(identity = %self.identity, "the lease was taken by another replica");
                         leading = false;
                         let _ = tx.send(false);
                     }
                 }
-                Err(e) => warn!(error = %e, "leader election: reading or writing the lease failed"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "leader election: reading or writing the lease failed")
+                }
+                Err(_) => {
+                    warn!(identity = %self.identity, "leader election: renewing the lease timed out")
+                }
             }
-            if leading && valid_from.is_none_or(|t| t.elapsed() >= self.duration) {
-                warn!(identity = %self.identity, "could not renew the lease in time: stepping down");
+            if leading && !self.validity.is_valid() {
+                warn!(identity = %self.identity, "could not renew the lease within the renew deadline: stepping down");
+                self.validity.revoke();
                 leading = false;
                 let _ = tx.send(false);
             }
-            let pause = if leading { renew_every } else { retry_every };
+            let pause = if leading {
+                renew_every.min(self.validity.remaining())
+            } else {
+                retry_every
+            };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => break,
             }
         }
+        self.validity.revoke();
         if leading {
             let _ = tx.send(false);
-            match self.release().await {
-                Ok(()) => info!(identity = %self.identity, "released the lease"),
-                Err(e) => warn!(error = %e, "releasing the lease failed; it expires on its own"),
+            let released = tokio::time::timeout(self.duration, self.release()).await;
+            match released {
+                Ok(Ok(())) => info!(identity = %self.identity, "released the lease"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "releasing the lease failed; it expires on its own")
+                }
+                Err(_) => warn!("releasing the lease timed out; it expires on its own"),
+            }
+        }
+    }
+
+    /// Whether another holder's lease has expired, judged by this replica's
+    /// own clock: a full lease duration after it last saw the lease change.
+    fn expired_by_observation(&self, lease: &Lease, duration: Duration) -> bool {
+        let spec = lease.spec.clone().unwrap_or_default();
+        let version = format!(
+            "{:?}/{:?}/{:?}",
+            spec.holder_identity,
+            spec.renew_time.as_ref().map(|t| t.0.as_microsecond()),
+            lease.metadata.resource_version
+        );
+        let mut observed = self.observed.lock().unwrap();
+        match observed.as_ref() {
+            Some((seen, at)) if *seen == version => at.elapsed() >= duration,
+            _ => {
+                *observed = Some((version, Instant::now()));
+                false
             }
         }
     }
@@ -173,12 +292,13 @@ impl Elector {
         let spec = lease.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
         let ours = holder.as_deref() == Some(self.identity.as_str());
-        let expired = match (&spec.renew_time, spec.lease_duration_seconds) {
-            (Some(renewed), Some(d)) => {
-                crate::clock::now_ms() > renewed.0.as_millisecond() + i64::from(d) * 1000
-            }
-            _ => true,
-        };
+        // A lease without a renewal time was released; otherwise wait out
+        // its duration (the holder's, or ours if it names none) by our clock.
+        let held_for = spec
+            .lease_duration_seconds
+            .map(|d| Duration::from_secs(d.max(1) as u64))
+            .unwrap_or(self.duration);
+        let expired = spec.renew_time.is_none() || self.expired_by_observation(&lease, held_for);
         if !ours && holder.is_some() && !expired {
             return Ok(false);
         }

@@ -152,6 +152,7 @@ async fn run(cli: Cli) -> Result<()> {
         metrics,
         readiness,
         election.leadership.clone(),
+        election.validity.clone(),
         shutdown_signal(),
     )
     .await;

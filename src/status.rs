@@ -33,6 +33,7 @@ pub enum FailReason {
     Timeout,
     BackoffLimitExceeded,
     QueueFull,
+    PodRejected,
 }
 
 impl FailReason {
@@ -45,6 +46,7 @@ impl FailReason {
             FailReason::Timeout => "Timeout",
             FailReason::BackoffLimitExceeded => "BackoffLimitExceeded",
             FailReason::QueueFull => "QueueFull",
+            FailReason::PodRejected => "PodRejected",
         }
     }
 }
@@ -56,6 +58,14 @@ pub fn current(job: &VisionJob) -> VisionJobStatus {
 
 /// May a job's phase go from `from` to `to`? Final phases never change, and
 /// nothing returns to "no phase". Admitted -> Admitted is a retry.
+/// Whether a job in phase `from` may be admitted: only a new or Queued job.
+/// A job already holding a slot (Admitted, Running: its retry stays
+/// Admitted through [`may_transition`]) is never admitted again, so a late
+/// admission write or a second leader cannot give one job two live pods.
+pub fn may_admit(from: Option<JobPhase>) -> bool {
+    matches!(from, None | Some(JobPhase::Queued))
+}
+
 pub fn may_transition(from: Option<JobPhase>, to: JobPhase) -> bool {
     use JobPhase::*;
     match from {

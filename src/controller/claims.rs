@@ -51,6 +51,11 @@ impl Claims {
         }
     }
 
+    /// Whether a creation of the pod is claimed (its create may still land).
+    pub fn is_claimed(&self, pod: &str) -> bool {
+        self.claims.contains_key(pod)
+    }
+
     /// The create failed: someone may try again.
     pub fn failed(&mut self, pod: &str) {
         self.claims.remove(pod);

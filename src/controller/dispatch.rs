@@ -255,10 +255,23 @@ impl Dispatcher {
     fn on_job(&mut self, job: &VisionJob) {
         let key = job_key(job);
         if job.metadata.deletion_timestamp.is_some() {
-            // A waiting job being deleted leaves the queue now; a holder keeps
-            // its slot until the reconciler has removed its pods.
-            if self.pool.job_phase(&key) == Some(PoolState::Pending) {
-                self.pool.remove_job(&key);
+            match job.phase() {
+                // A holder being deleted keeps its slot until the reconciler
+                // has seen its pods gone (a Terminating pod still runs), and
+                // is counted as holding by a pool rebuilt meanwhile: a new
+                // leader must not hand that slot to another job.
+                Some(JobPhase::Admitted) | Some(JobPhase::Running) => {
+                    if self.pool.job_phase(&key).is_none() {
+                        self.pool
+                            .observe_job(self.pool_job(job, ObservedPhase::Holding));
+                    }
+                }
+                // A waiting job being deleted leaves the queue now.
+                _ => {
+                    if self.pool.job_phase(&key) == Some(PoolState::Pending) {
+                        self.pool.remove_job(&key);
+                    }
+                }
             }
             return;
         }
@@ -438,7 +451,12 @@ impl Dispatcher {
             if !ctx.is_leader() {
                 return;
             }
-            let result = match ctx.writer.job_status(&job, status).await {
+            let written = if admission.is_some() {
+                ctx.writer.admit(&job, status).await
+            } else {
+                ctx.writer.job_status(&job, status).await
+            };
+            let result = match written {
                 Ok(written) => {
                     if admission.is_some() {
                         // Create the attempt's pod now rather than after the

@@ -18,10 +18,11 @@ use super::handle::job_key;
 use super::plan::{Step, Then, View, plan};
 use super::settings::FINALIZER;
 use super::writer::{PodCreate, key_of};
-use crate::api::VisionJob;
-use crate::clock::now_ms;
+use crate::api::{VisionJob, VisionJobStatus};
+use crate::clock::{now_ms, time_at};
 use crate::error::{Error, Result, is_status};
 use crate::pod::{owned_by, pod_name};
+use crate::status::{self, FailReason};
 
 /// How soon to look again when another creation of the pod is claimed; its
 /// pod event usually brings the reconciler back sooner.
@@ -85,6 +86,7 @@ async fn step(job: &VisionJob, ctx: &Context) -> Result<Action> {
         pods: &[],
         algorithm: algorithm.as_deref(),
         pod_read: false,
+        creating: ctx.writer.creating_any(job, &attempt_pod_names(job)),
         now_ms: now_ms(),
     };
     let next = plan(
@@ -113,9 +115,8 @@ async fn step(job: &VisionJob, ctx: &Context) -> Result<Action> {
     perform(job, ctx, next).await
 }
 
-/// The cached pods of the job's attempts so far.
-fn cached_pods(job: &VisionJob, ctx: &Context) -> Vec<Arc<Pod>> {
-    let namespace = job.namespace().unwrap_or_default();
+/// The names of the pods of the job's attempts so far.
+fn attempt_pod_names(job: &VisionJob) -> Vec<String> {
     let attempts = job
         .status
         .as_ref()
@@ -123,7 +124,16 @@ fn cached_pods(job: &VisionJob, ctx: &Context) -> Vec<Arc<Pod>> {
         .unwrap_or(1)
         .max(1);
     (1..=attempts)
-        .filter_map(|a| ctx.pod(&namespace, &pod_name(&job.name_any(), a)))
+        .map(|a| pod_name(&job.name_any(), a))
+        .collect()
+}
+
+/// The cached pods of the job's attempts so far.
+fn cached_pods(job: &VisionJob, ctx: &Context) -> Vec<Arc<Pod>> {
+    let namespace = job.namespace().unwrap_or_default();
+    attempt_pod_names(job)
+        .iter()
+        .filter_map(|name| ctx.pod(&namespace, name))
         .collect()
 }
 
@@ -156,9 +166,21 @@ async fn perform(job: &VisionJob, ctx: &Context, step: Step) -> Result<Action> {
             "{}/{name}",
             job.namespace().unwrap_or_default()
         ))),
-        Step::CreatePod { pod, then } => match ctx.writer.create_pod(job, &pod).await? {
-            PodCreate::Created => after(job, then),
-            PodCreate::Claimed => Ok(Action::requeue(CLAIMED_RECHECK)),
+        Step::CreatePod { pod, then } => match ctx.writer.create_pod(job, &pod).await {
+            Ok(PodCreate::Created) => after(job, then),
+            Ok(PodCreate::Claimed) => Ok(Action::requeue(CLAIMED_RECHECK)),
+            // Permanent: retrying would hold the slot until the timeout.
+            Err(Error::PodRefused { message, .. }) => {
+                let attempt = job.status.as_ref().and_then(|s| s.attempts).unwrap_or(1);
+                let status = status::failed(
+                    job,
+                    &time_at(now_ms()),
+                    FailReason::PodRejected,
+                    format!("the API server refused the pod of attempt {attempt}: {message}"),
+                );
+                perform_write(job, ctx, status).await
+            }
+            Err(e) => Err(e),
         },
         Step::DeletePods { pods, then } => {
             for pod in &pods {
@@ -183,4 +205,20 @@ fn after(job: &VisionJob, then: Then) -> Result<Action> {
         Then::RequeueAfterMs(ms) => Ok(Action::requeue(Duration::from_millis(ms))),
         Then::PodsTerminating => Err(Error::PodsTerminating(key_of(job))),
     }
+}
+
+/// Writes a final status the executor decided itself (a refused pod) and
+/// frees the slot, as a planned final write does.
+async fn perform_write(job: &VisionJob, ctx: &Context, status: VisionJobStatus) -> Result<Action> {
+    Box::pin(perform(
+        job,
+        ctx,
+        Step::Write {
+            status: Box::new(status),
+            outcome: None,
+            release: true,
+            then: Then::AwaitChange,
+        },
+    ))
+    .await
 }

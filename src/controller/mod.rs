@@ -33,6 +33,7 @@ use tracing::{info, warn};
 use crate::api::contract::MANAGER;
 use crate::api::{VisionAlgorithm, VisionJob, VisionQueue};
 use crate::error::{Error, Result};
+use crate::leader::Validity;
 use crate::metrics::Metrics;
 pub use context::Context;
 use handle::{Kind, PoolEvent, PoolHandle};
@@ -68,6 +69,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     readiness: Readiness,
     mut leadership: watch::Receiver<bool>,
+    validity: Validity,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<()> {
     let (jobs_store, jobs_writer) = reflector::store::<VisionJob>();
@@ -85,6 +87,7 @@ pub async fn run(
         metrics.clone(),
         Recorder::new(client.clone(), reporter),
         settings.job_events,
+        validity,
     );
     let ctx = Arc::new(Context {
         client: client.clone(),

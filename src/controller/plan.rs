@@ -44,6 +44,10 @@ pub struct View<'a> {
     /// The current attempt's pod was looked up in the API server, not only
     /// in the cache ([`Step::ReadPod`] was done).
     pub pod_read: bool,
+    /// A create of one of the job's pods may still land: it was sent (or
+    /// is being sent) and the pod watch has not shown the pod yet. Nothing
+    /// releases the job's slot meanwhile: the pod would run unaccounted.
+    pub creating: bool,
     pub now_ms: i64,
 }
 
@@ -91,9 +95,11 @@ pub enum Step {
 pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
     let job = view.job;
     if job.metadata.deletion_timestamp.is_some() {
-        return match live_pods(view).is_empty() {
-            true => Step::Release,
-            false => stop_pods(view, Then::PodsTerminating),
+        return match (live_pods(view).is_empty(), view.creating) {
+            (true, false) => Step::Release,
+            // The pod being created shows up, then is deleted like the rest.
+            (true, true) => Step::Wait(Then::PodsTerminating),
+            (false, _) => stop_pods(view, Then::PodsTerminating),
         };
     }
     let now = time_at(view.now_ms);
@@ -125,6 +131,9 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
     let status = status::current(job);
     if job.spec.suspend {
         if live_pods(view).is_empty() {
+            if view.creating {
+                return Step::Wait(Then::RequeueAfterMs(STOPPING_RECHECK_MS));
+            }
             return write_release(status::suspended(job, &now), None);
         }
         return stop_pods(view, Then::RequeueAfterMs(SUSPENDING_RECHECK_MS));

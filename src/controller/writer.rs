@@ -34,9 +34,10 @@ use crate::api::{
 };
 use crate::clock::{ms_of, now_ms};
 use crate::error::{Error, Result, is_status};
+use crate::leader::Validity;
 use crate::metrics::Metrics;
 use crate::pod::owned_by;
-use crate::status::may_transition;
+use crate::status::{may_admit, may_transition};
 
 /// What a pod create came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Writer {
     recorder: Recorder,
     job_events: JobEvents,
     claims: Mutex<Claims>,
+    /// Until when this replica leads: checked before every write.
+    validity: Validity,
 }
 
 impl Writer {
@@ -61,6 +64,7 @@ impl Writer {
         metrics: Arc<Metrics>,
         recorder: Recorder,
         job_events: JobEvents,
+        validity: Validity,
     ) -> Self {
         Writer {
             client,
@@ -68,12 +72,24 @@ impl Writer {
             recorder,
             job_events,
             claims: Mutex::default(),
+            validity,
+        }
+    }
+
+    /// Fencing: nothing is written once this replica's leadership may have
+    /// lapsed, whatever the rest of the process still believes.
+    fn fence(&self) -> Result<()> {
+        if self.validity.is_valid() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
         }
     }
 
     /// Writes a job's whole status; refuses a transition the status machine
     /// forbids. After the write: counts the outcome and publishes the Event.
     pub async fn job_status(&self, job: &VisionJob, status: VisionJobStatus) -> Result<VisionJob> {
+        self.fence()?;
         let from = job.phase();
         let phase = status.phase;
         if let Some(to) = phase
@@ -93,12 +109,30 @@ impl Writer {
         Ok(written)
     }
 
+    /// Writes an admission (phase Admitted) of a job read as new or Queued;
+    /// refuses any other (see [`may_admit`]). The resourceVersion
+    /// precondition makes the phase it was read in the phase it moves from.
+    pub async fn admit(&self, job: &VisionJob, status: VisionJobStatus) -> Result<VisionJob> {
+        if !may_admit(job.phase()) || status.phase != Some(JobPhase::Admitted) {
+            return Err(Error::Transition {
+                job: key_of(job),
+                from: job
+                    .phase()
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "new".into()),
+                to: "Admitted (admission)".into(),
+            });
+        }
+        self.job_status(job, status).await
+    }
+
     /// Writes a queue's whole status, computed from `queue` as read.
     pub async fn queue_status(
         &self,
         queue: &VisionQueue,
         status: VisionQueueStatus,
     ) -> Result<VisionQueue> {
+        self.fence()?;
         apply_status(&Api::all(self.client.clone()), queue, status).await
     }
 
@@ -108,12 +142,14 @@ impl Writer {
         algorithm: &VisionAlgorithm,
         status: VisionAlgorithmStatus,
     ) -> Result<VisionAlgorithm> {
+        self.fence()?;
         apply_status(&Api::all(self.client.clone()), algorithm, status).await
     }
 
     /// Creates an attempt's pod of `job` unless another creation of it is
     /// claimed. The caller has seen no such pod in the cache.
     pub async fn create_pod(&self, job: &VisionJob, pod: &Pod) -> Result<PodCreate> {
+        self.fence()?;
         let namespace = pod.namespace().unwrap_or_default();
         let key = format!("{namespace}/{}", pod.name_any());
         if !self.claims().claim(&key) {
@@ -139,6 +175,12 @@ impl Writer {
                 Ok(_) => Err(Error::PodNameTaken(key.clone())),
                 Err(e) => Err(Error::Kube(e)),
             },
+            Err(kube::Error::Api(status)) if status.code == 422 || status.code == 400 => {
+                Err(Error::PodRefused {
+                    pod: key.clone(),
+                    message: status.message.clone(),
+                })
+            }
             Err(e) => Err(Error::Kube(e)),
         };
         match &result {
@@ -146,6 +188,15 @@ impl Writer {
             Err(_) => self.claims().failed(&key),
         }
         result
+    }
+
+    /// Whether a create of one of `pods` (names in the job's namespace) is
+    /// claimed: sent or being sent, and not yet shown by the pod watch.
+    pub fn creating_any(&self, job: &VisionJob, pods: &[String]) -> bool {
+        let namespace = job.namespace().unwrap_or_default();
+        let claims = self.claims();
+        pods.iter()
+            .any(|name| claims.is_claimed(&format!("{namespace}/{name}")))
     }
 
     /// The pod watch shows this pod: its creation, if claimed, is settled.
@@ -166,6 +217,7 @@ impl Writer {
     /// Deletes a pod, only if it is still the one read (same UID); a pod
     /// already gone is not an error.
     pub async fn delete_pod(&self, pod: &Pod) -> Result<()> {
+        self.fence()?;
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         delete_exact(&api, pod, DeleteParams::default()).await
@@ -174,6 +226,7 @@ impl Writer {
     /// Deletes a finished job (its TTL passed), only if it is still the one
     /// read; its pods go with it (owner references).
     pub async fn delete_job(&self, job: &VisionJob) -> Result<()> {
+        self.fence()?;
         let api: Api<VisionJob> = Api::namespaced(self.client.clone(), &namespace_of(job));
         delete_exact(&api, job, DeleteParams::background()).await
     }

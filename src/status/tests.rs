@@ -932,3 +932,19 @@ fn backoff_of_retry_zero_or_less_is_the_base() {
 fn backoff_of_zero_base_is_zero() {
     assert_eq!(backoff_ms(5, 0, 60_000), 0);
 }
+
+#[test]
+fn only_a_new_or_queued_job_may_be_admitted() {
+    use crate::status::may_admit;
+    use JobPhase::*;
+    assert!(may_admit(None));
+    assert!(may_admit(Some(Queued)));
+    for holding_or_done in [Admitted, Running, Succeeded, Failed, Rejected, Suspended] {
+        assert!(
+            !may_admit(Some(holding_or_done)),
+            "{holding_or_done:?} must not be admitted again"
+        );
+    }
+    // A retry stays Admitted through the status machine, not through admission.
+    assert!(crate::status::may_transition(Some(Admitted), Admitted));
+}

@@ -135,6 +135,7 @@ fn plan_at(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
             pods,
             algorithm: Some(&algorithm),
             pod_read: false,
+            creating: false,
             now_ms,
         },
         &settings(),
@@ -150,6 +151,7 @@ fn plan_after_read(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
             pods,
             algorithm: Some(&algorithm),
             pod_read: true,
+            creating: false,
             now_ms,
         },
         &settings(),
@@ -510,6 +512,7 @@ fn an_algorithm_deleted_before_the_pod_fails_the_job() {
             pods: &[],
             algorithm: None,
             pod_read: false,
+            creating: false,
             now_ms: T0 + 5,
         },
         &settings(),
@@ -652,4 +655,50 @@ fn a_finished_job_is_deleted_once_its_ttl_has_passed() {
         Step::Wait(Then::RequeueAfterMs(30_010))
     );
     assert_eq!(plan_at(&job, &[], finished_ms + 60_000), Step::DeleteJob);
+}
+
+/// As `plan_at`, while a create of one of the job's pods may still land.
+fn plan_while_creating(job: &VisionJob, now_ms: i64) -> Step {
+    let algorithm = algorithm();
+    plan(
+        &View {
+            job,
+            pods: &[],
+            algorithm: Some(&algorithm),
+            pod_read: false,
+            creating: true,
+            now_ms,
+        },
+        &settings(),
+    )
+}
+
+#[test]
+fn a_deleted_job_keeps_its_slot_while_its_first_pod_may_still_be_created() {
+    let mut job = running(T0 + 1000);
+    job.metadata.deletion_timestamp = Some(at_ms(T0 + 2000));
+    assert_eq!(
+        plan_while_creating(&job, T0 + 3000),
+        Step::Wait(Then::PodsTerminating)
+    );
+    assert_eq!(plan_at(&job, &[], T0 + 3000), Step::Release);
+}
+
+#[test]
+fn a_suspended_job_keeps_its_slot_while_its_pod_may_still_be_created() {
+    let mut job = running(T0 + 1000);
+    job.spec.suspend = true;
+    assert_eq!(
+        plan_while_creating(&job, T0 + 3000),
+        Step::Wait(Then::RequeueAfterMs(STOPPING_RECHECK_MS))
+    );
+    assert_eq!(
+        plan_at(&job, &[], T0 + 3000),
+        write(
+            status::suspended(&job, &at_ms(T0 + 3000)),
+            None,
+            true,
+            Then::AwaitChange
+        )
+    );
 }

@@ -1,0 +1,107 @@
+//! End-to-end: the guarantees under faults that a single scenario can stage
+//! (issue 12), each checked from the API server. The chaos suite
+//! (tests/chaos.rs) throws many faults at once; these pin one sequence each.
+#![cfg(feature = "e2e")]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Scenario, sim};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use vision_api::JobPhase;
+use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
+
+const T: Duration = Duration::from_secs(60);
+/// A finalizer of someone else's (a CSI driver, a log shipper) that keeps a
+/// deleted pod Terminating, as a slow kubelet or a long grace period would.
+const FOREIGN_FINALIZER: &str = "e2e.vision.zjlab.io/hold";
+
+/// The routine sequence of issue 12: a job is deleted while its pod is slow
+/// to terminate, the leader is replaced (a rolling upgrade), and a new job
+/// arrives. The deleted job's pod still runs, so it still holds the only
+/// slot: the new leader must count it and keep the new job waiting.
+#[tokio::test]
+async fn a_deleted_job_holds_its_slot_across_a_leader_change_until_its_pod_is_gone() {
+    let mut w = Scenario::new("delhold")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("long").with_template_annotations(&[(sim::DURATION, "1h")]))
+        .operator()
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    w.submit(w.job("a", "long")).await;
+    w.wait_phase("a", JobPhase::Running, T).await;
+
+    let hold = json!({"metadata": {"finalizers": [FOREIGN_FINALIZER]}});
+    w.pods()
+        .patch("a-1", &PatchParams::default(), &Patch::Merge(&hold))
+        .await
+        .unwrap();
+    w.jobs()
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap();
+    let terminating = harness::wait_for(T, || async {
+        w.pods()
+            .get_opt("a-1")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+
+    // A rolling upgrade: the leader stops gracefully, a new one takes over.
+    let stopped = w.operators[0].terminate();
+    w.operators.clear();
+    w.start_operator().await;
+    w.submit(w.job("b", "long")).await;
+    // The new leader decides about b (Queued, or wrongly Admitted); then
+    // give it time to (wrongly) admit b while a's pod lives. Nothing here
+    // panics before a's pod is released, so a failure leaves nothing stuck.
+    let decided = harness::wait_for(T, || async {
+        w.get("b").await.status.and_then(|s| s.phase).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let b = w.get("b").await.status.unwrap_or_default();
+    let b_pod_while_a_terminates = w.pods().get_opt("b-1").await.unwrap().is_some();
+    let a_pod_still_there = w.pods().get_opt("a-1").await.unwrap().is_some();
+
+    // Let a's pod go (before asserting, so that a failure leaves nothing stuck).
+    let release = json!({"metadata": {"finalizers": null}});
+    w.pods()
+        .patch("a-1", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .unwrap();
+
+    assert!(terminating, "a's pod never became Terminating");
+    assert!(
+        stopped.is_some(),
+        "the first leader did not stop on SIGTERM"
+    );
+    assert!(decided, "the new leader never wrote b's status");
+    assert!(
+        a_pod_still_there,
+        "a's pod must still have been Terminating"
+    );
+    assert!(
+        !b_pod_while_a_terminates,
+        "b's pod was created while a's pod still held the only slot"
+    );
+    assert_eq!(
+        (b.phase, b.reason.as_deref()),
+        (Some(JobPhase::Queued), Some("SlotsFull")),
+        "b must wait for the slot a's Terminating pod holds"
+    );
+
+    // Once a's pod is gone, b gets the slot.
+    w.wait_phase("b", JobPhase::Running, T).await;
+    let gone = harness::wait_for(T, || async {
+        w.jobs().get_opt("a").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone, "the deleted job a is still there after its pod went");
+    assert_eq!(pods.max_live(), 1, "never more live pods than maxRunning 1");
+}
