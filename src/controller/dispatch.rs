@@ -38,6 +38,11 @@ use crate::error::Error;
 use crate::status;
 use crate::validate::validate;
 
+/// How soon, and at most how often, a job whose status write failed is read
+/// back until the read succeeds.
+const AMBIGUOUS_REREAD_FIRST: Duration = Duration::from_millis(200);
+const AMBIGUOUS_REREAD_MAX: Duration = Duration::from_secs(5);
+
 pub struct Dispatcher {
     ctx: Arc<Context>,
     rx: mpsc::UnboundedReceiver<PoolEvent>,
@@ -469,12 +474,23 @@ impl Dispatcher {
                 Err(e) => {
                     debug!(job = %key, error = %e, "dispatcher status write failed");
                     ctx.metrics.reconcile_error(e.label());
+                    // The write may have committed anyway (a 500 or a reset
+                    // after the commit): only the job as the API server has
+                    // it now settles that. Until a read succeeds the pool
+                    // keeps its decision (an admitted job stays counted).
                     let api: Api<VisionJob> = Api::namespaced(ctx.client.clone(), &key.namespace);
-                    match api.get_opt(&key.name).await {
-                        Ok(fresh) => Err(fresh.map(Arc::new)),
-                        // Cannot tell: keep what the pool believes and let the
-                        // next event of this job settle it.
-                        Err(_) => Err(Some(Arc::new(job))),
+                    let mut pause = AMBIGUOUS_REREAD_FIRST;
+                    loop {
+                        match api.get_opt(&key.name).await {
+                            Ok(fresh) => break Err(fresh.map(Arc::new)),
+                            Err(e) if ctx.is_leader() => {
+                                debug!(job = %key, error = %e, "reading back after a failed write failed; retrying");
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(AMBIGUOUS_REREAD_MAX);
+                            }
+                            // No longer leader: a new leader rebuilds from the cluster.
+                            Err(_) => break Err(Some(Arc::new(job))),
+                        }
                     }
                 }
             };
