@@ -47,6 +47,8 @@ pub struct Dispatcher {
     ctx: Arc<Context>,
     rx: mpsc::UnboundedReceiver<PoolEvent>,
     pool: WorkerPool,
+    /// The last attempt of each holding job whose outcome the breaker counted.
+    outcomes_counted: HashMap<JobKey, i32>,
     synced: [bool; 4],
     leader: bool,
     rebuilt: bool,
@@ -72,6 +74,7 @@ impl Dispatcher {
             ctx,
             rx,
             pool: WorkerPool::new(),
+            outcomes_counted: HashMap::new(),
             synced: [false; 4],
             leader: false,
             rebuilt: false,
@@ -150,6 +153,7 @@ impl Dispatcher {
             }
             PoolEvent::Deleted(Kind::Jobs, (ns, name)) => {
                 let key = JobKey::new(ns.unwrap_or_default(), name);
+                self.outcomes_counted.remove(&key);
                 self.pool.remove_job(&key);
             }
             PoolEvent::Changed(Kind::Queues, (_, name)) => {
@@ -172,9 +176,23 @@ impl Dispatcher {
             }
             PoolEvent::Changed(Kind::Pods, _) | PoolEvent::Deleted(Kind::Pods, _) => {}
             PoolEvent::PoolStatusWritten(write) => self.pool_status_written(write),
-            PoolEvent::Released(key) => self.pool.remove_job(&key),
-            PoolEvent::Outcome { algorithm, outcome } => {
-                self.pool.record_outcome(&algorithm, outcome, now_ms())
+            PoolEvent::Released(key) => {
+                self.outcomes_counted.remove(&key);
+                self.pool.remove_job(&key)
+            }
+            PoolEvent::Outcome {
+                algorithm,
+                outcome,
+                job,
+                attempt,
+            } => {
+                // Once per attempt: a status write that lost a race (409)
+                // is planned again and reports the same outcome again.
+                let counted = self.outcomes_counted.entry(job).or_insert(0);
+                if attempt > *counted {
+                    *counted = attempt;
+                    self.pool.record_outcome(&algorithm, outcome, now_ms())
+                }
             }
             PoolEvent::Written {
                 key,

@@ -33,8 +33,15 @@ pub enum PoolEvent {
     /// The reconciler freed the job's slot (final or suspended status
     /// written, or the deleted job's pods are gone).
     Released(JobKey),
-    /// An attempt of the algorithm ended (feeds its circuit breaker).
-    Outcome { algorithm: String, outcome: Outcome },
+    /// An attempt of the algorithm ended (feeds its circuit breaker). Sent
+    /// again when the status write that follows it is retried; counted once
+    /// per job and attempt.
+    Outcome {
+        algorithm: String,
+        outcome: Outcome,
+        job: JobKey,
+        attempt: i32,
+    },
     /// A status write of the dispatcher finished; on failure, the job as
     /// read back afterwards (None if it is gone).
     Written {
@@ -82,11 +89,13 @@ impl PoolHandle {
         self.send(PoolEvent::Released(key));
     }
 
-    /// An attempt of `algorithm` ended with `outcome`.
-    pub fn outcome(&self, algorithm: &str, outcome: Outcome) {
+    /// Attempt `attempt` of `job`, of `algorithm`, ended with `outcome`.
+    pub fn outcome(&self, algorithm: &str, outcome: Outcome, job: JobKey, attempt: i32) {
         self.send(PoolEvent::Outcome {
             algorithm: algorithm.to_string(),
             outcome,
+            job,
+            attempt,
         });
     }
 

@@ -151,7 +151,9 @@ async fn perform(job: &VisionJob, ctx: &Context, step: Step) -> Result<Action> {
             // counted a failure before the slot is refilled. A write that
             // fails is planned again and reports its outcome again.
             if let Some(outcome) = outcome {
-                ctx.pool.outcome(&job.spec.algorithm, outcome);
+                let attempt = job.status.as_ref().and_then(|s| s.attempts).unwrap_or(1);
+                ctx.pool
+                    .outcome(&job.spec.algorithm, outcome, job_key(job), attempt);
             }
             ctx.writer.job_status(job, *status).await?;
             if release {
