@@ -70,20 +70,20 @@ fn diagnose(ns: &str) -> String {
 /// local cluster's admin kubeconfig.
 fn token_kubeconfig(token: &str, dir: &Path) -> PathBuf {
     let admin_path = cluster::kubeconfig_path();
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&admin_path).unwrap()).unwrap();
+    let admin: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&admin_path).unwrap()).unwrap();
     let current = admin["current-context"]
         .as_str()
         .expect("admin kubeconfig has a current-context");
     let ctx = admin["contexts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"].as_str() == Some(current))
         .expect("current context");
     let cluster_name = ctx["context"]["cluster"].as_str().unwrap();
     let mut cluster = admin["clusters"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|c| c["name"].as_str() == Some(cluster_name))
@@ -95,7 +95,7 @@ fn token_kubeconfig(token: &str, dir: &Path) -> PathBuf {
         .and_then(|v| v.as_str())
     {
         let ca = admin_path.parent().unwrap().join(ca);
-        cluster["certificate-authority"] = serde_yaml::Value::String(ca.display().to_string());
+        cluster["certificate-authority"] = serde_json::Value::String(ca.display().to_string());
     }
     let config = json!({
         "apiVersion": "v1",
@@ -106,7 +106,8 @@ fn token_kubeconfig(token: &str, dir: &Path) -> PathBuf {
         "current-context": "operator",
     });
     let path = dir.join("operator.kubeconfig");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    // JSON is YAML: kubeconfig readers take it as it is.
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     path
 }
 

@@ -58,7 +58,7 @@ fn count(objs: &[Value], kind: &str) -> usize {
 }
 
 fn chart_app_version() -> String {
-    let chart: Value = serde_yaml::from_str(
+    let chart: Value = serde_saphyr::from_str(
         &std::fs::read_to_string(harness::repo_root().join(CHART).join("Chart.yaml")).unwrap(),
     )
     .unwrap();

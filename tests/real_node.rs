@@ -287,7 +287,7 @@ async fn gpu_requests_count_against_the_real_nodes_capacity() {
 fn face_detect(image: &str) -> VisionAlgorithm {
     let path = cluster::repo_root().join("examples/algorithms/face-detect/algorithm.yaml");
     let mut algorithm: VisionAlgorithm =
-        serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let pod = algorithm.spec.template.spec.as_mut().unwrap();
     pod.containers[0].image = Some(image.to_string());
     pod.containers[0].image_pull_policy = Some("Never".to_string());

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::cluster;
@@ -68,8 +67,9 @@ pub fn helm(args: &[&str]) -> String {
 
 /// Parses a multi-document YAML stream into its non-empty documents.
 pub fn parse_docs(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("helm output is valid YAML"))
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("helm output is valid YAML")
+        .into_iter()
         .filter(|v| !v.is_null())
         .collect()
 }
