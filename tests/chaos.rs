@@ -42,6 +42,8 @@ async fn the_watcher_reports_pods_over_the_limits_from_the_api_server() {
             .expect("local cluster not reachable: run hack/cluster.sh up"),
     )
     .unwrap();
+    // On a fresh cluster this may be the first test to need the CRDs.
+    harness::scenario::ensure_crds(&client).await;
     let ns = format!(
         "chaos-watcher-{:x}",
         vision_chaos::watch::now_ms() % 0xff_ffff
@@ -143,7 +145,9 @@ async fn the_watcher_reports_pods_over_the_limits_from_the_api_server() {
 async fn a_short_chaos_run_keeps_every_invariant() {
     // Its operators act on every job of the cluster: no other test run's
     // scenario may run meanwhile, nor this run during theirs.
-    let _turn = harness::turn::Turn::take(&harness::cluster::client().await).await;
+    let client = harness::cluster::client().await;
+    let _turn = harness::turn::Turn::take(&client).await;
+    harness::scenario::ensure_crds(&client).await;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut o = Options::new(
         kubeconfig(),
