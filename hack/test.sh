@@ -103,7 +103,7 @@ done
 # also reach the criterion bench binaries (--all-targets), which reject it.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 if [ ${#test_args[@]} -gt 0 ]; then
-  cargo test --workspace "${targets[@]}" --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
+  cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
 else
-  cargo test --workspace "${targets[@]}" --features e2e "${cargo_args[@]}"
+  cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}"
 fi
