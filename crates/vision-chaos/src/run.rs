@@ -20,6 +20,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use vision_api::contract::LABEL_JOB_UID;
 use vision_api::{VisionAlgorithm, VisionJob, VisionQueue};
+use vision_devtools::stats::Rng;
 
 use crate::Error;
 use crate::cluster::{Component, LocalCluster};
@@ -119,30 +120,6 @@ impl Fault {
             }
             Fault::Restart(c) => format!("{} restart", c.name()),
         }
-    }
-}
-
-/// A small deterministic generator (SplitMix64): the same seed gives the
-/// same plan and the same timings.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in 0..n (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
     }
 }
 
