@@ -6,25 +6,20 @@
 //! competes for.
 //!
 //! The Lease is renewed every few seconds while held; a holder that died
-//! without releasing it loses it after [`LEASE_SECONDS`].
+//! without releasing it loses it after [`LEASE_SECONDS`]. The protocol is
+//! `vision_chaos::turn`'s (the chaos driver takes the same turn); this
+//! module adds the in-process turn and the release on drop.
 
 use std::time::Duration;
 
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
 use tokio::sync::MutexGuard;
 use tokio::task::JoinHandle;
+use vision_chaos::turn;
+pub use vision_chaos::turn::{LEASE_NAME, LEASE_NAMESPACE, LEASE_SECONDS};
 
 use super::cluster;
-
-/// The Lease every test process competes for (namespace default).
-pub const LEASE_NAME: &str = "vision-e2e-turn";
-const LEASE_NAMESPACE: &str = "default";
-/// How long a turn outlives its last renewal.
-pub const LEASE_SECONDS: i32 = 30;
-const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// The longest a scenario waits for its turn (another run's whole binary
 /// may come first).
 const WAIT_AT_MOST: Duration = Duration::from_secs(30 * 60);
@@ -47,94 +42,24 @@ impl Turn {
         let holder = cluster::unique_name("e2e");
         let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
         let deadline = tokio::time::Instant::now() + WAIT_AT_MOST;
-        let mut last_holder = String::new();
         let uid = loop {
-            if let Some(uid) = try_take(&leases, &holder, &mut last_holder).await {
-                break uid;
-            }
+            let other = match turn::try_take(&leases, &holder).await {
+                Ok(uid) => break uid,
+                Err(other) => other,
+            };
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "another test run has held the cluster ({LEASE_NAMESPACE}/{LEASE_NAME}, holder {last_holder}) for {WAIT_AT_MOST:?}"
+                "another test run has held the cluster ({LEASE_NAMESPACE}/{LEASE_NAME}, holder {other}) for {WAIT_AT_MOST:?}"
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        let renewal = tokio::spawn(renew(leases, holder.clone()));
+        let renewal = tokio::spawn(turn::renew(leases, holder.clone()));
         Turn {
             holder,
             uid,
             renewal,
             _in_process: in_process,
         }
-    }
-}
-
-/// One attempt: creates the Lease, or takes it over once it expired. The
-/// API server's create (name taken) and update (resourceVersion changed)
-/// let only one contender win. Returns the Lease's uid when this one did.
-async fn try_take(leases: &Api<Lease>, holder: &str, last_holder: &mut String) -> Option<String> {
-    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
-    let spec = LeaseSpec {
-        holder_identity: Some(holder.to_string()),
-        lease_duration_seconds: Some(LEASE_SECONDS),
-        acquire_time: Some(now.clone()),
-        renew_time: Some(now.clone()),
-        ..Default::default()
-    };
-    match leases.get_opt(LEASE_NAME).await.ok()? {
-        None => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(LEASE_NAME.to_string()),
-                    ..Default::default()
-                },
-                spec: Some(spec),
-            };
-            let created = leases.create(&PostParams::default(), &lease).await.ok()?;
-            created.metadata.uid
-        }
-        Some(mut current) => {
-            let held = current.spec.as_ref().and_then(|s| {
-                let renewed = s.renew_time.as_ref()?.0;
-                let seconds = i64::from(s.lease_duration_seconds?);
-                let expires = renewed.checked_add(jiff_seconds(seconds)).ok()?;
-                (expires > now.0).then(|| s.holder_identity.clone().unwrap_or_default())
-            });
-            if let Some(other) = held {
-                *last_holder = other;
-                return None;
-            }
-            current.spec = Some(spec);
-            let replaced = leases
-                .replace(LEASE_NAME, &PostParams::default(), &current)
-                .await
-                .ok()?;
-            replaced.metadata.uid
-        }
-    }
-}
-
-fn jiff_seconds(seconds: i64) -> k8s_openapi::jiff::SignedDuration {
-    k8s_openapi::jiff::SignedDuration::from_secs(seconds)
-}
-
-/// Keeps the Lease ours: moves its renewTime forward every few seconds.
-async fn renew(leases: Api<Lease>, holder: String) {
-    loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        let Ok(mut lease) = leases.get(LEASE_NAME).await else {
-            continue;
-        };
-        let Some(spec) = lease.spec.as_mut() else {
-            continue;
-        };
-        if spec.holder_identity.as_deref() != Some(holder.as_str()) {
-            eprintln!("the cluster turn ({LEASE_NAME}) was taken over: {spec:?}");
-            return;
-        }
-        spec.renew_time = Some(MicroTime(k8s_openapi::jiff::Timestamp::now()));
-        let _ = leases
-            .replace(LEASE_NAME, &PostParams::default(), &lease)
-            .await;
     }
 }
 
@@ -163,21 +88,5 @@ impl Drop for Turn {
 async fn delete_if_ours(holder: &str, uid: &str) -> Result<(), String> {
     let client = cluster::plain_client().await?;
     let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
-    let lease = leases.get(LEASE_NAME).await.map_err(|e| e.to_string())?;
-    let ours = lease.spec.and_then(|s| s.holder_identity).as_deref() == Some(holder);
-    if !ours {
-        return Ok(());
-    }
-    let only_this_one = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: Some(uid.to_string()),
-            resource_version: lease.metadata.resource_version,
-        }),
-        ..Default::default()
-    };
-    leases
-        .delete(LEASE_NAME, &only_this_one)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    turn::release_lease(&leases, holder, uid).await
 }

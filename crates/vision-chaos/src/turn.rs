@@ -4,6 +4,8 @@
 //! cluster. `vision-chaos run` takes it too (the same protocol: create, or
 //! take over once expired, renew every 5 s, delete on release), so its
 //! replicas never meet another run's scenario, nor its restarts hit one.
+//! The test harness uses these functions too: one implementation of the
+//! protocol.
 
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ use crate::Error;
 
 pub const LEASE_NAME: &str = "vision-e2e-turn";
 pub const LEASE_NAMESPACE: &str = "default";
-const LEASE_SECONDS: i32 = 30;
+/// How long a turn outlives its last renewal.
+pub const LEASE_SECONDS: i32 = 30;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// The turn, held until [`Turn::release`].
@@ -61,26 +64,34 @@ impl Turn {
     /// Stops renewing and deletes the Lease if it is still this turn's.
     pub async fn release(self) {
         self.renewal.abort();
-        let Ok(lease) = self.leases.get(LEASE_NAME).await else {
-            return;
-        };
-        if lease.spec.and_then(|s| s.holder_identity).as_deref() != Some(self.holder.as_str()) {
-            return;
-        }
-        let only_this_one = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
-                resource_version: lease.metadata.resource_version,
-            }),
-            ..Default::default()
-        };
-        let _ = self.leases.delete(LEASE_NAME, &only_this_one).await;
+        let _ = release_lease(&self.leases, &self.holder, &self.uid).await;
     }
+}
+
+/// Deletes the turn's Lease if `holder` still holds it and it is the one
+/// with `uid` (not a newer Lease of the same name).
+pub async fn release_lease(leases: &Api<Lease>, holder: &str, uid: &str) -> Result<(), String> {
+    let lease = leases.get(LEASE_NAME).await.map_err(|e| e.to_string())?;
+    if lease.spec.and_then(|s| s.holder_identity).as_deref() != Some(holder) {
+        return Ok(());
+    }
+    let only_this_one = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: lease.metadata.resource_version,
+        }),
+        ..Default::default()
+    };
+    leases
+        .delete(LEASE_NAME, &only_this_one)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// One attempt; Ok(uid of the Lease) when this holder won, Err(holder) when
 /// someone else holds it (or the attempt failed).
-async fn try_take(leases: &Api<Lease>, holder: &str) -> Result<String, String> {
+pub async fn try_take(leases: &Api<Lease>, holder: &str) -> Result<String, String> {
     let spec = LeaseSpec {
         holder_identity: Some(holder.to_string()),
         lease_duration_seconds: Some(LEASE_SECONDS),
@@ -126,7 +137,9 @@ async fn try_take(leases: &Api<Lease>, holder: &str) -> Result<String, String> {
         .ok_or_else(|| "a Lease without uid".to_string())
 }
 
-async fn renew(leases: Api<Lease>, holder: String) {
+/// Keeps the Lease `holder`'s: moves its renewTime forward every few
+/// seconds, until someone else holds it.
+pub async fn renew(leases: Api<Lease>, holder: String) {
     loop {
         tokio::time::sleep(RENEW_EVERY).await;
         let Ok(mut lease) = leases.get(LEASE_NAME).await else {
