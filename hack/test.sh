@@ -99,6 +99,12 @@ for a in "${cargo_args[@]}"; do
       targets=() ;;
   esac
 done
+# The offline image builder's own tests (a second, no cluster), with every
+# unfiltered run.
+if [ ${#targets[@]} -gt 0 ] && [ ${#cargo_args[@]} -eq 0 ]; then
+  echo "[test] hack/images/tests: the offline image builder"
+  python3 -W error -m unittest discover -s hack/images/tests
+fi
 # Two test threads, set through the environment: `-- --test-threads=2` would
 # also reach the criterion bench binaries (--all-targets), which reject it.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"

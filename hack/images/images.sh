@@ -10,7 +10,11 @@ IMAGE_REPO=localhost/vision
 # The operator image: the repository's own Dockerfile, the same file users
 # build with docker (docs/INSTALL.md).
 OPERATOR_TARGET=x86_64-unknown-linux-gnu
-OPERATOR_BINARY="$ROOT/target/$OPERATOR_TARGET/release/vision-operator"
+# The Cargo profile of the tested image: image-test (Cargo.toml) builds in a
+# fraction of release's time; VISION_OPERATOR_PROFILE=release tests exactly
+# what users ship.
+OPERATOR_PROFILE="${VISION_OPERATOR_PROFILE:-image-test}"
+OPERATOR_BINARY="$ROOT/target/$OPERATOR_TARGET/$OPERATOR_PROFILE/vision-operator"
 
 # image_ref NAME: the reference an image is imported as (tag = input hash).
 image_ref() { echo "$IMAGE_REPO/$1:$(image_hash "$1")"; }
@@ -26,7 +30,8 @@ image_hash() {
         sha256sum | cut -c1-12 ;;
     operator)
       [ -x "$OPERATOR_BINARY" ] || die "no $OPERATOR_BINARY: build it first (image_build operator)"
-      cat "$IMAGES/oci_image.py" "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$OPERATOR_BINARY" | sha256sum | cut -c1-12 ;;
+      cat "$IMAGES/oci_image.py" "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$OPERATOR_BINARY" <(echo "$OPERATOR_PROFILE") |
+        sha256sum | cut -c1-12 ;;
     *) die "unknown image $1 (pause, probe, operator, face-detect)" ;;
   esac
 }
@@ -37,14 +42,14 @@ image_hash() {
 # a fresh clone (CI) rebuilds only the workspace's own crates; the binary is
 # then put where the Dockerfile copies it from.
 operator_binary() {
-  log "building the static operator binary (cargo build --release --target $OPERATOR_TARGET)"
+  log "building the static operator binary (cargo build --profile $OPERATOR_PROFILE --target $OPERATOR_TARGET)"
   local start=$SECONDS target="${VISION_OPERATOR_TARGET_DIR:-$CACHE/cargo-target}"
   (cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="$target" \
-    cargo build --release --locked --target "$OPERATOR_TARGET" --bin vision-operator) \
+    cargo build --profile "$OPERATOR_PROFILE" --locked --target "$OPERATOR_TARGET" --bin vision-operator) \
     >"$LOGS/build-operator.log" 2>&1 || { tail -n 30 "$LOGS/build-operator.log" >&2; die "cargo build of the operator failed"; }
-  if [ "$target/$OPERATOR_TARGET/release/vision-operator" -ef "$OPERATOR_BINARY" ]; then :; else
+  if [ "$target/$OPERATOR_TARGET/$OPERATOR_PROFILE/vision-operator" -ef "$OPERATOR_BINARY" ]; then :; else
     mkdir -p "$(dirname "$OPERATOR_BINARY")"
-    cp "$target/$OPERATOR_TARGET/release/vision-operator" "$OPERATOR_BINARY.tmp"
+    cp "$target/$OPERATOR_TARGET/$OPERATOR_PROFILE/vision-operator" "$OPERATOR_BINARY.tmp"
     mv "$OPERATOR_BINARY.tmp" "$OPERATOR_BINARY"
   fi
   log "operator binary ready in $((SECONDS - start))s"
@@ -80,7 +85,8 @@ image_build() {
           { rm -rf "$ctx"; die "building the face-detect image failed"; }
         rm -rf "$ctx" ;;
       operator)
-        python3 "$IMAGES/oci_image.py" --context "$ROOT" --file "$ROOT/Dockerfile" --name "$ref" --out "$out" >/dev/null ||
+        python3 "$IMAGES/oci_image.py" --context "$ROOT" --file "$ROOT/Dockerfile" \
+          --build-arg "PROFILE=$OPERATOR_PROFILE" --name "$ref" --out "$out" >/dev/null ||
           die "building the operator image from Dockerfile failed" ;;
     esac
     log "built image $ref"

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shlex
 import stat
 import sys
@@ -51,6 +52,39 @@ def instructions(text):
         line = ""
     if line:
         raise BuildError("the Dockerfile ends inside a continued line")
+
+
+# `$NAME`, `${NAME}` and `${NAME:-default}`, as Docker expands build args.
+VARIABLE = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+# The instructions whose argument Docker expands variables in.
+EXPANDED = {"COPY", "ENV", "LABEL", "USER", "WORKDIR", "EXPOSE"}
+
+
+def expand(arg, variables):
+    """Substitutes the declared build args in an instruction's argument
+    (an undeclared one is empty, as in Docker)."""
+    def value(m):
+        name = m.group("braced") or m.group("bare")
+        found = variables.get(name)
+        if found is None or (found == "" and m.group("default") is not None):
+            return m.group("default") or ""
+        return found
+    return VARIABLE.sub(value, arg)
+
+
+def declare(arg, build_args, variables):
+    """ARG NAME[=default]: its value is the --build-arg given, else the default."""
+    name, has_default, default = arg.partition("=")
+    name = name.strip()
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise BuildError(f"ARG {arg}: not a valid name")
+    if name in build_args:
+        variables[name] = build_args[name]
+    elif has_default:
+        variables[name] = shlex.split(default)[0] if default.strip() else ""
+    else:
+        variables.setdefault(name, "")
 
 
 def json_or_shell(arg, keyword):
@@ -207,8 +241,10 @@ def copy(context, ignore, args, workdir):
     return layer.close()
 
 
-def build(context, dockerfile, name):
+def build(context, dockerfile, name, build_args=None):
     """Returns the blobs {digest: bytes} and the index of the image."""
+    build_args = build_args or {}
+    variables = {}
     with open(dockerfile, encoding="utf-8") as f:
         text = f.read()
     ignore = Ignore(context)
@@ -218,7 +254,10 @@ def build(context, dockerfile, name):
     seen_from = False
     for keyword, arg in instructions(text):
         if keyword == "ARG":
+            declare(arg, build_args, variables)
             continue
+        if keyword in EXPANDED:
+            arg = expand(arg, variables)
         if keyword == "FROM":
             base = arg.split()[0]
             if base != "scratch":
@@ -315,9 +354,18 @@ def main():
     parser.add_argument("--file", help="the Dockerfile (default: CONTEXT/Dockerfile)")
     parser.add_argument("--name", required=True, help="image reference, e.g. localhost/vision/pause:1")
     parser.add_argument("--out", required=True, help="the OCI archive to write")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a value for an ARG of the Dockerfile (repeatable)")
     args = parser.parse_args()
     try:
-        blobs, index = build(args.context, args.file or os.path.join(args.context, "Dockerfile"), args.name)
+        build_args = {}
+        for item in args.build_arg:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise BuildError(f"--build-arg {item}: expected KEY=VALUE")
+            build_args[key] = value
+        blobs, index = build(args.context, args.file or os.path.join(args.context, "Dockerfile"), args.name,
+                             build_args)
     except BuildError as e:
         print(f"oci_image.py: {e}", file=sys.stderr)
         return 1
