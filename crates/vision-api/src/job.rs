@@ -124,7 +124,9 @@ pub struct VisionJobSpec {
     pub suspend: bool,
 
     /// Seconds after the job finished (Succeeded, Failed or Rejected) after
-    /// which the operator deletes it. Unset: finished jobs are kept.
+    /// which the operator deletes it. Unset: its queue's
+    /// defaultTtlSecondsAfterFinished applies; if that is unset too, the
+    /// finished job is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
@@ -253,7 +255,12 @@ pub struct VisionJobStatus {
     #[schemars(schema_with = "free_form_any")]
     pub result: Option<Value>,
 
-    /// Standard conditions: Admitted, Running, Complete, Failed.
+    /// Standard conditions: Admitted, Running, Complete, Failed, and
+    /// Finished: True once the job reached a final phase (Succeeded, Failed
+    /// or Rejected) whatever its outcome, with the phase as its reason and
+    /// status.message as its message; False before, with the current phase
+    /// as its reason. `kubectl wait --for=condition=Finished` returns for
+    /// every outcome.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 

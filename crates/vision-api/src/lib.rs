@@ -8,6 +8,7 @@ mod algorithm;
 pub mod contract;
 mod job;
 mod queue;
+pub mod submit;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -69,6 +69,18 @@ pub struct VisionQueueSpec {
     /// still accepted into the queue.
     #[serde(default)]
     pub paused: bool,
+
+    /// Seconds after a job of this queue finished (Succeeded, Failed or
+    /// Rejected) after which the operator deletes it, for jobs that set no
+    /// spec.ttlSecondsAfterFinished of their own (a job's own value always
+    /// wins, 0 included). Unset: such jobs are kept until someone deletes
+    /// them. The operator reads it when a job finishes (and for every
+    /// finished job when it starts leading), so a change applies to jobs
+    /// finishing from then on; jobs finished earlier follow it after the
+    /// next operator restart or failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub default_ttl_seconds_after_finished: Option<i32>,
 }
 
 /// How strictly the queue keeps its order when the head does not fit.

@@ -151,6 +151,7 @@ pub fn mk_queue(name: &str, max_running: i32) -> VisionQueue {
             max_pending: None,
             ordering: QueueOrdering::default(),
             paused: false,
+            default_ttl_seconds_after_finished: None,
         },
     );
     queue.metadata.generation = Some(1);
@@ -163,6 +164,8 @@ pub trait QueueFixture: Sized {
     fn with_max_pending(self, max_pending: i32) -> Self;
     fn with_ordering(self, ordering: QueueOrdering) -> Self;
     fn paused(self) -> Self;
+    /// `spec.defaultTtlSecondsAfterFinished`: the TTL of its jobs that set none.
+    fn with_default_ttl_seconds(self, seconds: i32) -> Self;
 }
 
 impl QueueFixture for VisionQueue {
@@ -180,6 +183,10 @@ impl QueueFixture for VisionQueue {
     }
     fn paused(mut self) -> Self {
         self.spec.paused = true;
+        self
+    }
+    fn with_default_ttl_seconds(mut self, seconds: i32) -> Self {
+        self.spec.default_ttl_seconds_after_finished = Some(seconds);
         self
     }
 }

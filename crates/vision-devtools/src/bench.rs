@@ -219,6 +219,7 @@ async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> R
             max_pending: None,
             ordering: QueueOrdering::BestEffortFIFO,
             paused,
+            default_ttl_seconds_after_finished: None,
         },
     );
     apply(&Api::<VisionQueue>::all(client.clone()), queue, &q).await?;
