@@ -95,7 +95,13 @@ impl Operator {
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("operator-{}-{port}.log", options.identity));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vision-operator"))
+        // VISION_OPERATOR_BIN runs the tests against another build of the
+        // operator (e.g. an older commit's, to see a test fail without a fix).
+        let binary = std::env::var_os("VISION_OPERATOR_BIN")
+            .filter(|b| !b.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vision-operator")));
+        let child = Command::new(binary)
             .arg("--kubeconfig")
             .arg(&options.kubeconfig)
             .args(["--http-addr", &format!("127.0.0.1:{port}")])

@@ -1,0 +1,191 @@
+//! End-to-end: API errors between the operator and the API server (issue
+//! 12), staged one at a time through `vision_chaos`'s fault proxy and
+//! checked from the API server's own view (a pod watch, the jobs' status).
+//!
+//! - An admission write that commits but answers 500 (ambiguous) must keep
+//!   the job counted: the limit holds and nothing runs twice.
+//! - A job cancelled or suspended while its pod's create is still on the
+//!   wire must not release its slot before that create has landed, and must
+//!   leave no pod behind.
+#![cfg(feature = "e2e")]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{OperatorOptions, Scenario, sim};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use serde_json::json;
+use vision_api::JobPhase;
+use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
+use vision_chaos::proxy::{FaultAction, FaultProxy, RequestKind, upstream_client};
+
+const T: Duration = Duration::from_secs(90);
+
+/// Starts the scenario's operator behind a fault proxy (its only way to the
+/// API server) and returns the proxy, to inject faults with.
+async fn operator_behind_proxy(w: &mut Scenario) -> FaultProxy {
+    let admin = harness::cluster::kubeconfig_path();
+    let upstream = upstream_client(&admin)
+        .await
+        .expect("a client for the local cluster");
+    let proxy = FaultProxy::start(upstream).await.expect("starting the proxy");
+    let kubeconfig = std::env::temp_dir().join(format!("{}-proxy.kubeconfig", w.namespace));
+    std::fs::write(&kubeconfig, proxy.kubeconfig_yaml()).unwrap();
+    let options = OperatorOptions {
+        kubeconfig,
+        ..w.operator_options(&format!("{}-proxied", w.namespace))
+    };
+    w.operators
+        .push(harness::Operator::start(&options).await);
+    proxy
+}
+
+/// Every status write the operator makes commits but is answered 500, so it
+/// never learns for sure whether its admission of a job took. It must go on
+/// counting that job: with one slot, three jobs run one after the other,
+/// each exactly once. (Before the fix an ambiguous admission was rolled back
+/// in memory and the slot given to the next job while the first one's
+/// admission had in fact committed.)
+#[tokio::test]
+async fn an_ambiguous_admission_write_keeps_the_job_counted() {
+    let mut w = Scenario::new("ambig")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "2s")]))
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    let proxy = operator_behind_proxy(&mut w).await;
+    proxy.set(RequestKind::StatusWrite, FaultAction::ServerErrorAfterCommit);
+
+    for name in ["a", "b", "c"] {
+        w.submit(w.job(name, "short")).await;
+    }
+    // Under the fault the jobs still make progress (each write commits);
+    // wait until at least one pod has run to its end, then lift it.
+    let progressed = harness::wait_for(T, || async { pods.created() >= 1 && pods.live_now() == 0 })
+        .await;
+    let hits = proxy.hits();
+    proxy.clear();
+    let jobs = w.wait_all_final(T).await;
+
+    assert!(progressed, "no pod ran while status writes were ambiguous");
+    assert!(
+        hits.get(&(RequestKind::StatusWrite, "500 after commit"))
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "the fault never hit a status write: {hits:?}"
+    );
+    assert_eq!(pods.max_live(), 1, "more live pods than maxRunning 1");
+    let outcomes: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            let s = j.status.clone().unwrap_or_default();
+            (j.metadata.name.clone().unwrap(), s.phase, s.attempts)
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["a", "b", "c"]
+            .map(|n| (n.to_string(), Some(JobPhase::Succeeded), Some(1)))
+            .to_vec(),
+        "each job runs exactly once"
+    );
+    assert_eq!(pods.created(), 3, "one pod per job, none twice");
+}
+
+/// A job is deleted while its first pod's create is held on the wire (the
+/// proxy delays pod creates by 3 s). The job's slot must stay taken until
+/// that create has landed and its pod is gone; the pod must not be left
+/// behind; the next job then runs. (Before the fix cleanup saw no pod, let
+/// the job go and released the slot: the late pod ran next to the next
+/// job's, an orphan under a limit of 1.)
+#[tokio::test]
+async fn a_job_cancelled_while_its_pod_create_is_in_flight_leaves_no_pod_and_holds_its_slot() {
+    let mut w = Scenario::new("cancelfly")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("long").with_template_annotations(&[(sim::DURATION, "1h")]))
+        .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "1s")]))
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    let proxy = operator_behind_proxy(&mut w).await;
+    proxy.set(RequestKind::PodCreate, FaultAction::Delay(3000));
+
+    w.submit(w.job("a", "long")).await;
+    w.wait_phase("a", JobPhase::Admitted, T).await;
+    // The admission is written before the pod's create is sent: give the
+    // create a moment to be on the wire (it is held there for 3 s).
+    let sent = harness::wait_for(T, || async {
+        proxy
+            .hits()
+            .get(&(RequestKind::PodCreate, "delay"))
+            .is_some_and(|n| *n >= 1)
+    })
+    .await;
+    w.jobs()
+        .delete("a", &DeleteParams::default())
+        .await
+        .unwrap();
+    w.submit(w.job("b", "short")).await;
+
+    let b = w.wait_phase("b", JobPhase::Succeeded, T).await;
+    proxy.clear();
+    let a_gone = harness::wait_for(T, || async {
+        w.jobs().get_opt("a").await.unwrap().is_none()
+            && w.pods().get_opt("a-1").await.unwrap().is_none()
+    })
+    .await;
+
+    assert!(sent, "a's pod create never reached the proxy");
+    assert!(a_gone, "a or its pod a-1 is still there");
+    assert_eq!(pods.max_live(), 1, "a's late pod ran next to b's");
+    assert_eq!(b.status.unwrap().attempts, Some(1));
+}
+
+/// A job is suspended while its first pod's create is held on the wire, and
+/// resumed at once. Never may two pods of the job be live, and the job runs
+/// to its end. (Before the fix suspend saw no pod, resume created attempt
+/// 2, and the late attempt 1 landed beside it.)
+#[tokio::test]
+async fn a_job_suspended_and_resumed_while_its_pod_create_is_in_flight_runs_one_pod_at_a_time() {
+    let mut w = Scenario::new("suspfly")
+        .queue(mk_queue("pool", 2))
+        .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "3s")]))
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    let proxy = operator_behind_proxy(&mut w).await;
+    proxy.set(RequestKind::PodCreate, FaultAction::Delay(3000));
+
+    w.submit(w.job("a", "short")).await;
+    w.wait_phase("a", JobPhase::Admitted, T).await;
+    let sent = harness::wait_for(T, || async {
+        proxy
+            .hits()
+            .get(&(RequestKind::PodCreate, "delay"))
+            .is_some_and(|n| *n >= 1)
+    })
+    .await;
+    let suspend = |on: bool| json!({"spec": {"suspend": on}});
+    w.jobs()
+        .patch("a", &PatchParams::default(), &Patch::Merge(&suspend(true)))
+        .await
+        .unwrap();
+    w.jobs()
+        .patch("a", &PatchParams::default(), &Patch::Merge(&suspend(false)))
+        .await
+        .unwrap();
+
+    let a = w.wait_phase("a", JobPhase::Succeeded, T).await;
+    proxy.clear();
+
+    assert!(sent, "a's pod create never reached the proxy");
+    assert_eq!(
+        pods.max_live(),
+        1,
+        "two pods of one job were live at once: {:?}",
+        a.status
+    );
+}
