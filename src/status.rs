@@ -22,6 +22,13 @@ pub const CONDITION_ADMITTED: &str = "Admitted";
 pub const CONDITION_RUNNING: &str = "Running";
 pub const CONDITION_COMPLETE: &str = "Complete";
 pub const CONDITION_FAILED: &str = "Failed";
+/// True at every final phase (Succeeded, Failed, Rejected), with the phase
+/// as its reason and the job's message as its message: the one condition a
+/// client waits for (`kubectl wait --for=condition=Finished`) whatever the
+/// outcome. False before, with the current phase as its reason.
+pub const CONDITION_FINISHED: &str = "Finished";
+/// The message of a False Finished condition.
+pub const NOT_FINISHED: &str = "the job has not reached a final phase yet";
 
 /// The reasons a job ends up Failed or Rejected, as written to status.reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +127,28 @@ pub fn set_condition(
     }
 }
 
+/// Sets the Finished condition from the status's phase and message: every
+/// transition ends with it, so the condition is True exactly when the phase
+/// is final.
+pub fn finish(s: &mut VisionJobStatus, now: &Time) {
+    let Some(phase) = s.phase else { return };
+    let message = if phase.is_final() {
+        s.message.clone().unwrap_or_default()
+    } else {
+        NOT_FINISHED.to_string()
+    };
+    let generation = s.observed_generation;
+    set_condition(
+        &mut s.conditions,
+        CONDITION_FINISHED,
+        phase.is_final(),
+        phase.as_str(),
+        &message,
+        generation,
+        now,
+    );
+}
+
 /// Accepted by its queue; waits for a slot for the given reason.
 pub fn queued(job: &VisionJob, now: &Time, reason: &str, message: String) -> VisionJobStatus {
     let mut s = base(job, now);
@@ -137,6 +166,7 @@ pub fn queued(job: &VisionJob, now: &Time, reason: &str, message: String) -> Vis
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -167,6 +197,7 @@ pub fn admitted(job: &VisionJob, now: &Time, queue: &str) -> VisionJobStatus {
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -191,6 +222,7 @@ pub fn running(job: &VisionJob, now: &Time, started: Option<Time>) -> VisionJobS
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -222,6 +254,7 @@ pub fn retrying(job: &VisionJob, now: &Time, retry_after: Time, why: &str) -> Vi
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -273,6 +306,7 @@ pub fn succeeded(job: &VisionJob, now: &Time, message: Option<&str>) -> VisionJo
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -305,6 +339,7 @@ pub fn failed(job: &VisionJob, now: &Time, reason: FailReason, message: String) 
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -328,6 +363,7 @@ pub fn rejected(job: &VisionJob, now: &Time, queue: &str, max_pending: u32) -> V
         generation,
         now,
     );
+    finish(&mut s, now);
     s
 }
 
@@ -360,6 +396,7 @@ pub fn suspended(job: &VisionJob, now: &Time) -> VisionJobStatus {
             now,
         );
     }
+    finish(&mut s, now);
     s
 }
 

@@ -53,4 +53,8 @@ impl Context {
     pub fn algorithm(&self, name: &str) -> Option<Arc<VisionAlgorithm>> {
         self.algorithms.get(&ObjectRef::new(name))
     }
+
+    pub fn queue(&self, name: &str) -> Option<Arc<VisionQueue>> {
+        self.queues.get(&ObjectRef::new(name))
+    }
 }

@@ -87,6 +87,9 @@ async fn step(job: &VisionJob, ctx: &Context) -> Result<Action> {
         algorithm: algorithm.as_deref(),
         pod_read: false,
         creating: ctx.writer.creating_any(job, &attempt_pod_names(job)),
+        queue_default_ttl_seconds: ctx
+            .queue(&job.spec.queue)
+            .and_then(|q| q.spec.default_ttl_seconds_after_finished),
         now_ms: now_ms(),
     };
     let next = plan(

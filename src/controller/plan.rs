@@ -48,6 +48,9 @@ pub struct View<'a> {
     /// is being sent) and the pod watch has not shown the pod yet. Nothing
     /// releases the job's slot meanwhile: the pod would run unaccounted.
     pub creating: bool,
+    /// The `spec.defaultTtlSecondsAfterFinished` of the job's queue (if the
+    /// queue exists): the TTL of a finished job that sets none of its own.
+    pub queue_default_ttl_seconds: Option<i32>,
     pub now_ms: i64,
 }
 
@@ -287,10 +290,15 @@ fn attempt_failed(view: &View<'_>, settings: &Settings, why: String) -> Step {
     )
 }
 
-/// A finished job: delete it once its TTL has passed.
+/// A finished job: delete it once its TTL has passed: its own, else its
+/// queue's default.
 fn finished(view: &View<'_>) -> Step {
     let job = view.job;
-    let Some(ttl) = job.spec.ttl_seconds_after_finished else {
+    let Some(ttl) = job
+        .spec
+        .ttl_seconds_after_finished
+        .or(view.queue_default_ttl_seconds)
+    else {
         return Step::Wait(Then::AwaitChange);
     };
     let finished = job

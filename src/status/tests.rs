@@ -40,6 +40,16 @@ fn cond(type_: &str, status: &str, reason: &str, message: &str, at: i64) -> Cond
     }
 }
 
+/// The Finished condition while the job is in `phase` (not final).
+fn unfinished(phase: &str, at: i64) -> Condition {
+    cond("Finished", "False", phase, NOT_FINISHED, at)
+}
+
+/// The Finished condition of a job that ended in `phase` with `message`.
+fn finished(phase: &str, message: &str, at: i64) -> Condition {
+    cond("Finished", "True", phase, message, at)
+}
+
 const WAITING: &str = "position 3 in queue gpu-a: all 4 slots are taken";
 
 // The life of the usual job: queued at 100, admitted at 200, running at 300
@@ -51,13 +61,10 @@ fn s_queued() -> VisionJobStatus {
         reason: Some("SlotsFull".into()),
         message: Some(WAITING.into()),
         queued_at: Some(t(100)),
-        conditions: vec![cond(
-            "Admitted",
-            "False",
-            "SlotsFull",
-            "waiting for a slot",
-            100,
-        )],
+        conditions: vec![
+            cond("Admitted", "False", "SlotsFull", "waiting for a slot", 100),
+            unfinished("Queued", 100),
+        ],
         observed_generation: Some(1),
         ..Default::default()
     }
@@ -72,13 +79,17 @@ fn s_admitted() -> VisionJobStatus {
         pod_name: Some("cam42-frame-0001-1".into()),
         queued_at: Some(t(100)),
         admitted_at: Some(t(200)),
-        conditions: vec![cond(
-            "Admitted",
-            "True",
-            "Admitted",
-            "admitted by queue gpu-a",
-            200,
-        )],
+        conditions: vec![
+            cond(
+                "Admitted",
+                "True",
+                "Admitted",
+                "admitted by queue gpu-a",
+                200,
+            ),
+            // Still False since the job was queued: its transition time stays.
+            unfinished("Admitted", 100),
+        ],
         observed_generation: Some(1),
         ..Default::default()
     }
@@ -102,6 +113,7 @@ fn s_running() -> VisionJobStatus {
                 "admitted by queue gpu-a",
                 200,
             ),
+            unfinished("Running", 100),
             cond("Running", "True", "PodRunning", "the algorithm runs", 300),
         ],
         observed_generation: Some(1),
@@ -130,6 +142,7 @@ fn s_retrying() -> VisionJobStatus {
                 "admitted by queue gpu-a",
                 200,
             ),
+            unfinished("Admitted", 100),
             cond(
                 "Running",
                 "False",
@@ -168,13 +181,16 @@ fn queued_again_keeps_queued_at_and_the_conditions_transition_time() {
         VisionJobStatus {
             reason: Some("GPUQuotaFull".into()),
             message: Some(moved.into()),
-            conditions: vec![cond(
-                "Admitted",
-                "False",
-                "GPUQuotaFull",
-                "waiting for a slot",
-                100
-            )],
+            conditions: vec![
+                cond(
+                    "Admitted",
+                    "False",
+                    "GPUQuotaFull",
+                    "waiting for a slot",
+                    100
+                ),
+                unfinished("Queued", 100),
+            ],
             ..s_queued()
         }
     );
@@ -203,6 +219,7 @@ fn queued_after_suspension_keeps_the_attempts_and_clears_retry_after() {
             retry_after: None,
             conditions: vec![
                 cond("Admitted", "False", "SlotsFull", "waiting for a slot", 900),
+                unfinished("Queued", 100),
                 cond(
                     "Running",
                     "False",
@@ -222,7 +239,9 @@ fn observed_generation_comes_from_the_job() {
     job.metadata.generation = Some(3);
     let mut expected = s_queued();
     expected.observed_generation = Some(3);
-    expected.conditions[0].observed_generation = Some(3);
+    for c in &mut expected.conditions {
+        c.observed_generation = Some(3);
+    }
     assert_eq!(queued(&job, &t(150), "SlotsFull", WAITING.into()), expected);
 
     // A job the API server gave no generation (never happens, but no panic).
@@ -230,7 +249,7 @@ fn observed_generation_comes_from_the_job() {
     job.metadata.generation = None;
     let s = queued(&job, &t(100), "SlotsFull", WAITING.into());
     assert_eq!(s.observed_generation, None);
-    assert_eq!(s.conditions[0].observed_generation, None);
+    assert!(s.conditions.iter().all(|c| c.observed_generation.is_none()));
 }
 
 // ---------------------------------------------------------------------------
@@ -247,6 +266,16 @@ fn admitted_fresh_is_queued_at_once() {
         admitted(&fresh(), &t(200), "gpu-a"),
         VisionJobStatus {
             queued_at: Some(t(200)),
+            conditions: vec![
+                cond(
+                    "Admitted",
+                    "True",
+                    "Admitted",
+                    "admitted by queue gpu-a",
+                    200
+                ),
+                unfinished("Admitted", 200),
+            ],
             ..s_admitted()
         }
     );
@@ -261,6 +290,7 @@ fn admitted_after_suspension_takes_the_next_attempt() {
         started_at: Some(t(250)),
         conditions: vec![
             cond("Admitted", "False", "SlotsFull", "waiting for a slot", 700),
+            unfinished("Queued", 100),
             cond("Running", "False", "Suspended", "suspended", 700),
         ],
         ..s_running()
@@ -283,6 +313,7 @@ fn admitted_after_suspension_takes_the_next_attempt() {
                     "admitted by queue gpu-a",
                     800
                 ),
+                unfinished("Admitted", 100),
                 cond("Running", "False", "Suspended", "suspended", 700),
             ],
             ..s_running()
@@ -356,6 +387,7 @@ fn running_after_a_retry() {
                     "admitted by queue gpu-a",
                     200
                 ),
+                unfinished("Running", 100),
                 cond("Running", "True", "PodRunning", "the algorithm runs", 500),
             ],
             ..s_retrying()
@@ -381,6 +413,7 @@ fn retrying_twice() {
                     "admitted by queue gpu-a",
                     200
                 ),
+                unfinished("Admitted", 100),
                 // Still False: the transition time stays.
                 cond("Running", "False", "Retrying", "exit code 2", 400),
             ],
@@ -407,6 +440,7 @@ fn s_succeeded(reason: &str, message: &str, result: Option<serde_json::Value>) -
                 "admitted by queue gpu-a",
                 200,
             ),
+            finished("Succeeded", message, 600),
             cond(
                 "Running",
                 "False",
@@ -508,6 +542,7 @@ fn failed_while_running() {
                     "admitted by queue gpu-a",
                     200
                 ),
+                finished("Failed", message, 600),
                 cond("Running", "False", "BackoffLimitExceeded", message, 600),
                 cond("Failed", "True", "BackoffLimitExceeded", message, 600),
             ],
@@ -540,6 +575,7 @@ fn failed_while_backing_off_clears_retry_after() {
                     "admitted by queue gpu-a",
                     200
                 ),
+                finished("Failed", message, 700),
                 // Already False: its transition time stays.
                 cond("Running", "False", "Timeout", message, 400),
                 cond("Failed", "True", "Timeout", message, 700),
@@ -565,7 +601,10 @@ fn failed_fresh_adds_no_running_condition() {
             message: Some(message.into()),
             queued_at: Some(t(100)),
             finished_at: Some(t(100)),
-            conditions: vec![cond("Failed", "True", "AlgorithmNotFound", message, 100)],
+            conditions: vec![
+                cond("Failed", "True", "AlgorithmNotFound", message, 100),
+                finished("Failed", message, 100),
+            ],
             observed_generation: Some(1),
             ..Default::default()
         }
@@ -589,6 +628,7 @@ fn failed_while_queued() {
             finished_at: Some(t(150)),
             conditions: vec![
                 cond("Admitted", "False", "SlotsFull", "waiting for a slot", 100),
+                finished("Failed", message, 150),
                 cond("Failed", "True", "NamespaceNotAllowed", message, 150),
             ],
             ..s_queued()
@@ -607,7 +647,10 @@ fn rejected_when_the_queue_is_full() {
             message: Some(message.into()),
             queued_at: Some(t(100)),
             finished_at: Some(t(100)),
-            conditions: vec![cond("Failed", "True", "QueueFull", message, 100)],
+            conditions: vec![
+                cond("Failed", "True", "QueueFull", message, 100),
+                finished("Rejected", message, 100),
+            ],
             observed_generation: Some(1),
             ..Default::default()
         }
@@ -646,6 +689,7 @@ fn suspended_while_running() {
             started_at: None,
             conditions: vec![
                 cond("Admitted", "False", "Suspended", "suspended", 700),
+                unfinished("Suspended", 100),
                 cond("Running", "False", "Suspended", "suspended", 700),
             ],
             ..s_running()
@@ -664,6 +708,7 @@ fn suspended_while_backing_off() {
             retry_after: None,
             conditions: vec![
                 cond("Admitted", "False", "Suspended", "suspended", 700),
+                unfinished("Suspended", 100),
                 cond("Running", "False", "Suspended", "suspended", 400),
             ],
             ..s_retrying()
@@ -680,7 +725,10 @@ fn suspended_fresh() {
             reason: Some("Suspended".into()),
             message: Some(SUSPENDED.into()),
             queued_at: Some(t(100)),
-            conditions: vec![cond("Admitted", "False", "Suspended", "suspended", 100)],
+            conditions: vec![
+                cond("Admitted", "False", "Suspended", "suspended", 100),
+                unfinished("Suspended", 100),
+            ],
             observed_generation: Some(1),
             ..Default::default()
         }
@@ -695,7 +743,10 @@ fn suspended_while_queued_keeps_the_admitted_conditions_time() {
             phase: Some(JobPhase::Suspended),
             reason: Some("Suspended".into()),
             message: Some(SUSPENDED.into()),
-            conditions: vec![cond("Admitted", "False", "Suspended", "suspended", 100)],
+            conditions: vec![
+                cond("Admitted", "False", "Suspended", "suspended", 100),
+                unfinished("Suspended", 100),
+            ],
             ..s_queued()
         }
     );
@@ -860,6 +911,48 @@ fn each_transition_writes_a_phase_it_may_reach() {
         let to = status.phase.unwrap();
         assert!(may_transition(from, to), "{from:?} -> {to:?}");
     }
+}
+
+#[test]
+fn finished_is_true_exactly_at_the_final_phases() {
+    // Every transition, as the job's life reaches it; each final one from a
+    // job that had not finished yet (Finished False since 100).
+    let statuses = [
+        queued(&fresh(), &t(100), "SlotsFull", WAITING.into()),
+        admitted(&with(s_queued()), &t(200), "gpu-a"),
+        running(&with(s_admitted()), &t(300), None),
+        retrying(&with(s_running()), &t(400), t(410), "x"),
+        suspended(&with(s_running()), &t(700)),
+        succeeded(&with(s_running()), &t(600), Some("{}")),
+        failed(
+            &with(s_running()),
+            &t(600),
+            FailReason::Timeout,
+            "too slow".into(),
+        ),
+        rejected(&with(s_queued()), &t(600), "gpu-a", 1),
+    ];
+    for s in statuses {
+        let phase = s.phase.unwrap();
+        let found: Vec<&Condition> = s
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == CONDITION_FINISHED)
+            .collect();
+        let expected = if phase.is_final() {
+            finished(phase.as_str(), s.message.as_deref().unwrap(), 600)
+        } else {
+            unfinished(phase.as_str(), 100)
+        };
+        assert_eq!(found, [&expected], "{phase}");
+    }
+}
+
+#[test]
+fn finish_without_a_phase_adds_nothing() {
+    let mut s = VisionJobStatus::default();
+    finish(&mut s, &t(100));
+    assert_eq!(s, VisionJobStatus::default());
 }
 
 // ---------------------------------------------------------------------------

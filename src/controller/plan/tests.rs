@@ -136,6 +136,7 @@ fn plan_at(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
             algorithm: Some(&algorithm),
             pod_read: false,
             creating: false,
+            queue_default_ttl_seconds: None,
             now_ms,
         },
         &settings(),
@@ -152,6 +153,7 @@ fn plan_after_read(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
             algorithm: Some(&algorithm),
             pod_read: true,
             creating: false,
+            queue_default_ttl_seconds: None,
             now_ms,
         },
         &settings(),
@@ -513,6 +515,7 @@ fn an_algorithm_deleted_before_the_pod_fails_the_job() {
             algorithm: None,
             pod_read: false,
             creating: false,
+            queue_default_ttl_seconds: None,
             now_ms: T0 + 5,
         },
         &settings(),
@@ -657,6 +660,80 @@ fn a_finished_job_is_deleted_once_its_ttl_has_passed() {
     assert_eq!(plan_at(&job, &[], finished_ms + 60_000), Step::DeleteJob);
 }
 
+/// As `plan_at`, for a job whose queue sets `defaultTtlSecondsAfterFinished`.
+fn plan_with_queue_ttl(job: &VisionJob, queue_ttl: Option<i32>, now_ms: i64) -> Step {
+    let algorithm = algorithm();
+    plan(
+        &View {
+            job,
+            pods: &[],
+            algorithm: Some(&algorithm),
+            pod_read: false,
+            creating: false,
+            queue_default_ttl_seconds: queue_ttl,
+            now_ms,
+        },
+        &settings(),
+    )
+}
+
+#[test]
+fn a_finished_job_without_a_ttl_of_its_own_gets_its_queues_default() {
+    let finished_ms = T0 + 9000;
+    let succeeded = {
+        let job = running(T0 + 1000);
+        let status = status::succeeded(&job, &at_ms(finished_ms), None);
+        job.with_status(status)
+    };
+    let failed = {
+        let job = running(T0 + 1000);
+        let status = status::failed(
+            &job,
+            &at_ms(finished_ms),
+            FailReason::BackoffLimitExceeded,
+            "exit code 1".into(),
+        );
+        job.with_status(status)
+    };
+    for job in [&succeeded, &failed] {
+        assert_eq!(
+            plan_with_queue_ttl(job, Some(120), finished_ms + 30_000),
+            Step::Wait(Then::RequeueAfterMs(90_010))
+        );
+        assert_eq!(
+            plan_with_queue_ttl(job, Some(120), finished_ms + 120_000),
+            Step::DeleteJob
+        );
+    }
+    // The job's own TTL wins, shorter or longer, 0 included.
+    let mut own = succeeded.clone();
+    own.spec.ttl_seconds_after_finished = Some(600);
+    assert_eq!(
+        plan_with_queue_ttl(&own, Some(120), finished_ms + 120_000),
+        Step::Wait(Then::RequeueAfterMs(480_010))
+    );
+    own.spec.ttl_seconds_after_finished = Some(0);
+    assert_eq!(
+        plan_with_queue_ttl(&own, Some(120), finished_ms),
+        Step::DeleteJob
+    );
+    // Neither: kept.
+    assert_eq!(
+        plan_with_queue_ttl(&succeeded, None, finished_ms + 1_000_000_000),
+        Step::Wait(Then::AwaitChange)
+    );
+}
+
+#[test]
+fn the_queues_default_ttl_never_deletes_an_unfinished_job() {
+    for job in [admitted(), running(T0 + 1000)] {
+        assert_ne!(
+            plan_with_queue_ttl(&job, Some(0), T0 + 2000),
+            Step::DeleteJob
+        );
+    }
+}
+
 /// As `plan_at`, while a create of one of the job's pods may still land.
 fn plan_while_creating(job: &VisionJob, now_ms: i64) -> Step {
     let algorithm = algorithm();
@@ -667,6 +744,7 @@ fn plan_while_creating(job: &VisionJob, now_ms: i64) -> Step {
             algorithm: Some(&algorithm),
             pod_read: false,
             creating: true,
+            queue_default_ttl_seconds: None,
             now_ms,
         },
         &settings(),
