@@ -24,6 +24,8 @@ image_hash() {
   case "$1" in
     pause | probe)
       cat "$IMAGES/oci_image.py" "$IMAGES/$1/Dockerfile" "$IMAGES/$1/$1.c" | sha256sum | cut -c1-12 ;;
+    probe-root)
+      cat "$IMAGES/oci_image.py" "$IMAGES/$1/Dockerfile" "$IMAGES/probe/probe.c" | sha256sum | cut -c1-12 ;;
     face-detect)
       local d="$ROOT/examples/algorithms/face-detect"
       cat "$IMAGES/oci_image.py" "$d/Dockerfile" "$d/detect.py" "$d/build-rootfs.sh" "$d/requirements.txt" "$d"/images/* |
@@ -32,7 +34,7 @@ image_hash() {
       [ -x "$OPERATOR_BINARY" ] || die "no $OPERATOR_BINARY: build it first (image_build operator)"
       cat "$IMAGES/oci_image.py" "$ROOT/Dockerfile" "$ROOT/.dockerignore" "$OPERATOR_BINARY" <(echo "$OPERATOR_PROFILE") |
         sha256sum | cut -c1-12 ;;
-    *) die "unknown image $1 (pause, probe, operator, face-detect)" ;;
+    *) die "unknown image $1 (pause, probe, probe-root, operator, face-detect)" ;;
   esac
 }
 
@@ -65,11 +67,13 @@ image_build() {
   if [ ! -f "$out" ]; then
     mkdir -p "$CACHE/images"
     case "$name" in
-      pause | probe)
-        # The context: the Dockerfile and the program, compiled statically.
+      pause | probe | probe-root)
+        # The context: the Dockerfile and the program, compiled statically
+        # (probe-root is the probe with another Dockerfile).
+        local program="${name%-root}"
         ctx="$(mktemp -d)"
         cp "$IMAGES/$name/Dockerfile" "$ctx/"
-        gcc -static -Os -Wall -o "$ctx/$name" "$IMAGES/$name/$name.c" || die "compiling $name.c failed"
+        gcc -static -Os -Wall -o "$ctx/$program" "$IMAGES/$program/$program.c" || die "compiling $program.c failed"
         python3 "$IMAGES/oci_image.py" --context "$ctx" --name "$ref" --out "$out" >/dev/null ||
           { rm -rf "$ctx"; die "building the $name image failed"; }
         rm -rf "$ctx" ;;

@@ -2,23 +2,36 @@
  * surprises (static), every behaviour chosen by arguments.
  *
  *   probe [--log TEXT] [--result TEXT] [--result-bytes N] [--sleep SECONDS]
- *         [--ignore-term] [--alloc-mib N] [--job] [--exit CODE]
+ *         [--ignore-term] [--term-delay SECONDS] [--alloc-mib N] [--job]
+ *         [--exit CODE]
  *
  * In order: prints TEXT to stdout (--log); prints $VISION_JOB and the file
  * /etc/vision/job.json (--job); allocates and touches N MiB (--alloc-mib);
  * sleeps, ignoring SIGTERM if asked (--sleep, --ignore-term); writes the
- * result (TEXT, or N bytes of JSON) to /dev/termination-log; exits CODE. */
+ * result (TEXT, or N bytes of JSON) to /dev/termination-log; exits CODE.
+ * On SIGTERM it exits 143 at once, or after SECONDS (--term-delay: a slow
+ * shutdown, logged when it starts and when it ends). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+static double term_delay = 0;
+
 static void on_term(int sig) {
   (void)sig;
-  const char msg[] = "probe: SIGTERM\n";
-  fwrite(msg, 1, sizeof msg - 1, stdout);
+  printf("probe: SIGTERM\n");
   fflush(stdout);
+  if (term_delay > 0) {
+    printf("probe: stopping for %gs\n", term_delay);
+    fflush(stdout);
+    struct timespec ts = {(time_t)term_delay, (long)((term_delay - (time_t)term_delay) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+    printf("probe: stopped\n");
+    fflush(stdout);
+  }
   exit(143);
 }
 
@@ -46,6 +59,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--result") && v) { result = v; i++; }
     else if (!strcmp(a, "--result-bytes") && v) { result_bytes = atol(v); i++; }
     else if (!strcmp(a, "--sleep") && v) { sleep_s = atof(v); i++; }
+    else if (!strcmp(a, "--term-delay") && v) { term_delay = atof(v); i++; }
     else if (!strcmp(a, "--alloc-mib") && v) { alloc_mib = atol(v); i++; }
     else if (!strcmp(a, "--exit") && v) { code = atol(v); i++; }
     else if (!strcmp(a, "--ignore-term")) ignore_term = 1;
