@@ -19,6 +19,16 @@ pub const ENV_JOB: &str = "VISION_JOB";
 /// Where the job JSON file is mounted in the algorithm container.
 pub const JOB_DIR: &str = "/etc/vision";
 pub const JOB_FILE: &str = "job.json";
+/// Where a job's output directory (spec.output: `<path>/<attempt>` on its
+/// PersistentVolumeClaim) is mounted in the algorithm container.
+pub const OUTPUT_DIR: &str = "/var/run/vision/output";
+/// The environment variable naming the output directory; set only for a job
+/// with spec.output.
+pub const ENV_OUTPUT_DIR: &str = "VISION_OUTPUT_DIR";
+/// The key of the result (status.result) that lists the files the algorithm
+/// wrote to its output directory: `[{"path": <relative to the directory>,
+/// "size": <bytes>, "sha256": <hex>}]`.
+pub const RESULT_OUTPUTS: &str = "outputs";
 /// The extended resource that GPUs are requested as.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 /// The field manager of every write the operator makes (server-side apply

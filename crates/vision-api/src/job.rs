@@ -59,6 +59,7 @@ use serde_json::Value;
 #[x_kube(validation = Rule::new("has(self.gpus) == has(oldSelf.gpus) && (!has(self.gpus) || self.gpus == oldSelf.gpus)").message("spec.gpus is immutable"))]
 #[x_kube(validation = Rule::new("has(self.timeoutSeconds) == has(oldSelf.timeoutSeconds) && (!has(self.timeoutSeconds) || self.timeoutSeconds == oldSelf.timeoutSeconds)").message("spec.timeoutSeconds is immutable"))]
 #[x_kube(validation = Rule::new("has(self.retries) == has(oldSelf.retries) && (!has(self.retries) || self.retries == oldSelf.retries)").message("spec.retries is immutable"))]
+#[x_kube(validation = Rule::new("has(self.output) == has(oldSelf.output) && (!has(self.output) || self.output == oldSelf.output)").message("spec.output is immutable"))]
 #[serde(rename_all = "camelCase")]
 pub struct VisionJobSpec {
     /// Name of the VisionAlgorithm that runs this job (cluster-scoped). A job
@@ -130,6 +131,82 @@ pub struct VisionJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
+
+    /// Where the algorithm writes outputs too large for status.result (which
+    /// Kubernetes caps at 4 KiB): a directory on a PersistentVolumeClaim of
+    /// the job's namespace. Each attempt gets a directory of its own,
+    /// <path>/<attempt>, mounted at /var/run/vision/output in the algorithm
+    /// container and named by $VISION_OUTPUT_DIR; the algorithm lists what it
+    /// wrote there in its result ("outputs": [{"path", "size", "sha256"}]),
+    /// and status.output says which claim and directory they are in. Unset:
+    /// no output volume is mounted. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<JobOutput>,
+}
+
+/// Where a job's large outputs go: a directory on a PersistentVolumeClaim.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobOutput {
+    /// The PersistentVolumeClaim, in the job's namespace, that the outputs
+    /// are written to. The algorithm's pod mounts it for writing (use
+    /// ReadWriteMany when jobs run on several nodes at once), and its root
+    /// directory must be writable by the algorithm's user or group: the
+    /// kubelet creates each attempt's directory with the root's mode.
+    pub persistent_volume_claim: OutputClaim,
+
+    /// The directory within the claim, relative to its root (no leading "/",
+    /// no ".." element). Each attempt writes into <path>/<attempt>, so a
+    /// retry never mixes its files with those of the attempt before it.
+    /// Defaults to the job's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("!self.startsWith('/')").message("spec.output.path must be relative to the claim's root, such as results/cam42"))]
+    #[x_kube(validation = Rule::new("!self.matches('(^|/)[.][.](/|$)')").message("spec.output.path must not contain a '..' element"))]
+    pub path: Option<String>,
+}
+
+/// A PersistentVolumeClaim by name, in the job's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputClaim {
+    /// Name of the PersistentVolumeClaim in the job's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')").message("spec.output.persistentVolumeClaim.claimName must be a lowercase DNS name such as vision-results"))]
+    pub claim_name: String,
+}
+
+/// Where an attempt's outputs are: the claim and the directory within it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputLocation {
+    /// The PersistentVolumeClaim (in the job's namespace) holding the outputs.
+    pub claim_name: String,
+    /// The attempt's directory within the claim: <spec.output.path>/<attempt>.
+    pub path: String,
+}
+
+impl JobOutput {
+    /// The directory within the claim that attempt `attempt` of the job
+    /// `job_name` writes to: `<path>/<attempt>`, `path` defaulting to the
+    /// job's name.
+    pub fn attempt_path(&self, job_name: &str, attempt: i32) -> String {
+        let base = self
+            .path
+            .as_deref()
+            .map(|p| p.trim_end_matches('/'))
+            .filter(|p| !p.is_empty())
+            .unwrap_or(job_name);
+        format!("{base}/{attempt}")
+    }
+
+    /// Where attempt `attempt` of the job `job_name` writes its outputs.
+    pub fn location(&self, job_name: &str, attempt: i32) -> OutputLocation {
+        OutputLocation {
+            claim_name: self.persistent_volume_claim.claim_name.clone(),
+            path: self.attempt_path(job_name, attempt),
+        }
+    }
 }
 
 fn default_queue() -> String {
@@ -255,6 +332,13 @@ pub struct VisionJobStatus {
     #[schemars(schema_with = "free_form_any")]
     pub result: Option<Value>,
 
+    /// Where the current (or last) attempt writes its large outputs, for a
+    /// job with spec.output: the claim and the directory within it
+    /// (<spec.output.path>/<attempt>). The algorithm lists the files, with
+    /// their size and sha256, in the "outputs" of status.result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputLocation>,
+
     /// Standard conditions: Admitted, Running, Complete, Failed, and
     /// Finished: True once the job reached a final phase (Succeeded, Failed
     /// or Rejected) whatever its outcome, with the phase as its reason and
@@ -280,5 +364,11 @@ impl VisionJob {
     /// The job's phase; a job without status has none yet.
     pub fn phase(&self) -> Option<JobPhase> {
         self.status.as_ref().and_then(|s| s.phase)
+    }
+
+    /// Where attempt `attempt` writes its outputs, for a job with spec.output.
+    pub fn output_location(&self, attempt: i32) -> Option<OutputLocation> {
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        self.spec.output.as_ref().map(|o| o.location(name, attempt))
     }
 }

@@ -16,7 +16,9 @@ pub use algorithm::{
     ALGORITHM_CONTAINER, CircuitBreaker, VisionAlgorithm, VisionAlgorithmSpec,
     VisionAlgorithmStatus,
 };
-pub use job::{JobPhase, VisionJob, VisionJobSpec, VisionJobStatus};
+pub use job::{
+    JobOutput, JobPhase, OutputClaim, OutputLocation, VisionJob, VisionJobSpec, VisionJobStatus,
+};
 pub use queue::{QueueOrdering, VisionQueue, VisionQueueSpec, VisionQueueStatus};
 
 /// The API group of all three resources.

@@ -43,6 +43,7 @@ pub fn mk_job(namespace: &str, name: &str, algorithm: &str) -> VisionJob {
             retries: None,
             suspend: false,
             ttl_seconds_after_finished: None,
+            output: None,
         },
     );
     job.metadata.namespace = Some(namespace.to_string());

@@ -242,6 +242,7 @@ fn bench_jobs(a: &BenchArgs, queue: &str, run: &str, n: usize) -> Vec<VisionJob>
                     retries: None,
                     suspend: false,
                     ttl_seconds_after_finished: None,
+                    output: None,
                 },
             );
             job.metadata = ObjectMeta {

@@ -101,6 +101,7 @@ pub fn demo_jobs(
                 retries: None,
                 suspend: false,
                 ttl_seconds_after_finished: None,
+                output: None,
             };
             let mut job = VisionJob::new("", spec);
             job.metadata = ObjectMeta {

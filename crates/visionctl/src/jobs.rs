@@ -75,6 +75,7 @@ impl JobTemplate {
             retries: self.retries,
             suspend: false,
             ttl_seconds_after_finished: self.ttl_seconds_after_finished,
+            output: None,
         };
         let mut job = VisionJob::new("", spec);
         job.metadata = ObjectMeta {
