@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar,
-    ObjectFieldSelector, Pod, PodSecurityContext, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -16,10 +16,13 @@ use serde_json::json;
 use crate::api::{ALGORITHM_CONTAINER, VisionAlgorithm, VisionJob};
 
 pub use crate::api::contract::{
-    ANNOTATION_JOB_JSON, ENV_JOB, GPU_RESOURCE, JOB_DIR, JOB_FILE, LABEL_ALGORITHM, LABEL_ATTEMPT,
-    LABEL_JOB, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_QUEUE, MANAGER, pod_name,
+    ANNOTATION_JOB_JSON, ENV_JOB, ENV_OUTPUT_DIR, GPU_RESOURCE, JOB_DIR, JOB_FILE, LABEL_ALGORITHM,
+    LABEL_ATTEMPT, LABEL_JOB, LABEL_JOB_UID, LABEL_MANAGED_BY, LABEL_QUEUE, MANAGER, OUTPUT_DIR,
+    pod_name,
 };
 const JOB_VOLUME: &str = "vision-job";
+/// The volume of a job's output claim (spec.output).
+const OUTPUT_VOLUME: &str = "vision-output";
 
 /// Why a pod cannot be built for a job: permanent, the job fails with this.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,8 +60,10 @@ pub fn job_retries(job: &VisionJob, algorithm: &VisionAlgorithm) -> i32 {
 }
 
 /// The JSON the algorithm receives (env VISION_JOB and /etc/vision/job.json).
+/// A job with spec.output also gets `output`: the directory to write to in
+/// the container (`dir`) and where that is on the claim (`claimName`, `path`).
 pub fn job_json(job: &VisionJob, attempt: i32) -> String {
-    json!({
+    let mut payload = json!({
         "name": job.metadata.name,
         "namespace": job.metadata.namespace,
         "uid": job.metadata.uid,
@@ -66,8 +71,15 @@ pub fn job_json(job: &VisionJob, attempt: i32) -> String {
         "algorithm": job.spec.algorithm,
         "input": job.spec.input.clone().unwrap_or_else(|| json!({})),
         "params": job.spec.params.clone().unwrap_or_else(|| json!({})),
-    })
-    .to_string()
+    });
+    if let Some(location) = job.output_location(attempt) {
+        payload["output"] = json!({
+            "dir": OUTPUT_DIR,
+            "claimName": location.claim_name,
+            "path": location.path,
+        });
+    }
+    payload.to_string()
 }
 
 /// Builds the pod of one attempt of a job.
@@ -154,6 +166,17 @@ pub fn build_pod(
         }),
         ..Default::default()
     });
+    let output = job.output_location(attempt);
+    if let Some(location) = &output {
+        spec.volumes.get_or_insert_with(Vec::new).push(Volume {
+            name: OUTPUT_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: location.claim_name.clone(),
+                read_only: None,
+            }),
+            ..Default::default()
+        });
+    }
     // Init containers too: the restricted Pod Security Standard checks them all.
     for container in spec.init_containers.iter_mut().flatten() {
         if container.security_context.is_none() {
@@ -166,6 +189,9 @@ pub fn build_pod(
         }
         if container.name == ALGORITHM_CONTAINER {
             prepare_algorithm_container(container, &payload, gpus);
+            if let Some(location) = &output {
+                mount_output(container, &location.path);
+            }
         }
     }
 
@@ -229,6 +255,27 @@ fn prepare_algorithm_container(container: &mut Container, payload: &str, gpus: i
             r.remove(GPU_RESOURCE);
         }
     }
+}
+
+/// Mounts the attempt's directory of the output claim (`sub_path`, created
+/// by the kubelet) at OUTPUT_DIR and names it in VISION_OUTPUT_DIR.
+fn mount_output(container: &mut Container, sub_path: &str) {
+    let env = container.env.get_or_insert_with(Vec::new);
+    env.retain(|e| e.name != ENV_OUTPUT_DIR);
+    env.push(EnvVar {
+        name: ENV_OUTPUT_DIR.into(),
+        value: Some(OUTPUT_DIR.into()),
+        ..Default::default()
+    });
+    container
+        .volume_mounts
+        .get_or_insert_with(Vec::new)
+        .push(VolumeMount {
+            name: OUTPUT_VOLUME.into(),
+            mount_path: OUTPUT_DIR.into(),
+            sub_path: Some(sub_path.into()),
+            ..Default::default()
+        });
 }
 
 fn owner_reference(job: &VisionJob, uid: String) -> OwnerReference {

@@ -184,6 +184,7 @@ pub fn admitted(job: &VisionJob, now: &Time, queue: &str) -> VisionJobStatus {
         job.metadata.name.as_deref().unwrap_or_default(),
         attempt,
     ));
+    s.output = job.output_location(attempt);
     s.admitted_at = Some(now.clone());
     s.started_at = None;
     s.retry_after = None;
@@ -242,6 +243,7 @@ pub fn retrying(job: &VisionJob, now: &Time, retry_after: Time, why: &str) -> Vi
         job.metadata.name.as_deref().unwrap_or_default(),
         next,
     ));
+    s.output = job.output_location(next);
     s.started_at = None;
     s.retry_after = Some(retry_after);
     let generation = s.observed_generation;
@@ -264,6 +266,11 @@ pub fn succeeded(job: &VisionJob, now: &Time, message: Option<&str>) -> VisionJo
     s.phase = Some(JobPhase::Succeeded);
     s.finished_at = Some(now.clone());
     s.retry_after = None;
+    // The directory of the attempt that succeeded: its outputs are the ones
+    // the result lists.
+    if let Some(attempt) = s.attempts {
+        s.output = job.output_location(attempt);
+    }
     let (result, reason, msg) = match parse_result(message) {
         ParsedResult::Json(v) => (Some(v), "Completed", "the algorithm finished".to_string()),
         ParsedResult::Text(t) => (
@@ -280,7 +287,7 @@ pub fn succeeded(job: &VisionJob, now: &Time, message: Option<&str>) -> VisionJo
             None,
             "ResultTooLarge",
             format!(
-                "the algorithm finished but its result ({n} bytes) reached Kubernetes' {TERMINATION_MESSAGE_LIMIT}-byte termination message limit and was cut; write large results to object storage and return their location"
+                "the algorithm finished but its result ({n} bytes) reached Kubernetes' {TERMINATION_MESSAGE_LIMIT}-byte termination message limit and was cut; write large outputs to $VISION_OUTPUT_DIR (spec.output) and list them in the result"
             ),
         ),
     };

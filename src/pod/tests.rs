@@ -388,6 +388,113 @@ fn build_pod_of_a_later_attempt() {
     );
 }
 
+// ---------------------------------------------------------------------------
+// build_pod: spec.output
+
+/// The usual job, writing its outputs to the claim `results` (at `path`).
+fn with_output(job: VisionJob, path: Option<&str>) -> VisionJob {
+    let mut job = job;
+    job.spec.output = Some(vision_api::JobOutput {
+        persistent_volume_claim: vision_api::OutputClaim {
+            claim_name: "results".into(),
+        },
+        path: path.map(str::to_string),
+    });
+    job
+}
+
+/// The job JSON of the usual job with an output, attempt 2 (keys sorted).
+const THE_JOB_JSON_WITH_OUTPUT: &str = concat!(
+    r#"{"algorithm":"yolo-detect","attempt":2,"input":{"uri":"s3://frames/cam42/0001.jpg"},"#,
+    r#""name":"cam42-frame-0001","namespace":"team-a","#,
+    r#""output":{"claimName":"results","dir":"/var/run/vision/output","path":"cam42-frame-0001/2"},"#,
+    r#""params":{"confidence":0.5},"uid":"6f1c2b7e-0000-4000-8000-000000000001"}"#
+);
+
+#[test]
+fn job_json_of_a_job_with_an_output_names_its_directory() {
+    assert_eq!(
+        job_json(&with_output(the_job(), None), 2),
+        THE_JOB_JSON_WITH_OUTPUT
+    );
+    let own_path: Value =
+        serde_json::from_str(&job_json(&with_output(the_job(), Some("cams/42")), 1)).unwrap();
+    assert_eq!(
+        own_path["output"],
+        json!({"claimName": "results", "dir": "/var/run/vision/output", "path": "cams/42/1"})
+    );
+}
+
+#[test]
+fn the_output_claim_is_mounted_at_the_attempts_directory() {
+    let pod = build(&with_output(the_job(), None), &the_algorithm(), 2);
+    assert_eq!(
+        pod["metadata"]["annotations"],
+        json!({"vision.zjlab.io/job-json": THE_JOB_JSON_WITH_OUTPUT})
+    );
+    assert_eq!(
+        pod["spec"]["volumes"],
+        json!([
+            {
+                "name": "vision-job",
+                "downwardAPI": {"items": [{
+                    "path": "job.json",
+                    "fieldRef": {"fieldPath": "metadata.annotations['vision.zjlab.io/job-json']"},
+                }]},
+            },
+            {"name": "vision-output", "persistentVolumeClaim": {"claimName": "results"}},
+        ])
+    );
+    let container = &pod["spec"]["containers"][0];
+    assert_eq!(
+        container["env"],
+        json!([
+            {"name": "VISION_JOB", "value": THE_JOB_JSON_WITH_OUTPUT},
+            {"name": "VISION_OUTPUT_DIR", "value": "/var/run/vision/output"},
+        ])
+    );
+    assert_eq!(
+        container["volumeMounts"],
+        json!([
+            {"name": "vision-job", "mountPath": "/etc/vision", "readOnly": true},
+            {
+                "name": "vision-output",
+                "mountPath": "/var/run/vision/output",
+                "subPath": "cam42-frame-0001/2",
+            },
+        ])
+    );
+}
+
+#[test]
+fn only_the_algorithm_container_mounts_the_output_and_its_own_output_dir_is_replaced() {
+    let algorithm_container = Container {
+        env: Some(vec![
+            env("VISION_OUTPUT_DIR", "/tmp/out"),
+            env("LOG", "debug"),
+        ]),
+        ..algorithm_container()
+    };
+    let algorithm = algorithm_with(containers(vec![
+        bare_container("sidecar", "registry.example/sidecar:1"),
+        algorithm_container,
+    ]));
+    let job = with_output(the_job(), Some("cams/42/"));
+    let sidecar = build_container(&job, &algorithm, "sidecar");
+    assert_eq!(sidecar.get("env"), None);
+    assert_eq!(sidecar.get("volumeMounts"), None);
+    let built = build_container(&job, &algorithm, "algorithm");
+    let env_names: Vec<&str> = built["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(env_names, ["LOG", "VISION_JOB", "VISION_OUTPUT_DIR"]);
+    assert_eq!(built["env"][2]["value"], OUTPUT_DIR);
+    assert_eq!(built["volumeMounts"][1]["subPath"], "cams/42/1");
+}
+
 #[test]
 fn the_job_file_is_at_etc_vision_job_json() {
     assert_eq!(format!("{JOB_DIR}/{JOB_FILE}"), "/etc/vision/job.json");

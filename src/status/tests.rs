@@ -6,6 +6,7 @@
 
 use serde_json::json;
 use vision_api::testing::{JobFixture, mk_job};
+use vision_api::{JobOutput, OutputClaim, OutputLocation};
 
 use super::*;
 
@@ -501,8 +502,8 @@ fn succeeded_with_a_result_cut_at_the_limit() {
         s_succeeded(
             "ResultTooLarge",
             "the algorithm finished but its result (4096 bytes) reached Kubernetes' 4096-byte \
-             termination message limit and was cut; write large results to object storage and \
-             return their location",
+             termination message limit and was cut; write large outputs to $VISION_OUTPUT_DIR \
+             (spec.output) and list them in the result",
             None
         )
     );
@@ -514,6 +515,85 @@ fn succeeded_clears_retry_after() {
     assert_eq!(s.retry_after, None);
     assert_eq!(s.result, Some(json!({})));
     assert_eq!(s.attempts, Some(2));
+}
+
+// ---------------------------------------------------------------------------
+// spec.output: status.output names the claim and the attempt's directory
+
+/// The usual job writing its outputs to the claim `results` (at `path`).
+fn with_output(status: VisionJobStatus, path: Option<&str>) -> VisionJob {
+    let mut job = with(status);
+    job.spec.output = Some(JobOutput {
+        persistent_volume_claim: OutputClaim {
+            claim_name: "results".into(),
+        },
+        path: path.map(str::to_string),
+    });
+    job
+}
+
+fn at(path: &str) -> Option<OutputLocation> {
+    Some(OutputLocation {
+        claim_name: "results".into(),
+        path: path.into(),
+    })
+}
+
+#[test]
+fn admitted_with_an_output_names_the_first_attempts_directory() {
+    assert_eq!(
+        admitted(&with_output(s_queued(), None), &t(200), "gpu-a"),
+        VisionJobStatus {
+            output: at("cam42-frame-0001/1"),
+            ..s_admitted()
+        }
+    );
+}
+
+#[test]
+fn a_retry_writes_to_a_directory_of_its_own() {
+    let running = VisionJobStatus {
+        output: at("cams/42/1"),
+        ..s_running()
+    };
+    assert_eq!(
+        retrying(
+            &with_output(running, Some("cams/42/")),
+            &t(400),
+            t(410),
+            "exit code 1: CUDA out of memory",
+        ),
+        VisionJobStatus {
+            output: at("cams/42/2"),
+            ..s_retrying()
+        }
+    );
+}
+
+#[test]
+fn succeeded_names_the_directory_of_the_attempt_that_succeeded() {
+    // Admitted before status.output existed: the success still names it.
+    let result = "{\"outputs\":[{\"path\":\"a.jpg\",\"size\":3,\"sha256\":\"ab\"}]}";
+    assert_eq!(
+        succeeded(&with_output(s_running(), None), &t(600), Some(result)),
+        VisionJobStatus {
+            output: at("cam42-frame-0001/1"),
+            ..s_succeeded(
+                "Completed",
+                "the algorithm finished",
+                Some(json!({"outputs": [{"path": "a.jpg", "size": 3, "sha256": "ab"}]}))
+            )
+        }
+    );
+}
+
+#[test]
+fn a_job_without_output_has_no_output_location() {
+    assert_eq!(admitted(&with(s_queued()), &t(200), "gpu-a").output, None);
+    assert_eq!(
+        succeeded(&with(s_running()), &t(600), Some("{}")).output,
+        None
+    );
 }
 
 // ---------------------------------------------------------------------------
