@@ -448,3 +448,295 @@ async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
     assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(NODE));
     let _ = std::fs::remove_file(values_file);
 }
+
+/// Large outputs: a job with `spec.output` writes into its attempt's
+/// directory on a PersistentVolumeClaim, and its result lists the files.
+mod output_volume {
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    use k8s_openapi::api::core::v1::{
+        HostPathVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
+        ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+        PersistentVolumeSpec, VolumeNodeAffinity, VolumeResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::Client;
+    use kube::api::{Patch, PatchParams};
+    use vision_api::{JobOutput, OutputClaim, OutputLocation};
+
+    use super::*;
+
+    /// The group the PersistentVolume's root belongs to. The kubelet adds a
+    /// PV's `pv.beta.kubernetes.io/gid` to the supplemental groups of the
+    /// pods that mount it, so the algorithm (UID/GID 65532) may write to a
+    /// root owned by root:GID with mode 2775, and to the attempt directories
+    /// the kubelet creates there with the root's mode (setgid: same group).
+    const GID: u32 = 4242;
+
+    /// A hostPath PersistentVolume on the real node (this host: the test
+    /// reads what the pod wrote from the same directory) and a claim bound to
+    /// it. The local cluster runs no PersistentVolume controller, so the
+    /// binding is what that controller would write: the claim's volumeName
+    /// and bind-completed annotation, the volume's claimRef to the claim's
+    /// UID, and both statuses Bound. Dropping it removes both (and their
+    /// protection finalizers, which no controller here removes) and the
+    /// directory.
+    struct HostClaim {
+        namespace: String,
+        claim: String,
+        volume: String,
+        dir: PathBuf,
+    }
+
+    impl HostClaim {
+        async fn create(client: &Client, namespace: &str, claim: &str) -> HostClaim {
+            let volume = unique_name("vision-output");
+            let dir = Path::new("/var/lib/vision-test").join(&volume);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(0), Some(GID)).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o2775)).unwrap();
+            let host_claim = HostClaim {
+                namespace: namespace.to_string(),
+                claim: claim.to_string(),
+                volume: volume.clone(),
+                dir: dir.clone(),
+            };
+            let size: std::collections::BTreeMap<String, Quantity> =
+                [("storage".to_string(), Quantity("1Gi".into()))].into();
+            let access = vec!["ReadWriteOnce".to_string()];
+
+            let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+            let created = claims
+                .create(
+                    &PostParams::default(),
+                    &PersistentVolumeClaim {
+                        metadata: ObjectMeta {
+                            name: Some(claim.to_string()),
+                            annotations: Some(
+                                [(
+                                    "pv.kubernetes.io/bind-completed".to_string(),
+                                    "yes".to_string(),
+                                )]
+                                .into(),
+                            ),
+                            ..Default::default()
+                        },
+                        spec: Some(PersistentVolumeClaimSpec {
+                            access_modes: Some(access.clone()),
+                            storage_class_name: Some(String::new()),
+                            volume_name: Some(volume.clone()),
+                            resources: Some(VolumeResourceRequirements {
+                                requests: Some(size.clone()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        status: None,
+                    },
+                )
+                .await
+                .unwrap();
+
+            let volumes: Api<PersistentVolume> = Api::all(client.clone());
+            volumes
+                .create(
+                    &PostParams::default(),
+                    &PersistentVolume {
+                        metadata: ObjectMeta {
+                            name: Some(volume.clone()),
+                            annotations: Some(
+                                [("pv.beta.kubernetes.io/gid".to_string(), GID.to_string())].into(),
+                            ),
+                            ..Default::default()
+                        },
+                        spec: Some(PersistentVolumeSpec {
+                            access_modes: Some(access.clone()),
+                            capacity: Some(size.clone()),
+                            storage_class_name: Some(String::new()),
+                            persistent_volume_reclaim_policy: Some("Retain".into()),
+                            host_path: Some(HostPathVolumeSource {
+                                path: dir.to_string_lossy().into_owned(),
+                                type_: Some("Directory".into()),
+                            }),
+                            claim_ref: Some(ObjectReference {
+                                api_version: Some("v1".into()),
+                                kind: Some("PersistentVolumeClaim".into()),
+                                namespace: Some(namespace.to_string()),
+                                name: Some(claim.to_string()),
+                                uid: created.metadata.uid.clone(),
+                                ..Default::default()
+                            }),
+                            node_affinity: Some(VolumeNodeAffinity {
+                                required: Some(NodeSelector {
+                                    node_selector_terms: vec![NodeSelectorTerm {
+                                        match_expressions: Some(vec![NodeSelectorRequirement {
+                                            key: "kubernetes.io/hostname".into(),
+                                            operator: "In".into(),
+                                            values: Some(vec![NODE.to_string()]),
+                                        }]),
+                                        ..Default::default()
+                                    }],
+                                }),
+                            }),
+                            ..Default::default()
+                        }),
+                        status: None,
+                    },
+                )
+                .await
+                .unwrap();
+
+            let status = PatchParams::default();
+            volumes
+                .patch_status(
+                    &volume,
+                    &status,
+                    &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+                )
+                .await
+                .unwrap();
+            claims
+                .patch_status(
+                    claim,
+                    &status,
+                    &Patch::Merge(json!({"status": {
+                        "phase": "Bound", "accessModes": access, "capacity": size
+                    }})),
+                )
+                .await
+                .unwrap();
+            host_claim
+        }
+    }
+
+    impl Drop for HostClaim {
+        fn drop(&mut self) {
+            let unprotect = r#"{"metadata":{"finalizers":null}}"#;
+            let claim = format!("persistentvolumeclaim/{}", self.claim);
+            let volume = format!("persistentvolume/{}", self.volume);
+            for (object, namespace) in [(&claim, Some(&self.namespace)), (&volume, None)] {
+                let mut args = vec!["patch", object.as_str(), "--type=merge", "-p", unprotect];
+                if let Some(ns) = namespace {
+                    args.extend(["-n", ns.as_str()]);
+                }
+                let _ = cluster::kubectl_output(args);
+                let mut args = vec![
+                    "delete",
+                    object.as_str(),
+                    "--wait=false",
+                    "--ignore-not-found",
+                ];
+                if let Some(ns) = namespace {
+                    args.extend(["-n", ns.as_str()]);
+                }
+                let _ = cluster::kubectl_output(args);
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn sha256_hex(path: &Path) -> String {
+        let out = Command::new("sha256sum").arg(path).output().unwrap();
+        assert!(out.status.success(), "sha256sum {}", path.display());
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_job_writes_its_large_output_to_its_claim_and_lists_it_in_the_result() {
+        let client = client().await;
+        real_node(&client).await;
+        let algorithm_image = image("face-detect");
+        let s = Scenario::new("real-output")
+            .queue(mk_queue("pool", 2))
+            .algorithm(face_detect(&algorithm_image))
+            .operator()
+            .start()
+            .await;
+        // Declared after the scenario: dropped first, before its namespace goes.
+        let storage = HostClaim::create(&s.client, &s.namespace, "results").await;
+
+        let mut job = s
+            .job("astronaut", "face-detect")
+            .with_input(json!({"image": "astronaut.jpg"}))
+            .with_params(json!({"minNeighbors": 5}));
+        job.spec.output = Some(JobOutput {
+            persistent_volume_claim: OutputClaim {
+                claim_name: "results".into(),
+            },
+            path: None,
+        });
+        s.submit(job).await;
+        let done = s
+            .wait_phase("astronaut", JobPhase::Succeeded, Duration::from_secs(180))
+            .await;
+        let status = done.status.unwrap();
+
+        // Where the outputs went: the claim and the attempt's directory.
+        assert_eq!(
+            status.output,
+            Some(OutputLocation {
+                claim_name: "results".into(),
+                path: "astronaut/1".into(),
+            })
+        );
+        // The directory holds exactly the listed file, whole.
+        let attempt_dir = storage.dir.join("astronaut/1");
+        let file = attempt_dir.join("astronaut-faces.jpg");
+        let mut names: Vec<String> = std::fs::read_dir(&attempt_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["astronaut-faces.jpg"]);
+        let bytes = std::fs::read(&file).unwrap();
+        assert_eq!(&bytes[..3], [0xFF, 0xD8, 0xFF], "a JPEG starts with SOI");
+        assert_eq!(
+            &bytes[bytes.len() - 2..],
+            [0xFF, 0xD9],
+            "a JPEG ends with EOI"
+        );
+        // The result is the one without an output, plus the list of outputs
+        // with the file's size and digest.
+        assert_eq!(
+            status.result,
+            Some(json!({
+                "image": "astronaut.jpg",
+                "width": 512,
+                "height": 512,
+                "model": "opencv-4.12.0/haarcascade_frontalface_default.xml",
+                "detections": [{"label": "face", "box": [176, 65, 95, 95], "score": 7.448}],
+                "outputs": [{
+                    "path": "astronaut-faces.jpg",
+                    "size": bytes.len(),
+                    "sha256": sha256_hex(&file),
+                    "mediaType": "image/jpeg",
+                }]
+            }))
+        );
+        // The pod mounted only its attempt's directory of the claim.
+        let pod = s
+            .pods()
+            .get(status.pod_name.as_deref().unwrap())
+            .await
+            .unwrap();
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some(NODE));
+        let mount = spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == vision_api::contract::OUTPUT_DIR)
+            .cloned();
+        assert_eq!(
+            mount.and_then(|m| m.sub_path).as_deref(),
+            Some("astronaut/1")
+        );
+    }
+}

@@ -14,8 +14,18 @@ Job params: {"scaleFactor": 1.1, "minNeighbors": 5, "minSize": 30,
 Result:     {"image": ..., "width": W, "height": H, "model": ...,
              "detections": [{"label": "face", "box": [x, y, w, h],
                              "score": S}, ...]}
+
+A job with spec.output gets a directory of its own on a PersistentVolumeClaim,
+mounted at $VISION_OUTPUT_DIR: there the algorithm writes the image with the
+detected faces boxed (JPEG), and the result lists it with its size and digest:
+            "outputs": [{"path": "astronaut-faces.jpg", "size": N,
+                         "sha256": "...", "mediaType": "image/jpeg"}]
+(path relative to the directory; status.output names the claim and the
+directory). Without $VISION_OUTPUT_DIR nothing is written and the result has
+no "outputs".
 """
 
+import hashlib
 import json
 import os
 import sys
@@ -24,10 +34,20 @@ IMAGES = "/opt/vision/images"
 TERMINATION_LOG = os.environ.get("VISION_RESULT_FILE", "/dev/termination-log")
 # Kubernetes truncates a termination message beyond 4096 bytes.
 RESULT_LIMIT = 4096
+# The job's output directory (set by the operator for a job with spec.output).
+OUTPUT_DIR_ENV = "VISION_OUTPUT_DIR"
+# Boxes drawn on the annotated image: BGR green, 2 pixels wide.
+BOX_COLOR = (0, 255, 0)
+BOX_THICKNESS = 2
+JPEG_QUALITY = 90
 
 
 class JobError(Exception):
     """A job this algorithm cannot run: the message says what to change."""
+
+
+class OutputError(Exception):
+    """The output directory cannot take the outputs (permissions, space)."""
 
 
 def load_job():
@@ -69,6 +89,42 @@ def number(params, key, default, kind):
         raise JobError(f"params.{key} must be a number, got {value!r}") from e
 
 
+def write_file(directory, name, data):
+    """Writes data to directory/name atomically: a reader of the claim sees
+    the whole file or none (a temporary name, then a rename)."""
+    final = os.path.join(directory, name)
+    partial = os.path.join(directory, f".{name}.partial")
+    with open(partial, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, final)
+
+
+def write_annotated(cv2, image, detections, path, directory):
+    """The image with the detections boxed, as JPEG in the output directory;
+    returns its entry of the result's "outputs"."""
+    annotated = image.copy()
+    for d in detections:
+        x, y, w, h = d["box"]
+        cv2.rectangle(annotated, (x, y), (x + w, y + h), BOX_COLOR, BOX_THICKNESS)
+    ok, encoded = cv2.imencode(".jpg", annotated, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise OutputError("OpenCV could not encode the annotated image as JPEG")
+    data = encoded.tobytes()
+    name = os.path.splitext(os.path.basename(path))[0] + "-faces.jpg"
+    try:
+        write_file(directory, name, data)
+    except OSError as e:
+        raise OutputError(f"cannot write {name} to ${OUTPUT_DIR_ENV} ({directory}): {e}") from e
+    return {
+        "path": name,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "mediaType": "image/jpeg",
+    }
+
+
 def detect(job):
     import cv2  # imported here so that a bad job fails fast with a clear message
 
@@ -106,6 +162,9 @@ def detect(job):
         "model": f"opencv-{cv2.__version__}/{model}",
         "detections": detections[:limit],
     }
+    output_dir = os.environ.get(OUTPUT_DIR_ENV)
+    if output_dir:
+        result["outputs"] = [write_annotated(cv2, image, result["detections"], path, output_dir)]
     # Stay within the termination message limit: drop the weakest detections.
     while len(json.dumps(result)) > RESULT_LIMIT and result["detections"]:
         result["detections"].pop()
@@ -122,6 +181,9 @@ def main():
         # The message is the log tail the operator reports (FallbackToLogsOnError).
         print(f"face-detect: {e}", file=sys.stderr, flush=True)
         return 2
+    except OutputError as e:
+        print(f"face-detect: {e}", file=sys.stderr, flush=True)
+        return 3
     text = json.dumps(result, separators=(",", ":"))
     print(text, flush=True)
     with open(TERMINATION_LOG, "w", encoding="utf-8") as f:
