@@ -491,3 +491,90 @@ async fn suspend_resume_and_cancel() {
     assert_eq!(r.stdout, "visionjob.vision.zjlab.io/long deleted\n");
     expect(3, &["-n", ns, "get", "long"]);
 }
+
+#[tokio::test]
+async fn a_request_submitted_twice_is_one_job() {
+    let w = Scenario::new("ctl-once")
+        .queue(mk_queue("pool", 4))
+        .algorithm(mk_algorithm("detect").with_template_annotations(&[
+            (sim::DURATION, "300ms"),
+            (sim::MESSAGE, r#"{"objects":1}"#),
+        ]))
+        .operator()
+        .start()
+        .await;
+    let ns = w.namespace.as_str();
+    let (alg, queue) = (w.algorithm("detect"), w.queue().to_string());
+    let name = vision_api::submit::job_name_for_request(&alg, "order-7f3a");
+    let submit = |code: i32, input: &str, extra: &[&str]| {
+        let mut args = vec![
+            "-n",
+            ns,
+            "submit",
+            "-a",
+            &alg,
+            "-q",
+            &queue,
+            "--request-id",
+            "order-7f3a",
+            "--input",
+            input,
+        ];
+        args.extend_from_slice(extra);
+        expect(code, &args)
+    };
+
+    // The first submission creates the job; a retry of it (the backend
+    // never saw the answer) finds the same job and succeeds too.
+    let first = submit(0, r#"{"uri":"s3://f/1.jpg"}"#, &["-o", "json"]).json();
+    assert_eq!(first["metadata"]["name"], name.as_str());
+    assert_eq!(
+        first["metadata"]["annotations"]["vision.zjlab.io/request-id"],
+        "order-7f3a"
+    );
+    // The same input in another key order is the same submission.
+    let again = submit(0, r#"{ "uri" : "s3://f/1.jpg" }"#, &["-o", "json"]).json();
+    assert_eq!(again["metadata"]["uid"], first["metadata"]["uid"]);
+    let r = submit(0, r#"{"uri":"s3://f/1.jpg"}"#, &[]);
+    assert_eq!(
+        r.stdout,
+        format!("visionjob.vision.zjlab.io/{name} unchanged (already submitted)\n")
+    );
+    // Waiting through a repeated submission follows the one job.
+    submit(
+        0,
+        r#"{"uri":"s3://f/1.jpg"}"#,
+        &["--wait", "--wait-timeout", "60s"],
+    );
+    let list = expect(0, &["-n", ns, "get", "-o", "json"]).json();
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [name.as_str()]);
+
+    // The same request id with another input: a conflict, exit 6, no job.
+    let r = submit(6, r#"{"uri":"s3://f/2.jpg"}"#, &[]);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "visionctl: VisionJob {ns}/{name} exists with another spec.input: request id \"order-7f3a\" was submitted before with other values\n"
+        )
+    );
+    assert_eq!(r.stdout, "");
+    // A fixed name that is taken: exit 6 as well.
+    let r = expect(
+        6,
+        &[
+            "-n", ns, "submit", "-a", &alg, "-q", &queue, "--name", &name,
+        ],
+    );
+    assert_eq!(
+        r.stderr,
+        format!("visionctl: VisionJob {ns}/{name} already exists\n")
+    );
+    let list = expect(0, &["-n", ns, "get", "-o", "name"]);
+    assert_eq!(list.stdout, format!("visionjob.vision.zjlab.io/{name}\n"));
+}

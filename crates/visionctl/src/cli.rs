@@ -26,7 +26,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 a job failed or was rejected, 2 usage error or refused manifest, 3 not found, 4 client wait timed out, 5 API or other error.";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 a job failed or was rejected, 2 usage error or refused manifest, 3 not found, 4 client wait timed out, 5 API or other error, 6 the name is taken (submit --request-id: submitted before with another spec).";
 
 /// kubectl's global flags.
 #[derive(Debug, Args)]
@@ -160,6 +160,12 @@ pub struct Submit {
     /// Prefix of generated names (default: "<algorithm>-").
     #[arg(long)]
     pub generate_name: Option<String>,
+    /// Submit exactly once for this request id (a single job): the job is
+    /// named <prefix>-<hash of the id> (prefix: --generate-name, else the
+    /// algorithm) and annotated with the id. If that job exists with the same
+    /// spec, it is this submission (exit 0); with another spec, exit 6.
+    #[arg(long, conflicts_with_all = ["name", "count"])]
+    pub request_id: Option<String>,
     /// Annotations KEY=VALUE (repeatable); they reach the job's pods.
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     pub annotations: Vec<String>,
@@ -241,8 +247,36 @@ fn seconds(what: &str, d: Duration) -> Result<i64> {
     Ok(d.as_secs() as i64)
 }
 
-/// The jobs `submit` sends: from manifests, or built from the flags.
+/// The jobs `submit` sends: from manifests, or built from the flags; with
+/// `--request-id`, the one job named for the request.
 pub fn submit_jobs(s: &Submit, namespace: &str) -> Result<Vec<vision_api::VisionJob>> {
+    let jobs = jobs_as_given(s, namespace)?;
+    let Some(request_id) = &s.request_id else {
+        return Ok(jobs);
+    };
+    let [job] = <[_; 1]>::try_from(jobs).map_err(|jobs| {
+        Error::Usage(format!(
+            "--request-id submits a single job; the manifests hold {}",
+            jobs.len()
+        ))
+    })?;
+    if let Some(name) = &job.metadata.name {
+        return Err(Error::Usage(format!(
+            "--request-id names the job; the manifest names it {name:?} (use generateName for the prefix)"
+        )));
+    }
+    let prefix = job
+        .metadata
+        .generate_name
+        .clone()
+        .unwrap_or_else(|| job.spec.algorithm.clone());
+    Ok(vec![vision_api::submit::with_request_id(
+        job, &prefix, request_id,
+    )])
+}
+
+/// The jobs of the manifests, or built from the flags.
+fn jobs_as_given(s: &Submit, namespace: &str) -> Result<Vec<vision_api::VisionJob>> {
     if !s.files.is_empty() {
         return jobs::read_manifests(&s.files);
     }
@@ -454,6 +488,41 @@ mod tests {
             e.to_string(),
             "--input must be a JSON object, like {\"uri\": \"s3://...\"}"
         );
+    }
+
+    #[test]
+    fn a_request_id_names_the_one_job_after_the_request() {
+        let submit = |extra: &[&str]| {
+            let mut args = vec!["visionctl", "submit", "-a", "yolo-detect"];
+            args.extend_from_slice(extra);
+            let Command::Submit(s) = parse(&args).command else {
+                panic!("not submit")
+            };
+            submit_jobs(&s, "ns").unwrap()
+        };
+        let jobs = submit(&["--request-id", "req-42"]);
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("yolo-detect-fd1180d9f0c0819f0005")
+        );
+        assert_eq!(job.metadata.generate_name, None);
+        assert_eq!(
+            job.metadata.annotations.as_ref().unwrap()["vision.zjlab.io/request-id"],
+            "req-42"
+        );
+        let jobs = submit(&["--request-id", "req-42", "--generate-name", "cam42-"]);
+        assert_eq!(
+            jobs[0].metadata.name.as_deref(),
+            Some("cam42-fd1180d9f0c0819f0005")
+        );
+        // One request, one job: no --name, no --count.
+        for extra in [&["--name", "x"][..], &["--count", "2"][..]] {
+            let mut args = vec!["visionctl", "submit", "-a", "y", "--request-id", "r"];
+            args.extend_from_slice(extra);
+            assert!(Cli::try_parse_from(args).is_err(), "{extra:?}");
+        }
     }
 
     #[test]

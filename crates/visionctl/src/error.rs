@@ -1,6 +1,8 @@
 //! visionctl's one error type and its exit codes (docs/VISIONCTL.md):
 //! 0 ok, 1 the job failed, 2 usage or a refused manifest, 3 not found,
-//! 4 the client's wait timed out, 5 an API or other error. Each variant
+//! 4 the client's wait timed out, 5 an API or other error, 6 the name is
+//! taken by another job (for `submit --request-id`: the request was
+//! submitted before with another spec). Each variant
 //! keeps its cause as `source()`, and [`chain`] prints them all.
 
 use std::path::PathBuf;
@@ -47,6 +49,10 @@ pub enum Error {
     /// Anything else that went wrong on the way (exit 5).
     #[error("{0}")]
     Other(String),
+    /// The name is taken by another job; with a request id, by a job with
+    /// another spec (exit 6). Retrying cannot help.
+    #[error("{what}")]
+    Conflict { what: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -60,6 +66,7 @@ impl Error {
             Error::NotFound { .. } => 3,
             Error::Timeout { .. } => 4,
             Error::Api(_) | Error::Config(_) | Error::Encode(_) | Error::Other(_) => 5,
+            Error::Conflict { .. } => 6,
         }
     }
 
@@ -158,5 +165,9 @@ mod tests {
         };
         assert_eq!(failed.exit_code(), 1);
         assert_eq!(Error::Usage("no".into()).exit_code(), 2);
+        let conflict = Error::Conflict {
+            what: "VisionJob ns/x already exists".into(),
+        };
+        assert_eq!(conflict.exit_code(), 6);
     }
 }

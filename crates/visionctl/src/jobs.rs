@@ -19,6 +19,7 @@ use crate::cluster::{Session, list_all};
 use crate::output::{self, Format, age, out, print_table};
 use crate::{Error, Result};
 use vision_api::contract::LABEL_JOB;
+use vision_api::submit::ANNOTATION_REQUEST_ID;
 use vision_api::{JobPhase, VisionJob, VisionJobSpec};
 
 /// `kind.group/`, the prefix of `-o name` and of kubectl's messages.
@@ -167,9 +168,74 @@ pub enum DryRun {
     Server,
 }
 
+/// What became of one job `submit` sent.
+enum Submitted {
+    Created(VisionJob),
+    /// A job submitted for a request id existed already with the same spec:
+    /// an earlier submission of the same request.
+    Existing(VisionJob),
+}
+
+/// Creates one job. When its name is taken: a job submitted for a request
+/// id (`vision_api::submit`, the annotation [`ANNOTATION_REQUEST_ID`]) is
+/// this submission if the job there has the same spec, and a conflict if
+/// not; any other job is a conflict.
+async fn create(
+    api: &Api<VisionJob>,
+    pp: &PostParams,
+    job: &VisionJob,
+    id: &str,
+) -> Result<Submitted> {
+    let request_id = job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_REQUEST_ID));
+    // A job found taken but gone when read was deleted meanwhile: create again.
+    for _ in 0..3 {
+        let e = match api.create(pp, job).await {
+            Ok(created) => return Ok(Submitted::Created(created)),
+            Err(e) => e,
+        };
+        let (Some(name), kube::Error::Api(status)) = (&job.metadata.name, &e) else {
+            return Err(Error::from_api(e, KIND, id));
+        };
+        if status.code != 409 {
+            return Err(Error::from_api(e, KIND, id));
+        }
+        let Some(request_id) = request_id else {
+            return Err(Error::Conflict {
+                what: format!("VisionJob {id} already exists"),
+            });
+        };
+        let Some(existing) = api
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::from_api(e, KIND, id))?
+        else {
+            continue;
+        };
+        let differences = vision_api::submit::differences(&existing, job);
+        if differences.is_empty() {
+            return Ok(Submitted::Existing(existing));
+        }
+        return Err(Error::Conflict {
+            what: format!(
+                "VisionJob {id} exists with another {}: request id {request_id:?} was submitted before with other values",
+                differences.join(", ")
+            ),
+        });
+    }
+    Err(Error::Other(format!(
+        "VisionJob {id} was deleted each time it was found taken; submit again"
+    )))
+}
+
 /// Creates `jobs` in the session's namespace (unless a job names its own),
 /// `concurrency` requests at a time; prints each (or a summary for many).
-/// Returns the created jobs; any refusal is an error after all were tried.
+/// A job submitted for a request id that exists with the same spec is
+/// printed as `unchanged`. Returns the created (or existing) jobs; any
+/// refusal is an error after all were tried.
 pub async fn submit(
     s: &Session,
     jobs: Vec<VisionJob>,
@@ -197,7 +263,7 @@ pub async fn submit(
     let total = jobs.len();
     let quiet = total > 20 && output == Format::Name;
     let started = Instant::now();
-    let results: Vec<(String, kube::Result<VisionJob>)> = futures::stream::iter(jobs)
+    let results: Vec<Result<Submitted>> = futures::stream::iter(jobs)
         .map(|job| {
             let api: Api<VisionJob> = Api::namespaced(
                 s.client.clone(),
@@ -214,20 +280,21 @@ pub async fn submit(
                         .or(job.metadata.generate_name.clone().map(|g| format!("{g}*")))
                         .unwrap_or_default()
                 );
-                (id, api.create(&pp, &job).await)
+                create(&api, &pp, &job, &id).await
             }
         })
         .buffered(concurrency.max(1))
         .collect()
         .await;
     let mut created = Vec::new();
+    let mut existing = Vec::new();
     let mut first_error = None;
     let mut errors = BTreeMap::<String, u32>::new();
-    for (id, r) in results {
+    for r in results {
         match r {
-            Ok(job) => created.push(job),
+            Ok(Submitted::Created(job)) => created.push(job),
+            Ok(Submitted::Existing(job)) => existing.push(job),
             Err(e) => {
-                let e = Error::from_api(e, KIND, &id);
                 *errors.entry(crate::error::chain(&e)).or_default() += 1;
                 first_error.get_or_insert(e);
             }
@@ -247,8 +314,14 @@ pub async fn submit(
             created.len() as f64 / secs.max(1e-3)
         ));
     } else {
-        print_jobs(&created, output, suffix)?;
+        if !created.is_empty() || existing.is_empty() {
+            print_jobs(&created, output, suffix)?;
+        }
+        if !existing.is_empty() {
+            print_jobs(&existing, output, " unchanged (already submitted)")?;
+        }
     }
+    created.extend(existing);
     match first_error {
         None => Ok(created),
         Some(e) if total == 1 => Err(e),
