@@ -140,9 +140,11 @@ def test_the_check_sees_a_difference() -> None:
     del node["properties"]["gpus"]
     node["properties"]["retries"]["maximum"] = 30
     node["properties"]["suspend"] = {"type": "integer"}
+    node["properties"]["output"]["properties"]["persistentVolumeClaim"]["required"] = []
     assert mismatches(VisionJobSpec, node, "spec") == [
         "spec.newField: in the schema, not in VisionJobSpec",
         "spec.gpus: in VisionJobSpec, not in the schema",
+        "spec.output.persistentVolumeClaim: required ['claimName'], the schema []",
         "spec.retries: bounds {'minimum': 0, 'maximum': 20}, the schema {'minimum': 0.0, 'maximum': 30}",
         "spec.suspend: {<class 'bool'>}, the schema <class 'int'>",
     ]
@@ -172,6 +174,7 @@ def test_a_job_round_trips_through_its_camel_case_json() -> None:
             "timeoutSeconds": 60,
             "ttlSecondsAfterFinished": 30,
             "suspend": False,
+            "output": {"persistentVolumeClaim": {"claimName": "results"}, "path": "cam42"},
         },
         "status": {
             "phase": "Succeeded",
@@ -179,6 +182,7 @@ def test_a_job_round_trips_through_its_camel_case_json() -> None:
             "podName": "frame-1-1",
             "finishedAt": "2026-11-30T01:00:00Z",
             "result": {"objects": []},
+            "output": {"claimName": "results", "path": "cam42/1"},
             "conditions": [
                 {
                     "type": "Finished",
@@ -197,6 +201,8 @@ def test_a_job_round_trips_through_its_camel_case_json() -> None:
     assert job.result == {"objects": []}
     assert job.condition("Finished") is not None
     assert job.metadata.resource_version == "42"
+    assert job.spec.output is not None and job.spec.output.persistent_volume_claim.claim_name == "results"
+    assert job.status is not None and job.status.output is not None and job.status.output.path == "cam42/1"
     back = job.to_dict()
     assert back["spec"] == wire["spec"]
     assert back["metadata"]["managedFields"] == []

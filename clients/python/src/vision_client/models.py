@@ -69,6 +69,31 @@ class JobPhase(str, Enum):
 FINAL_PHASES = frozenset({JobPhase.SUCCEEDED, JobPhase.FAILED, JobPhase.REJECTED})
 
 
+class OutputClaim(_Model):
+    """A PersistentVolumeClaim by name, in the job's namespace."""
+
+    claim_name: str = Field(min_length=1, max_length=253)
+
+
+class JobOutput(_Model):
+    """Where a job's outputs too large for ``status.result`` go: a directory on
+    a PersistentVolumeClaim. Each attempt writes into ``<path>/<attempt>``
+    (mounted at ``$VISION_OUTPUT_DIR`` in the algorithm container) and lists
+    its files in its result (``"outputs": [{"path", "size", "sha256"}]``)."""
+
+    persistent_volume_claim: OutputClaim
+    path: str | None = Field(default=None, min_length=1, max_length=1024)
+    """The directory within the claim, relative to its root; default: the job's name."""
+
+
+class OutputLocation(_Model):
+    """Where an attempt's outputs are: the claim and the directory within it."""
+
+    claim_name: str
+    path: str
+    """The attempt's directory within the claim: ``<spec.output.path>/<attempt>``."""
+
+
 class VisionJobSpec(_Model):
     """What to run: one run of a registered algorithm on one input.
 
@@ -96,7 +121,10 @@ class VisionJobSpec(_Model):
     suspend: bool = False
     """True stops the job (pod deleted, slot freed) until set back to false."""
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
-    """Seconds after a final phase after which the operator deletes the job."""
+    """Seconds after a final phase after which the operator deletes the job;
+    default: the queue's ``defaultTtlSecondsAfterFinished``, else kept."""
+    output: JobOutput | None = None
+    """Where large outputs go (a directory on a PersistentVolumeClaim); unset: none."""
 
 
 class Condition(_Model):
@@ -138,6 +166,8 @@ class VisionJobStatus(_Model):
     """Admitted, Running, Complete, Failed, Finished (see the CRD)."""
     observed_generation: int | None = None
     """The spec generation this status was computed from."""
+    output: OutputLocation | None = None
+    """Where the last attempt's outputs are, for a job with ``spec.output``."""
 
 
 class ObjectMeta(_Model):
