@@ -4,9 +4,15 @@
 # stops the cluster on exit.
 #
 # The real node (kubelet + containerd, hack/node/) is started too when the
-# run includes tests/real_node.rs (no target-selecting argument, or
-# `--test real_node`); REAL_NODE=1 or 0 forces it on or off. It goes down
+# run includes tests/real_node.rs or tests/real_runtime.rs (no
+# target-selecting argument, or `--test real_node` / `--test real_runtime`);
+# REAL_NODE=1 or 0 forces it on or off. It goes down
 # with the cluster.
+#
+# After cargo's tests, the Python client's (clients/python: ruff, mypy,
+# pytest, its e2e tests on the same cluster) run through hack/python.sh,
+# which makes their virtualenv; not when the arguments pick cargo targets
+# (--test X, --lib, ...); PYTHON_TESTS=1 or 0 forces them on or off.
 #
 # KEEP_CLUSTER=1 leaves the cluster running. Without KEEP_CLUSTER, a cluster
 # that was already running when this script started (a developer's, shared by
@@ -67,9 +73,20 @@ for a in "$@"; do
   esac
 done
 for a in "$@"; do
-  case "$a" in real_node | --test=real_node) real_node=1 ;; esac
+  case "$a" in real_node | real_runtime | --test=real_node | --test=real_runtime) real_node=1 ;; esac
 done
 real_node="${REAL_NODE:-$real_node}"
+# The Python client's tests (hack/python.sh test: ruff, mypy, pytest, the e2e
+# ones on this cluster) run after cargo's, unless the arguments pick cargo
+# targets; PYTHON_TESTS=1 or 0 forces them on or off.
+python_tests=1
+for a in "$@"; do
+  case "$a" in
+    --test | --tests | --lib | --bin | --bin=* | --bins | --bench | --bench=* | --benches | --example | --example=* | --examples | --doc | --test=*)
+      python_tests=0 ;;
+  esac
+done
+python_tests="${PYTHON_TESTS:-$python_tests}"
 up_args=()
 if [ "$real_node" = 1 ]; then up_args+=(--real-node); fi
 if ! hack/cluster.sh up "${up_args[@]}" >.local/logs/cluster-up.log 2>&1; then
@@ -108,8 +125,16 @@ fi
 # Two test threads, set through the environment: `-- --test-threads=2` would
 # also reach the criterion bench binaries (--all-targets), which reject it.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
+rc=0
 if [ ${#test_args[@]} -gt 0 ]; then
-  cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}" -- "${test_args[@]}"
+  cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}" -- "${test_args[@]}" || rc=$?
 else
-  cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}"
+  cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}" || rc=$?
 fi
+if [ "$python_tests" = 1 ]; then
+  # Its e2e tests start target/debug/vision-operator (built above unless the
+  # run picked targets).
+  echo "[test] clients/python: hack/python.sh test"
+  { cargo build --features e2e --bin vision-operator && hack/python.sh test; } || rc=1
+fi
+exit "$rc"
