@@ -90,6 +90,8 @@ def test_wait_returns_a_succeeded_job_with_its_result(world: World, jobs: Vision
     assert done.phase is JobPhase.SUCCEEDED
     assert done.status is not None and done.status.reason == "Completed"
     assert done.result == result
+    finished = done.condition("Finished")
+    assert finished is not None and (finished.status, finished.reason) == ("True", "Succeeded")
     assert jobs.result(job.name or "") == result
 
 
@@ -103,6 +105,8 @@ def test_wait_returns_a_failed_job_not_a_timeout(world: World, jobs: VisionClien
 
     assert done.phase is JobPhase.FAILED
     assert done.status is not None and done.status.reason == "BackoffLimitExceeded"
+    finished = done.condition("Finished")
+    assert finished is not None and (finished.status, finished.reason) == ("True", "Failed")
     with pytest.raises(JobNotSucceeded) as not_succeeded:
         jobs.result(job.name or "")
     assert not_succeeded.value.job.phase is JobPhase.FAILED
