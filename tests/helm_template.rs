@@ -338,53 +338,107 @@ fn template_rbac_is_exactly_what_the_operator_uses() {
         json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "vo-vision-operator-leader-election"})
     );
 
-    // Roles for people, aggregated into the built-in ones: VisionJobs only.
+    // Roles for people, aggregated into the built-in ones (namespaced:
+    // VisionJobs only), never a status write.
+    let g = "vision.zjlab.io";
+    let all_verbs = [
+        "get",
+        "list",
+        "watch",
+        "create",
+        "update",
+        "patch",
+        "delete",
+        "deletecollection",
+    ];
     let edit = find(&objs, "ClusterRole", "vo-vision-operator-edit");
     assert_eq!(
-        edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"],
-        "true"
-    );
-    assert_eq!(
-        edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"],
-        "true"
+        aggregation_labels(edit),
+        BTreeMap::from([
+            ("rbac.authorization.k8s.io/aggregate-to-admin", "true"),
+            ("rbac.authorization.k8s.io/aggregate-to-edit", "true"),
+        ])
     );
     assert_eq!(
         rules(edit),
-        BTreeSet::from([rule(
-            &["vision.zjlab.io"],
-            &["visionjobs"],
-            &[],
-            &[
-                "get",
-                "list",
-                "watch",
-                "create",
-                "update",
-                "patch",
-                "delete",
-                "deletecollection"
-            ],
-        )])
+        BTreeSet::from([rule(&[g], &["visionjobs"], &[], &all_verbs)])
     );
     let view = find(&objs, "ClusterRole", "vo-vision-operator-view");
     assert_eq!(
-        view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
-        "true"
+        aggregation_labels(view),
+        BTreeMap::from([("rbac.authorization.k8s.io/aggregate-to-view", "true")])
     );
     assert_eq!(
         rules(view),
-        BTreeSet::from([rule(
-            &["vision.zjlab.io"],
-            &["visionjobs"],
-            &[],
-            &["get", "list", "watch"]
-        )])
+        BTreeSet::from([
+            rule(&[g], &["visionjobs"], &[], &["get", "list", "watch"]),
+            rule(&[g], &["visionjobs/status"], &[], &["get"]),
+        ])
     );
-    assert_eq!(count(&objs, "ClusterRole"), 3);
+    // Queues and algorithms (cluster-scoped): read by every authenticated
+    // identity through a ClusterRoleBinding, not aggregated.
+    let reader = find(&objs, "ClusterRole", "vo-vision-operator-queue-reader");
+    assert_eq!(aggregation_labels(reader), BTreeMap::new());
+    assert_eq!(
+        rules(reader),
+        BTreeSet::from([
+            rule(
+                &[g],
+                &["visionqueues", "visionalgorithms"],
+                &[],
+                &["get", "list", "watch"]
+            ),
+            rule(
+                &[g],
+                &["visionqueues/status", "visionalgorithms/status"],
+                &[],
+                &["get"]
+            ),
+        ])
+    );
+    let reader_binding = find(
+        &objs,
+        "ClusterRoleBinding",
+        "vo-vision-operator-queue-reader",
+    );
+    assert_eq!(
+        reader_binding["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "vo-vision-operator-queue-reader"})
+    );
+    assert_eq!(
+        reader_binding["subjects"],
+        json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}])
+    );
+    // The platform's admins: all three kinds everywhere, no status write;
+    // created, bound only to the groups the values name (none by default).
+    let platform = find(&objs, "ClusterRole", "vo-vision-operator-platform-admin");
+    assert_eq!(aggregation_labels(platform), BTreeMap::new());
+    assert_eq!(
+        rules(platform),
+        BTreeSet::from([
+            rule(
+                &[g],
+                &["visionqueues", "visionalgorithms", "visionjobs"],
+                &[],
+                &all_verbs
+            ),
+            rule(
+                &[g],
+                &[
+                    "visionqueues/status",
+                    "visionalgorithms/status",
+                    "visionjobs/status"
+                ],
+                &[],
+                &["get"]
+            ),
+        ])
+    );
+    assert_eq!(count(&objs, "ClusterRole"), 5);
     assert_eq!(
         count(&objs, "ClusterRoleBinding"),
-        1,
-        "only the operator's own role is bound"
+        2,
+        "the operator's role and the queue reader's are bound"
     );
 
     // No wildcard, no secret anywhere.
@@ -407,13 +461,75 @@ fn template_rbac_is_exactly_what_the_operator_uses() {
     assert_eq!(rules(role), expected_lease_rules("vo-lease"));
     let objs = render(&["--set", "leaderElection.enabled=false,replicaCount=1"]);
     assert_eq!(count(&objs, "Role") + count(&objs, "RoleBinding"), 0);
-    assert_eq!(count(&objs, "ClusterRole"), 3);
+    assert_eq!(count(&objs, "ClusterRole"), 5);
     let objs = render(&["--set", "rbac.create=false"]);
     for k in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
         assert_eq!(count(&objs, k), 0, "{k} rendered with rbac.create=false");
     }
     let objs = render(&["--set", "rbac.aggregateToDefaultRoles=false"]);
-    assert_eq!(count(&objs, "ClusterRole"), 1);
+    assert_eq!(
+        names(&objs, "ClusterRole"),
+        BTreeSet::from([
+            "vo-vision-operator",
+            "vo-vision-operator-queue-reader",
+            "vo-vision-operator-platform-admin"
+        ])
+    );
+    // No queue readers: the role stays (to bind yourself), its binding goes.
+    let objs = render(&["--set-json", "rbac.queueReaderGroups=[]"]);
+    find(&objs, "ClusterRole", "vo-vision-operator-queue-reader");
+    assert_eq!(
+        names(&objs, "ClusterRoleBinding"),
+        BTreeSet::from(["vo-vision-operator"])
+    );
+    // Groups of your own, for both.
+    let objs = render(&[
+        "--set-json",
+        r#"rbac.queueReaderGroups=["vision-users","system:serviceaccounts:team-a"]"#,
+        "--set-json",
+        r#"rbac.platformAdminGroups=["platform-team"]"#,
+    ]);
+    let group = |name: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": name});
+    assert_eq!(
+        find(
+            &objs,
+            "ClusterRoleBinding",
+            "vo-vision-operator-queue-reader"
+        )["subjects"],
+        json!([
+            group("vision-users"),
+            group("system:serviceaccounts:team-a")
+        ])
+    );
+    let admins = find(
+        &objs,
+        "ClusterRoleBinding",
+        "vo-vision-operator-platform-admin",
+    );
+    assert_eq!(admins["subjects"], json!([group("platform-team")]));
+    assert_eq!(
+        admins["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "vo-vision-operator-platform-admin"})
+    );
+}
+
+/// The `rbac.authorization.k8s.io/aggregate-to-*` labels of a role.
+fn aggregation_labels(role: &Value) -> BTreeMap<&str, &str> {
+    role["metadata"]["labels"]
+        .as_object()
+        .expect("labels")
+        .iter()
+        .filter(|(k, _)| k.starts_with("rbac.authorization.k8s.io/aggregate-to-"))
+        .map(|(k, v)| (k.as_str(), v.as_str().expect("a string label")))
+        .collect()
+}
+
+/// The names of the rendered objects of a kind.
+fn names<'a>(objs: &'a [Value], kind: &str) -> BTreeSet<&'a str> {
+    objs.iter()
+        .filter(|o| o["kind"] == kind)
+        .map(|o| o["metadata"]["name"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
@@ -548,6 +664,8 @@ fn schema_rejects_wrong_values() {
         ("leaderElection.enabled=false", "replicaCount"),
         ("replicas=3", "replicas"),
         ("resources.limits.memory=lots", "memory"),
+        ("rbac.queueReaderGroups=everyone", "queueReaderGroups"),
+        ("rbac.platformAdminGroups=admins", "platformAdminGroups"),
     ];
     for (set, needle) in cases {
         let out = helm_raw(&[
