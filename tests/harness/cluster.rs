@@ -238,3 +238,64 @@ impl Drop for ClusterObjects {
         }
     }
 }
+
+/// Writes to `path` a kubeconfig for the local cluster (the server and CA of
+/// the admin kubeconfig) that authenticates with `token` only, e.g. a
+/// ServiceAccount's from the TokenRequest API: a user's credentials, not the
+/// admin's impersonating them. Its context's namespace is `namespace`.
+pub fn token_kubeconfig(token: &str, namespace: &str, path: &std::path::Path) {
+    use kube::config::{AuthInfo, Context, NamedAuthInfo, NamedCluster, NamedContext};
+    let admin_path = kubeconfig_path();
+    // read_from makes the CA path absolute.
+    let admin = Kubeconfig::read_from(&admin_path)
+        .unwrap_or_else(|e| panic!("{NOT_REACHABLE} (kubeconfig {}: {e})", admin_path.display()));
+    let current = admin
+        .current_context
+        .as_deref()
+        .expect("the admin kubeconfig has a current-context");
+    let cluster_name = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .expect("the admin kubeconfig's current context");
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .and_then(|c| c.cluster.clone())
+        .expect("the admin kubeconfig's current cluster");
+    let config = Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: "local".into(),
+            cluster: Some(cluster),
+            ..Default::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: "user".into(),
+            auth_info: Some(AuthInfo {
+                token: Some(token.to_string().into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        contexts: vec![NamedContext {
+            name: "user".into(),
+            context: Some(Context {
+                cluster: "local".into(),
+                user: Some("user".into()),
+                namespace: Some(namespace.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        current_context: Some("user".into()),
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        ..Default::default()
+    };
+    // JSON is YAML: every kubeconfig reader takes it.
+    let text = serde_json::to_string_pretty(&config).expect("a kubeconfig serializes");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
