@@ -28,6 +28,8 @@ from vision_client import (
         ("a" * 60, "req-42", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-fd1180d9f0c0819f0005"),
         # Cut at 42 characters, then the '-' left at the end is dropped.
         ("x" * 41 + ".y", "r", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx-454349e422f05297191e"),
+        # docs/CLIENTS.md's example.
+        ("frontend", "order-7f3a", "frontend-a99cd93de9749eb1db41"),
         # More of this client's.
         ("yolo-detect", "req-0001", "yolo-detect-12e1c1ff8535e49a18a7"),
         ("  Team_A / OCR!! ", "req-0001", "team-a-ocr-12e1c1ff8535e49a18a7"),
