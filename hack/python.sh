@@ -11,12 +11,13 @@
 # $VISION_CACHE_DIR/python/venv-<key> (~/.cache/vision-operator by default),
 # keyed by clients/python/pyproject.toml, the Python version and this
 # checkout's path (the client is installed editable: the venv points into
-# the checkout). A change of any of them makes a new venv; a venv appears
-# only once complete (a marker file written last), builds are serialised
-# with flock, and a new venv removes the older ones of the same checkout. Packages come from PyPI (pip's own cache makes a rebuild
-# cheap). PYTHON picks the interpreter (default python3, >= 3.10); when its
-# venv module is missing (Debian without python3-venv) the package is
-# installed with apt-get.
+# the checkout). A change of any of them makes a new venv, which removes
+# the older ones of the same checkout; a venv appears only once complete (a
+# marker file written last), and builds are serialised with flock.
+# Packages come from PyPI (pip's own cache makes a rebuild cheap). PYTHON
+# picks the interpreter (default python3, >= 3.10); when its venv module is
+# missing (Debian without python3-venv) the package is installed with
+# apt-get.
 #
 # The e2e tests need a running cluster (hack/cluster.sh up) and the operator
 # binary (target/debug/vision-operator, built by cargo test or
