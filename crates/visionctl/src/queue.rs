@@ -183,6 +183,15 @@ pub async fn queue(
             }
             println!("  ordering  {:?}", q.spec.ordering);
             println!("  paused    {}", q.spec.paused);
+            match q.spec.default_ttl_seconds_after_finished {
+                Some(t) => println!(
+                    "  job ttl   {} after they finish, for jobs without a TTL of their own",
+                    humantime::format_duration(std::time::Duration::from_secs(t.max(0) as u64))
+                ),
+                None => {
+                    println!("  job ttl   none: finished jobs without a TTL of their own are kept")
+                }
+            }
             println!(
                 "  admitted  {} since the operator's leader started",
                 st.admitted_total
