@@ -4,7 +4,9 @@ errors. Pods are simulated on KWOK nodes, scripted by job annotations."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from kubernetes import client as k8s
 from vision_client import (
     ANNOTATION_REQUEST_ID,
     InvalidJob,
+    JobDeleted,
     JobNotFound,
     JobNotSucceeded,
     JobPhase,
@@ -122,6 +125,27 @@ def test_wait_on_a_job_still_running_times_out_with_the_job_as_last_seen(world: 
         assert timeout.value.last.phase is None or not timeout.value.last.phase.is_final
     finally:
         jobs.cancel(name)
+
+
+def test_wait_on_a_job_cancelled_meanwhile_raises_job_deleted(
+    world: World, jobs: VisionClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = jobs.create(scripted(world, {SIM_DURATION: "1h"}), request_id=request_id())
+    name = job.name or ""
+    watching = threading.Event()
+    watch = VisionClient._watch
+
+    def spied(self: VisionClient, *args: Any, **kwargs: Any) -> VisionJob | None:
+        watching.set()  # the wait read the job and watches from its resourceVersion
+        return watch(self, *args, **kwargs)
+
+    monkeypatch.setattr(VisionClient, "_watch", spied)
+    with ThreadPoolExecutor(1) as pool:
+        waited = pool.submit(jobs.wait, name, T)
+        assert watching.wait(T)
+        jobs.cancel(name)
+        with pytest.raises(JobDeleted):
+            waited.result(T)
 
 
 def test_cancel_deletes_the_job_and_its_pod(world: World, jobs: VisionClient) -> None:

@@ -194,9 +194,14 @@ class VisionClient:
             if remaining <= 0:
                 raise WaitTimeout(self.namespace, name, timeout, job)
             seen = self._watch(name, job, remaining, until=lambda j: j.is_finished)
-            # None: the watch ended (its time ran out, or it was too old to
-            # resume): read the job again, then watch again if there is time.
-            job = seen if seen is not None else self.get(name)
+            if seen is None:
+                # The watch ended (its time ran out, or it was too old to
+                # resume): read the job again, then watch again if there is time.
+                try:
+                    seen = self.get(name)
+                except JobNotFound:
+                    raise JobDeleted(self.namespace, name) from None
+            job = seen
         return job
 
     def _watch(
