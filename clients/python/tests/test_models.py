@@ -181,7 +181,10 @@ def test_a_job_round_trips_through_its_camel_case_json() -> None:
             "reason": "Completed",
             "podName": "frame-1-1",
             "finishedAt": "2026-11-30T01:00:00Z",
-            "result": {"objects": []},
+            "result": {
+                "objects": [],
+                "outputs": [{"path": "faces.jpg", "size": 64544, "sha256": "e6b37af1", "mediaType": "image/jpeg"}],
+            },
             "output": {"claimName": "results", "path": "cam42/1"},
             "conditions": [
                 {
@@ -198,7 +201,10 @@ def test_a_job_round_trips_through_its_camel_case_json() -> None:
     job = VisionJob.model_validate(wire)
     assert job.spec.timeout_seconds == 60
     assert job.phase is JobPhase.SUCCEEDED and job.is_finished
-    assert job.result == {"objects": []}
+    assert job.result["objects"] == []
+    (output,) = job.outputs
+    assert (output.path, output.size, output.sha256) == ("faces.jpg", 64544, "e6b37af1")
+    assert output.model_extra == {"mediaType": "image/jpeg"}
     assert job.condition("Finished") is not None
     assert job.metadata.resource_version == "42"
     assert job.spec.output is not None and job.spec.output.persistent_volume_claim.claim_name == "results"
@@ -218,3 +224,10 @@ def test_a_spec_sends_only_what_is_set() -> None:
         "timeoutSeconds": 60,
         "suspend": False,
     }
+
+
+def test_a_result_without_outputs_lists_none() -> None:
+    results: list[Any] = [None, "text", {"objects": []}, {"outputs": "not a list"}]
+    for result in results:
+        job = VisionJob.model_validate({"spec": {"algorithm": "a"}, "status": {"result": result}})
+        assert job.outputs == []

@@ -28,6 +28,8 @@ KIND = "VisionJob"
 PLURAL = "visionjobs"
 #: The queue a job goes to when it names none.
 DEFAULT_QUEUE = "default"
+#: The key of ``status.result`` listing the files written to the output directory.
+RESULT_OUTPUTS = "outputs"
 
 
 class _Model(BaseModel):
@@ -187,6 +189,21 @@ class ObjectMeta(_Model):
     finalizers: list[str] | None = None
 
 
+class OutputFile(_Model):
+    """A file an attempt wrote to its output directory, as the algorithm lists
+    it in its result (``status.result.outputs[]``). Keys of its own
+    (``mediaType``, ...) are kept as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    path: str
+    """Relative to the attempt's directory (``status.output.path``)."""
+    size: int
+    """Bytes."""
+    sha256: str
+    """Hex SHA-256 of the content: check it when reading the file."""
+
+
 class VisionJob(_Model):
     """A VisionJob object: metadata, spec and (once the operator saw it) status."""
 
@@ -215,6 +232,16 @@ class VisionJob(_Model):
     def result(self) -> Any:
         """``status.result`` (None without one)."""
         return self.status.result if self.status else None
+
+    @property
+    def outputs(self) -> list[OutputFile]:
+        """The files listed in ``status.result.outputs`` (a job with
+        ``spec.output``); empty without. Each is at
+        ``<status.output.path>/<file.path>`` on the claim
+        ``status.output.claim_name`` (docs/CLIENTS.md, "Large outputs")."""
+        result = self.result
+        listed = result.get(RESULT_OUTPUTS) if isinstance(result, dict) else None
+        return [OutputFile.model_validate(f) for f in listed] if isinstance(listed, list) else []
 
     def condition(self, type_: str) -> Condition | None:
         """The status condition of type ``type_``, if the job has one."""
