@@ -264,7 +264,6 @@ class VisionClient:
         :class:`WaitTimeout`. Raises :class:`JobNotFound` if there is no such
         job (also when a cancel is repeated).
         """
-        deadline = None if wait is None else time.monotonic() + wait
         self._call(
             lambda: self._api.delete_namespaced_custom_object(
                 GROUP,
@@ -276,8 +275,9 @@ class VisionClient:
             ),
             name,
         )
-        if deadline is None or wait is None:
+        if wait is None:
             return
+        deadline = time.monotonic() + wait
         while True:
             try:
                 job = self.get(name)
