@@ -662,6 +662,27 @@ mod output_volume {
         // Declared after the scenario: dropped first, before its namespace goes.
         let storage = HostClaim::create(&s.client, &s.namespace, "results").await;
 
+        // A path out of the claim's root is refused at create time (CEL).
+        let mut escaping = s.job("escaping", "face-detect");
+        escaping.spec.output = Some(JobOutput {
+            persistent_volume_claim: OutputClaim {
+                claim_name: "results".into(),
+            },
+            path: Some("../other-team".into()),
+        });
+        match s.jobs().create(&PostParams::default(), &escaping).await {
+            Err(kube::Error::Api(status)) => {
+                assert_eq!(status.code, 422, "{status:?}");
+                assert!(
+                    status
+                        .message
+                        .contains("spec.output.path must not contain a '..' element"),
+                    "{status:?}"
+                );
+            }
+            other => panic!("a job writing outside its claim was not refused: {other:?}"),
+        }
+
         let mut job = s
             .job("astronaut", "face-detect")
             .with_input(json!({"image": "astronaut.jpg"}))
