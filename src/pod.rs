@@ -202,6 +202,7 @@ pub fn build_pod(
             labels: Some(labels),
             annotations: Some(annotations),
             owner_references: Some(vec![owner_reference(job, uid)]),
+            finalizers: Some(vec![crate::api::contract::POD_FINALIZER.into()]),
             ..Default::default()
         },
         spec: Some(spec),

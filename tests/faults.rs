@@ -11,6 +11,7 @@ use harness::{Scenario, sim};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use vision_api::JobPhase;
+use vision_api::contract::POD_FINALIZER;
 use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
 
 const T: Duration = Duration::from_secs(60);
@@ -104,4 +105,100 @@ async fn a_deleted_job_holds_its_slot_across_a_leader_change_until_its_pod_is_go
     .await;
     assert!(gone, "the deleted job a is still there after its pod went");
     assert_eq!(pods.max_live(), 1, "never more live pods than maxRunning 1");
+}
+
+/// A finished pod deleted before the operator recorded its outcome (the
+/// terminated-pod garbage collector, a node's deletion, an admin's `kubectl
+/// delete pod`) must still give the job its outcome: the pod's tracking
+/// finalizer keeps it until the status holds it.
+///
+/// Without the finalizer (the code before it, e.g. c6ca22f) the pod is gone
+/// when the operator comes back; the attempt had started, so its pod's
+/// absence reads as a failure: the job is retried and runs a second time
+/// (attempt 2, pod `a-2`), and this test fails.
+#[tokio::test]
+async fn a_finished_pod_deleted_before_its_outcome_is_recorded_still_gives_it() {
+    let mut w = Scenario::new("unrecorded")
+        .queue(mk_queue("pool", 1))
+        .algorithm(
+            mk_algorithm("detect")
+                .with_retries(2)
+                .with_template_annotations(&[
+                    (sim::DURATION, "4s"),
+                    (sim::MESSAGE, r#"{"boxes":3}"#),
+                ]),
+        )
+        .operator()
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    w.submit(w.job("a", "detect")).await;
+    w.wait_phase("a", JobPhase::Running, T).await;
+
+    // The operator goes down while the pod runs...
+    w.operators[0].kill();
+    w.operators.clear();
+    assert_eq!(
+        w.get("a").await.phase(),
+        Some(JobPhase::Running),
+        "the job finished before the operator was stopped: nothing tested"
+    );
+    // ... the pod finishes meanwhile, and is deleted before anyone read it.
+    let succeeded = harness::wait_for(T, || async {
+        w.pods()
+            .get_opt("a-1")
+            .await
+            .unwrap()
+            .and_then(|p| p.status?.phase)
+            .as_deref()
+            == Some("Succeeded")
+    })
+    .await;
+    assert!(succeeded, "pod a-1 did not succeed");
+    w.delete_pod("a-1").await;
+    // Its node confirmed the deletion (grace period 0); only the finalizer holds it.
+    let held = harness::wait_for(T, || async {
+        w.pods()
+            .get_opt("a-1")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.metadata.deletion_grace_period_seconds == Some(0))
+    })
+    .await;
+    let pod = w.pods().get_opt("a-1").await.unwrap();
+    assert!(
+        held,
+        "pod a-1 must stay, deleted, while its outcome is unrecorded: {:?}",
+        pod.map(|p| p.metadata)
+    );
+    let pod = pod.unwrap();
+    assert!(pod.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        pod.metadata.finalizers,
+        Some(vec![POD_FINALIZER.to_string()])
+    );
+
+    // The operator comes back: the outcome is read from the held pod.
+    w.start_operator().await;
+    let a = w
+        .wait_phase("a", JobPhase::Succeeded, T)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(
+        (a.attempts, a.result),
+        (Some(1), Some(json!({"boxes": 3}))),
+        "the job must succeed with attempt 1's result"
+    );
+    // Recorded: the pod is let go.
+    let gone = harness::wait_for(T, || async {
+        w.pods().get_opt("a-1").await.unwrap().is_none()
+    })
+    .await;
+    assert!(gone, "pod a-1 still there after its outcome was recorded");
+    assert_eq!(
+        pods.with(|t| t.pods.iter().map(|p| p.0.clone()).collect::<Vec<_>>()),
+        vec!["a-1".to_string()],
+        "exactly one pod was ever created"
+    );
 }

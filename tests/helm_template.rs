@@ -131,7 +131,7 @@ fn expected_cluster_rules() -> BTreeSet<Rule> {
             &[""],
             &["pods"],
             &[],
-            &["get", "list", "watch", "create", "delete"],
+            &["get", "list", "watch", "create", "patch", "delete"],
         ),
         rule(&["events.k8s.io"], &["events"], &[], &["create", "patch"]),
     ])

@@ -193,6 +193,12 @@ async fn perform(job: &VisionJob, ctx: &Context, step: Step) -> Result<Action> {
             }
             after(job, then)
         }
+        Step::ReleasePods { pods, then } => {
+            for pod in &pods {
+                ctx.writer.release_pod(pod).await?;
+            }
+            after(job, then)
+        }
         Step::DeleteJob => {
             ctx.writer.delete_job(job).await?;
             Ok(Action::await_change())

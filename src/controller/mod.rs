@@ -30,7 +30,7 @@ use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::api::contract::MANAGER;
+use crate::api::contract::{MANAGER, POD_FINALIZER};
 use crate::api::{VisionAlgorithm, VisionJob, VisionQueue};
 use crate::error::{Error, Result};
 use crate::leader::Validity;
@@ -143,6 +143,9 @@ pub async fn run(
         }
     };
     let pod_ctx = ctx.clone();
+    // Wakes the sweep of pods whose job is gone (see `release_orphans`).
+    let orphans_wake = Arc::new(tokio::sync::Notify::new());
+    let (job_wake, pod_wake) = (orphans_wake.clone(), orphans_wake.clone());
     let feeders = futures::future::join4(
         forward(
             jobs,
@@ -150,7 +153,11 @@ pub async fn run(
             pool.clone(),
             Some(job_trigger_tx),
             feed(Kind::Jobs),
-            |_| {},
+            move |event| {
+                if matches!(event, watcher::Event::Delete(_)) {
+                    job_wake.notify_one();
+                }
+            },
         ),
         forward(
             pods,
@@ -158,7 +165,15 @@ pub async fn run(
             pool.clone(),
             Some(pod_trigger_tx),
             feed(Kind::Pods),
-            |event| settle_claims(&pod_ctx.writer, event),
+            move |event| {
+                settle_claims(&pod_ctx.writer, event);
+                if let watcher::Event::Apply(pod) = event
+                    && pod.metadata.deletion_timestamp.is_some()
+                    && holds_outcome(pod)
+                {
+                    pod_wake.notify_one();
+                }
+            },
         ),
         forward(
             queues,
@@ -184,6 +199,7 @@ pub async fn run(
     let (reconcile_all_tx, reconcile_all_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let leader_ctx = ctx.clone();
     let leader_readiness = readiness.clone();
+    let leader_wake = orphans_wake.clone();
     let leader_watch = async move {
         let mut had = false;
         loop {
@@ -204,6 +220,7 @@ pub async fn run(
                 leader_ctx.pool.send(PoolEvent::Leader);
                 leader_ctx.pool.send(PoolEvent::Rebuild(jobs));
                 let _ = reconcile_all_tx.send(());
+                leader_wake.notify_one();
                 had = true;
             } else if !is && had {
                 leader_ctx.set_leader(false);
@@ -218,6 +235,7 @@ pub async fn run(
     };
 
     let dispatcher = dispatch::Dispatcher::new(ctx.clone(), pool_inbox).run();
+    let orphans = release_orphans(ctx.clone(), orphans_wake);
 
     // Graceful stop: admit and write nothing new, let the reconciles in
     // flight finish (the controller's own graceful shutdown), and wait for
@@ -239,6 +257,7 @@ pub async fn run(
         _ = feeders => Err(Error::Ended("a watch")),
         r = leader_watch => r,
         _ = dispatcher => Err(Error::Ended("the dispatcher")),
+        _ = orphans => Err(Error::Ended("the orphan sweep")),
         _ = reconciler => {
             let permits = ctx.settings.max_inflight_writes as u32;
             let drained = tokio::time::timeout(Duration::from_secs(10), ctx.writes.acquire_many(permits)).await;
@@ -340,6 +359,69 @@ async fn forward<K>(
             }
             watcher::Event::Init => {}
             watcher::Event::InitDone => synced(true),
+        }
+    }
+}
+
+/// How often pods whose job is gone are looked for without a hint.
+const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// Whether the pod still carries the operator's tracking finalizer.
+fn holds_outcome(pod: &Pod) -> bool {
+    pod.finalizers().iter().any(|f| f == POD_FINALIZER)
+}
+
+/// Lets go of the tracking finalizer of pods whose job is gone (deleted
+/// without the operator's cleanup, or replaced by a new job of the same
+/// name): no reconcile plans for them, and their outcome can never be
+/// recorded. Runs on the leader when woken (a job deleted, a pod of ours
+/// being deleted, leadership gained) and every [`ORPHAN_SWEEP_EVERY`]. A job
+/// missing from the cache is confirmed missing by a GET first, so a cache
+/// that lags never releases a pod whose job exists.
+async fn release_orphans(ctx: Arc<Context>, wake: Arc<tokio::sync::Notify>) {
+    loop {
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(ORPHAN_SWEEP_EVERY) => {}
+        }
+        if !ctx.is_leader() {
+            continue;
+        }
+        for pod in ctx.pods.state() {
+            if !holds_outcome(&pod) {
+                continue;
+            }
+            let namespace = pod.namespace().unwrap_or_default();
+            let owner = pod
+                .owner_references()
+                .iter()
+                .find(|o| o.kind == "VisionJob" && o.controller == Some(true))
+                .map(|o| (o.name.clone(), o.uid.clone()));
+            if let Some((name, uid)) = &owner {
+                let cached = ctx
+                    .jobs
+                    .get(&reflector::ObjectRef::new(name).within(&namespace));
+                if cached.is_some_and(|j| j.uid().as_deref() == Some(uid.as_str())) {
+                    continue;
+                }
+                let api: Api<VisionJob> = Api::namespaced(ctx.client.clone(), &namespace);
+                match api.get_opt(name).await {
+                    Ok(Some(job)) if job.uid().as_deref() == Some(uid.as_str()) => continue,
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(error = %e, pod = %writer::key_of(pod.as_ref()), "reading the job of a pod failed");
+                        continue;
+                    }
+                }
+            }
+            match ctx.writer.release_pod(&pod).await {
+                Ok(()) => {
+                    info!(pod = %writer::key_of(pod.as_ref()), "released the tracking finalizer of a pod whose job is gone")
+                }
+                Err(e) => {
+                    warn!(error = %e, pod = %writer::key_of(pod.as_ref()), "releasing a pod whose job is gone failed")
+                }
+            }
         }
     }
 }

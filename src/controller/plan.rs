@@ -9,6 +9,15 @@
 //! deleted job has its pods deleted before its slot is released. New and
 //! queued jobs belong to the dispatcher (only their suspension is planned
 //! here).
+//!
+//! Every pod carries the tracking finalizer [`POD_FINALIZER`], so a finished
+//! pod cannot disappear before its outcome is read. The plan removes it
+//! ([`Step::ReleasePods`]) only from a pod whose outcome no longer needs it:
+//! a finished pod of a job whose status already holds that attempt's outcome
+//! (the job is final or suspended, or a later attempt superseded it), any
+//! finished pod of a job being deleted, and a pod that was deleted and
+//! stopped without finishing (its deletion grace period is over, or it
+//! never had a node): it will never say more.
 
 use std::sync::Arc;
 
@@ -17,6 +26,7 @@ use kube::ResourceExt;
 
 use super::settings::Settings;
 use crate::admission::Outcome;
+use crate::api::contract::POD_FINALIZER;
 use crate::api::{JobPhase, VisionAlgorithm, VisionJob, VisionJobStatus};
 use crate::clock::{ms_of, time_at};
 use crate::pod::{
@@ -87,6 +97,9 @@ pub enum Step {
     CreatePod { pod: Box<Pod>, then: Then },
     /// Delete these pods (the job's live pods not already being deleted).
     DeletePods { pods: Vec<Arc<Pod>>, then: Then },
+    /// Remove the tracking finalizer ([`POD_FINALIZER`]) from these pods:
+    /// the job's status holds their outcome, or they have none to give.
+    ReleasePods { pods: Vec<Arc<Pod>>, then: Then },
     /// Delete the finished job: its TTL has passed.
     DeleteJob,
     /// The deleted job has no live pod left: free its slot (and let the
@@ -98,6 +111,15 @@ pub enum Step {
 pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
     let job = view.job;
     if job.metadata.deletion_timestamp.is_some() {
+        // No outcome matters any more: let every finished or stopped pod go
+        // first (a stopped one is still counted live until it is gone).
+        let done = tracked(view, |_| true);
+        if !done.is_empty() {
+            return Step::ReleasePods {
+                pods: done,
+                then: Then::RequeueAfterMs(STOPPING_RECHECK_MS),
+            };
+        }
         return match (live_pods(view).is_empty(), view.creating) {
             (true, false) => Step::Release,
             // The pod being created shows up, then is deleted like the rest.
@@ -106,6 +128,21 @@ pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
         };
     }
     let now = time_at(view.now_ms);
+    // Finished pods whose outcome the status holds: every one of a job not
+    // holding a slot; a former attempt's of a job that does.
+    let current = pod_name(&job.name_any(), attempt_of(job));
+    let recorded = tracked(view, |p| {
+        !matches!(
+            job.phase(),
+            Some(JobPhase::Admitted) | Some(JobPhase::Running)
+        ) || p.name_any() != current
+    });
+    if !recorded.is_empty() {
+        return Step::ReleasePods {
+            pods: recorded,
+            then: Then::AwaitChange,
+        };
+    }
     match job.phase() {
         None | Some(JobPhase::Queued) if job.spec.suspend => {
             write_release(status::suspended(job, &now), None)
@@ -225,6 +262,13 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
         Some(PodState::Failed { reason, .. }) if reason.as_deref() == Some("DeadlineExceeded") => {
             timed_out(view, timeout_ms)
         }
+        // Stopped at its deadline (above): killed, not failed on its own.
+        Some(PodState::Failed { .. })
+            if now_ms >= deadline
+                && pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()) =>
+        {
+            timed_out(view, timeout_ms)
+        }
         Some(PodState::Failed {
             exit_code,
             reason,
@@ -338,6 +382,49 @@ fn live_pods<'a>(view: &View<'a>) -> Vec<&'a Arc<Pod>> {
     view.pods
         .iter()
         .filter(|p| owned_by(p, view.job) && pod_state(p).is_live())
+        .collect()
+}
+
+/// Whether the pod still carries the operator's tracking finalizer.
+fn holds_outcome(pod: &Pod) -> bool {
+    pod.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == POD_FINALIZER)
+}
+
+/// A pod that was deleted and will never finish: its deletion grace period
+/// is over (the kubelet, or kwok, confirmed its containers stopped; or it was
+/// force-deleted), or it was never bound to a node. Only the tracking
+/// finalizer keeps it; without it, it would be gone.
+fn stopped_unfinished(pod: &Pod) -> bool {
+    let meta = &pod.metadata;
+    let unbound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_none_or(str::is_empty);
+    meta.deletion_timestamp.is_some()
+        && (meta.deletion_grace_period_seconds == Some(0) || unbound)
+        && pod_state(pod) == PodState::Terminating
+}
+
+/// The job's pods holding the tracking finalizer that may let it go: the
+/// stopped ones (they have no outcome to give), and the finished ones for
+/// which `recorded` says the job's status holds their outcome.
+fn tracked(view: &View<'_>, recorded: impl Fn(&Pod) -> bool) -> Vec<Arc<Pod>> {
+    view.pods
+        .iter()
+        .filter(|p| owned_by(p, view.job) && holds_outcome(p))
+        .filter(|p| {
+            stopped_unfinished(p)
+                || (matches!(
+                    pod_state(p),
+                    PodState::Succeeded { .. } | PodState::Failed { .. }
+                ) && recorded(p))
+        })
+        .cloned()
         .collect()
 }
 

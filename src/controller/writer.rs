@@ -12,7 +12,9 @@
 //!   reconciler never create one twice; a 409 counts as created only when
 //!   the existing pod is owned by this job. Deleted with a UID precondition,
 //!   as is a job whose TTL has passed, so a newer object of the same name is
-//!   never deleted by mistake.
+//!   never deleted by mistake. The tracking finalizer (`POD_FINALIZER`) is
+//!   removed by a JSON patch that tests the pod's UID and the finalizer's
+//!   place in the list it read.
 
 use std::sync::{Arc, Mutex};
 
@@ -27,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::claims::Claims;
 use super::settings::JobEvents;
-use crate::api::contract::MANAGER;
+use crate::api::contract::{MANAGER, POD_FINALIZER};
 use crate::api::{
     JobPhase, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionJobStatus, VisionQueue,
     VisionQueueStatus,
@@ -221,6 +223,50 @@ impl Writer {
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         delete_exact(&api, pod, DeleteParams::default()).await
+    }
+
+    /// Removes the operator's tracking finalizer from a pod, only if it is
+    /// still the one read (same UID) and the finalizer is still where it was
+    /// read; a pod already gone, or without the finalizer, is not an error.
+    /// A stale read (the test fails: 422, or 409) is a conflict: planned again.
+    pub async fn release_pod(&self, pod: &Pod) -> Result<()> {
+        self.fence()?;
+        let key = key_of(pod);
+        let Some(index) = pod
+            .metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .position(|f| f == POD_FINALIZER)
+        else {
+            return Ok(());
+        };
+        let api: Api<Pod> =
+            Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+        let patch: json_patch::Patch = serde_json::from_value(json!([
+            {"op": "test", "path": "/metadata/uid", "value": pod.uid()},
+            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": POD_FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+        ]))
+        .map_err(|e| Error::Conflict(format!("finalizer patch of pod {key}: {e}")))?;
+        let params = PatchParams {
+            field_manager: Some(MANAGER.into()),
+            ..Default::default()
+        };
+        match api
+            .patch(&pod.name_any(), &params, &Patch::<()>::Json(patch))
+            .await
+        {
+            Ok(_) => {
+                debug!(pod = %key, "released the pod's tracking finalizer");
+                Ok(())
+            }
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) if is_status(&e, 409) || is_status(&e, 422) => {
+                Err(Error::Conflict(format!("tracking finalizer of pod {key}")))
+            }
+            Err(e) => Err(Error::Kube(e)),
+        }
     }
 
     /// Deletes a finished job (its TTL passed), only if it is still the one

@@ -325,6 +325,7 @@ fn build_pod_whole_output() {
                     "vision.zjlab.io/queue": "gpu-a",
                 },
                 "annotations": {"vision.zjlab.io/job-json": THE_JOB_JSON},
+                "finalizers": ["vision.zjlab.io/outcome"],
                 "ownerReferences": [{
                     "apiVersion": "vision.zjlab.io/v1alpha1",
                     "kind": "VisionJob",

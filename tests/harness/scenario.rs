@@ -401,6 +401,32 @@ async fn release_jobs(namespace: &str) -> Result<(), String> {
         )
         .await;
     }
+    // The pods' tracking finalizer too: an operator that stops before it
+    // let go of them would leave them (and the namespace) Terminating.
+    let pods: Api<Pod> = Api::namespaced(jobs.into_client(), namespace);
+    let held = pods
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| format!("listing the pods: {e}"))?
+        .items;
+    let finalizer = vision_api::contract::POD_FINALIZER;
+    for chunk in held.chunks(25) {
+        join_all(
+            chunk
+                .iter()
+                .filter(|p| p.finalizers().iter().any(|f| f == finalizer))
+                .map(|p| {
+                    let others: Vec<&String> =
+                        p.finalizers().iter().filter(|f| *f != finalizer).collect();
+                    let patch = Patch::Merge(json!({"metadata": {"finalizers": others}}));
+                    let (pods, name) = (&pods, p.name_any());
+                    async move {
+                        let _ = pods.patch(&name, &PatchParams::default(), &patch).await;
+                    }
+                }),
+        )
+        .await;
+    }
     Ok(())
 }
 

@@ -12,6 +12,20 @@ pub const LABEL_ATTEMPT: &str = "vision.zjlab.io/attempt";
 pub const LABEL_ALGORITHM: &str = "vision.zjlab.io/algorithm";
 pub const LABEL_QUEUE: &str = "vision.zjlab.io/queue";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Finalizer on every pod the operator creates (as the Kubernetes Job
+/// controller's `batch.kubernetes.io/job-tracking`): a finished pod is not
+/// removed (terminated-pod garbage collection, node deletion, an admin's
+/// `kubectl delete pod`) before the job's status holds that attempt's outcome.
+/// The operator removes it once the outcome is recorded, the attempt is
+/// superseded, or the job is finished, suspended, being deleted or gone.
+pub const POD_FINALIZER: &str = "vision.zjlab.io/outcome";
+/// Label with the leadership term (the election Lease's `leaseTransitions`)
+/// of the operator replica that created the pod.
+pub const LABEL_LEADER_TERM: &str = "vision.zjlab.io/leader-term";
+/// The most a pod's annotations may hold together (the sum of their keys'
+/// and values, in bytes): Kubernetes' limit. The job JSON (with the job's
+/// input and params) is one of them.
+pub const POD_ANNOTATIONS_LIMIT: usize = 256 * 1024;
 /// Annotation holding the job JSON that the downward-API volume exposes as a file.
 pub const ANNOTATION_JOB_JSON: &str = "vision.zjlab.io/job-json";
 /// The environment variable that carries the job JSON.

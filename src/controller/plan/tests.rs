@@ -59,8 +59,12 @@ fn retrying(failed_ms: i64, retry_ms: i64) -> VisionJob {
     job.with_status(status)
 }
 
+/// The pod of an attempt, bound to a node, in `status`.
 fn pod_with(job: &VisionJob, attempt: i32, status: PodStatus) -> Arc<Pod> {
     let mut pod = build_pod(job, &algorithm(), attempt).expect("a valid pod");
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_name = Some("gpu-node-1".into());
+    }
     pod.status = Some(status);
     Arc::new(pod)
 }
@@ -124,7 +128,30 @@ fn finished_pod(
 fn terminating(pod: &Arc<Pod>) -> Arc<Pod> {
     let mut pod = (**pod).clone();
     pod.metadata.deletion_timestamp = Some(at_ms(T0));
+    pod.metadata.deletion_grace_period_seconds = Some(30);
     Arc::new(pod)
+}
+
+/// Deleted and stopped: the grace period is over (the kubelet or kwok
+/// confirmed), only the tracking finalizer keeps the pod.
+fn stopped(pod: &Arc<Pod>) -> Arc<Pod> {
+    let mut pod = (*terminating(pod)).clone();
+    pod.metadata.deletion_grace_period_seconds = Some(0);
+    Arc::new(pod)
+}
+
+/// The pod once its tracking finalizer was removed.
+fn released(pod: &Arc<Pod>) -> Arc<Pod> {
+    let mut pod = (**pod).clone();
+    pod.metadata.finalizers = Some(vec![]);
+    Arc::new(pod)
+}
+
+fn release(pods: &[&Arc<Pod>], then: Then) -> Step {
+    Step::ReleasePods {
+        pods: pods.iter().map(|p| (*p).clone()).collect(),
+        then,
+    }
 }
 
 fn plan_at(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
@@ -291,8 +318,13 @@ fn the_backoff_doubles_per_retry() {
 fn a_retry_waits_for_its_backoff() {
     let job = retrying(T0 + 10_000, T0 + 11_000);
     let failed = finished_pod(&job, 1, "Failed", 1, None, None);
+    // The status holds attempt 1's outcome: its pod may go.
     assert_eq!(
-        plan_at(&job, &[failed], T0 + 10_400),
+        plan_at(&job, std::slice::from_ref(&failed), T0 + 10_400),
+        release(&[&failed], Then::AwaitChange)
+    );
+    assert_eq!(
+        plan_at(&job, &[released(&failed)], T0 + 10_400),
         Step::Wait(Then::RequeueAfterMs(601))
     );
 }
@@ -316,7 +348,7 @@ fn a_retrys_pod_is_created_only_after_the_former_one_is_gone() {
         Step::Wait(Then::PodsTerminating)
     );
     // Finished: the next attempt's pod.
-    let finished = finished_pod(&job, 1, "Failed", 1, None, None);
+    let finished = released(&finished_pod(&job, 1, "Failed", 1, None, None));
     assert_eq!(
         plan_at(&job, &[finished], now),
         Step::CreatePod {
@@ -635,8 +667,17 @@ fn a_deleted_job_has_its_pods_deleted_before_its_slot_is_released() {
         plan_at(&job, &[terminating(&pod)], T0 + 3000),
         Step::Wait(Then::PodsTerminating)
     );
+    // Stopped: no outcome matters any more, the pod may go.
+    assert_eq!(
+        plan_at(&job, &[stopped(&pod)], T0 + 3000),
+        release(&[&stopped(&pod)], Then::RequeueAfterMs(STOPPING_RECHECK_MS))
+    );
     let done = finished_pod(&job, 1, "Succeeded", 0, None, None);
-    assert_eq!(plan_at(&job, &[done], T0 + 3000), Step::Release);
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&done), T0 + 3000),
+        release(&[&done], Then::RequeueAfterMs(STOPPING_RECHECK_MS))
+    );
+    assert_eq!(plan_at(&job, &[released(&done)], T0 + 3000), Step::Release);
     assert_eq!(plan_at(&job, &[], T0 + 3000), Step::Release);
 }
 
@@ -778,5 +819,111 @@ fn a_suspended_job_keeps_its_slot_while_its_pod_may_still_be_created() {
             true,
             Then::AwaitChange
         )
+    );
+}
+
+/// The finished pod of the current attempt keeps its tracking finalizer
+/// until the status holds its outcome, also when it is deleted meanwhile
+/// (terminated-pod GC, an admin): its outcome is read from it, not lost.
+#[test]
+fn a_finished_pod_keeps_its_finalizer_until_its_outcome_is_recorded() {
+    let job = running(T0 + 1000);
+    let now = T0 + 9000;
+    let result = Some(r#"{"boxes": 3}"#);
+    let pod = finished_pod(&job, 1, "Succeeded", 0, result, None);
+    let deleted = stopped(&pod);
+    let expected = write(
+        status::succeeded(&job, &at_ms(now), result),
+        Some(Outcome::Succeeded),
+        true,
+        Then::AwaitChange,
+    );
+    assert_eq!(plan_at(&job, std::slice::from_ref(&pod), now), expected);
+    assert_eq!(plan_at(&job, std::slice::from_ref(&deleted), now), expected);
+    // Recorded: now it may go.
+    let done = job
+        .clone()
+        .with_status(status::succeeded(&job, &at_ms(now), result));
+    assert_eq!(
+        plan_at(&done, std::slice::from_ref(&deleted), now + 10),
+        release(&[&deleted], Then::AwaitChange)
+    );
+    assert_eq!(
+        plan_at(&done, &[released(&pod)], now + 10),
+        Step::Wait(Then::AwaitChange)
+    );
+    // A failed attempt likewise: recorded as a retry, then released.
+    let failed = stopped(&finished_pod(&job, 1, "Failed", 2, None, None));
+    let step = plan_at(&job, std::slice::from_ref(&failed), now);
+    assert_eq!(status_of(&step).attempts, Some(2));
+    let retrying = job.clone().with_status(status_of(&step).clone());
+    assert_eq!(
+        plan_at(&retrying, std::slice::from_ref(&failed), now + 10),
+        release(&[&failed], Then::AwaitChange)
+    );
+}
+
+/// A pod deleted before it finished has no outcome to keep: once stopped
+/// (or if it never had a node), it is let go, and its absence is what the
+/// attempt's outcome is judged on, as without the finalizer.
+#[test]
+fn a_stopped_unfinished_pod_is_let_go() {
+    let job = running(T0 + 1000);
+    let pod = running_pod(&job, 1, T0 + 1000);
+    // Still stopping (grace period running): it may yet finish; wait.
+    assert_eq!(
+        plan_at(&job, &[terminating(&pod)], T0 + 5000),
+        Step::Wait(Then::RequeueAfterMs(STOPPING_RECHECK_MS))
+    );
+    assert_eq!(
+        plan_at(&job, &[stopped(&pod)], T0 + 5000),
+        release(&[&stopped(&pod)], Then::AwaitChange)
+    );
+    // Never bound to a node: deleted at once, nothing to wait for.
+    let job = admitted();
+    let mut unbound = (*pending_pod(&job, 1)).clone();
+    unbound.spec.as_mut().unwrap().node_name = None;
+    let unbound = terminating(&Arc::new(unbound));
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&unbound), T0 + TIMEOUT_MS),
+        release(&[&unbound], Then::AwaitChange)
+    );
+}
+
+/// On a real node a pod stopped at its deadline ends Failed (killed) and,
+/// held by the finalizer, is still there: the job times out, not retried.
+#[test]
+fn a_pod_killed_at_its_deadline_times_the_job_out() {
+    let job = running(T0 + 1000);
+    let now = T0 + 1000 + TIMEOUT_MS + 500;
+    let killed = stopped(&finished_pod(&job, 1, "Failed", 137, None, None));
+    assert_eq!(
+        plan_at(&job, &[killed], now),
+        write(
+            status::failed(
+                &job,
+                &at_ms(now),
+                FailReason::Timeout,
+                "attempt 1 ran longer than its timeout of 60s and was stopped".into(),
+            ),
+            Some(Outcome::Failed),
+            true,
+            Then::AwaitChange,
+        )
+    );
+}
+
+#[test]
+fn a_suspended_job_lets_its_finished_pods_go() {
+    let mut job = running(T0 + 1000);
+    job.spec.suspend = true;
+    let job = {
+        let status = status::suspended(&job, &at_ms(T0 + 2000));
+        job.with_status(status)
+    };
+    let killed = stopped(&finished_pod(&job, 1, "Failed", 143, None, None));
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&killed), T0 + 3000),
+        release(&[&killed], Then::AwaitChange)
     );
 }
