@@ -29,24 +29,25 @@ async fn operator_behind_proxy(w: &mut Scenario) -> FaultProxy {
     let upstream = upstream_client(&admin)
         .await
         .expect("a client for the local cluster");
-    let proxy = FaultProxy::start(upstream).await.expect("starting the proxy");
+    let proxy = FaultProxy::start(upstream)
+        .await
+        .expect("starting the proxy");
     let kubeconfig = std::env::temp_dir().join(format!("{}-proxy.kubeconfig", w.namespace));
     std::fs::write(&kubeconfig, proxy.kubeconfig_yaml()).unwrap();
     let options = OperatorOptions {
         kubeconfig,
         ..w.operator_options(&format!("{}-proxied", w.namespace))
     };
-    w.operators
-        .push(harness::Operator::start(&options).await);
+    w.operators.push(harness::Operator::start(&options).await);
     proxy
 }
 
-/// Every status write the operator makes commits but is answered 500, so it
-/// never learns for sure whether its admission of a job took. It must go on
-/// counting that job: with one slot, three jobs run one after the other,
-/// each exactly once. (Before the fix an ambiguous admission was rolled back
-/// in memory and the slot given to the next job while the first one's
-/// admission had in fact committed.)
+/// Every status write the operator makes commits but is answered 500, and
+/// reading the job back fails too, so for a while it cannot learn whether
+/// its admission of a job took. It must go on counting that job: with one
+/// slot, three jobs run one after the other, each exactly once. (Before the
+/// fix a failed read-back rolled the admission back in memory and gave the
+/// slot to the next job while the first one's admission had committed.)
 #[tokio::test]
 async fn an_ambiguous_admission_write_keeps_the_job_counted() {
     let mut w = Scenario::new("ambig")
@@ -56,20 +57,41 @@ async fn an_ambiguous_admission_write_keeps_the_job_counted() {
         .await;
     let pods = w.watch_pods();
     let proxy = operator_behind_proxy(&mut w).await;
-    proxy.set(RequestKind::StatusWrite, FaultAction::ServerErrorAfterCommit);
+    proxy.set(
+        RequestKind::StatusWrite,
+        FaultAction::ServerErrorAfterCommit,
+    );
+    proxy.set(RequestKind::JobRead, FaultAction::ServerError);
 
     for name in ["a", "b", "c"] {
         w.submit(w.job(name, "short")).await;
     }
-    // Under the fault the jobs still make progress (each write commits);
-    // wait until at least one pod has run to its end, then lift it.
-    let progressed = harness::wait_for(T, || async { pods.created() >= 1 && pods.live_now() == 0 })
-        .await;
+    // The first admission commits (the API server has it) while the
+    // operator is told it failed and cannot read it back; keep it so for
+    // a few read-back retries, then lift the faults.
+    let committed = harness::wait_for(T, || async {
+        w.jobs()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|j| j.status.as_ref().is_some_and(|s| s.admitted_at.is_some()))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let hits = proxy.hits();
     proxy.clear();
     let jobs = w.wait_all_final(T).await;
 
-    assert!(progressed, "no pod ran while status writes were ambiguous");
+    assert!(committed, "no admission reached the API server");
+    assert!(
+        hits.get(&(RequestKind::JobRead, "500"))
+            .copied()
+            .unwrap_or(0)
+            >= 1,
+        "the operator never tried to read a job back: {hits:?}"
+    );
     assert!(
         hits.get(&(RequestKind::StatusWrite, "500 after commit"))
             .copied()
@@ -97,16 +119,15 @@ async fn an_ambiguous_admission_write_keeps_the_job_counted() {
 
 /// A job is deleted while its first pod's create is held on the wire (the
 /// proxy delays pod creates by 3 s). The job's slot must stay taken until
-/// that create has landed and its pod is gone; the pod must not be left
-/// behind; the next job then runs. (Before the fix cleanup saw no pod, let
-/// the job go and released the slot: the late pod ran next to the next
-/// job's, an orphan under a limit of 1.)
+/// that create has landed and its pod is gone, and the pod must not be left
+/// behind; only then does the next job run. (Before the fix cleanup saw no
+/// pod, let the job go and released the slot: the late pod ran next to the
+/// next job's, an orphan under a limit of 1.)
 #[tokio::test]
 async fn a_job_cancelled_while_its_pod_create_is_in_flight_leaves_no_pod_and_holds_its_slot() {
     let mut w = Scenario::new("cancelfly")
         .queue(mk_queue("pool", 1))
         .algorithm(mk_algorithm("long").with_template_annotations(&[(sim::DURATION, "1h")]))
-        .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "1s")]))
         .start()
         .await;
     let pods = w.watch_pods();
@@ -114,44 +135,44 @@ async fn a_job_cancelled_while_its_pod_create_is_in_flight_leaves_no_pod_and_hol
     proxy.set(RequestKind::PodCreate, FaultAction::Delay(3000));
 
     w.submit(w.job("a", "long")).await;
-    w.wait_phase("a", JobPhase::Admitted, T).await;
-    // The admission is written before the pod's create is sent: give the
-    // create a moment to be on the wire (it is held there for 3 s).
-    let sent = harness::wait_for(T, || async {
-        proxy
-            .hits()
-            .get(&(RequestKind::PodCreate, "delay"))
-            .is_some_and(|n| *n >= 1)
-    })
-    .await;
+    let sent = create_on_the_wire(&proxy).await;
+    // a's create stays held; later creates (b's) go through at once, so a
+    // slot released too early shows as b's pod beside a's late one.
+    proxy.clear();
     w.jobs()
         .delete("a", &DeleteParams::default())
         .await
         .unwrap();
-    w.submit(w.job("b", "short")).await;
+    w.submit(w.job("b", "long")).await;
 
-    let b = w.wait_phase("b", JobPhase::Succeeded, T).await;
-    proxy.clear();
     let a_gone = harness::wait_for(T, || async {
         w.jobs().get_opt("a").await.unwrap().is_none()
             && w.pods().get_opt("a-1").await.unwrap().is_none()
     })
     .await;
+    let b = w.wait_phase("b", JobPhase::Running, T).await;
 
     assert!(sent, "a's pod create never reached the proxy");
     assert!(a_gone, "a or its pod a-1 is still there");
-    assert_eq!(pods.max_live(), 1, "a's late pod ran next to b's");
+    let seen: Vec<String> = pods.with(|t| t.pods.iter().map(|(n, _, _)| n.clone()).collect());
+    assert_eq!(
+        pods.max_live(),
+        1,
+        "a's late pod ran next to b's (pods seen: {seen:?})"
+    );
     assert_eq!(b.status.unwrap().attempts, Some(1));
 }
 
-/// A job is suspended while its first pod's create is held on the wire, and
-/// resumed at once. Never may two pods of the job be live, and the job runs
-/// to its end. (Before the fix suspend saw no pod, resume created attempt
-/// 2, and the late attempt 1 landed beside it.)
+/// A job is suspended while its first pod's create is held on the wire,
+/// and another job waits for the only slot. The suspended job must keep the
+/// slot until that create has landed and its pod is gone: never two live
+/// pods. Resumed after the other job, it runs. (Before the fix suspend saw
+/// no pod and released the slot at once; the late pod then ran beside the
+/// next job's.)
 #[tokio::test]
-async fn a_job_suspended_and_resumed_while_its_pod_create_is_in_flight_runs_one_pod_at_a_time() {
+async fn a_job_suspended_while_its_pod_create_is_in_flight_holds_its_slot_until_the_pod_is_gone() {
     let mut w = Scenario::new("suspfly")
-        .queue(mk_queue("pool", 2))
+        .queue(mk_queue("pool", 1))
         .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "3s")]))
         .start()
         .await;
@@ -160,32 +181,37 @@ async fn a_job_suspended_and_resumed_while_its_pod_create_is_in_flight_runs_one_
     proxy.set(RequestKind::PodCreate, FaultAction::Delay(3000));
 
     w.submit(w.job("a", "short")).await;
-    w.wait_phase("a", JobPhase::Admitted, T).await;
-    let sent = harness::wait_for(T, || async {
-        proxy
-            .hits()
-            .get(&(RequestKind::PodCreate, "delay"))
-            .is_some_and(|n| *n >= 1)
-    })
-    .await;
+    let sent = create_on_the_wire(&proxy).await;
+    proxy.clear();
     let suspend = |on: bool| json!({"spec": {"suspend": on}});
     w.jobs()
         .patch("a", &PatchParams::default(), &Patch::Merge(&suspend(true)))
         .await
         .unwrap();
+    w.submit(w.job("b", "short")).await;
+    w.wait_phase("b", JobPhase::Succeeded, T).await;
     w.jobs()
         .patch("a", &PatchParams::default(), &Patch::Merge(&suspend(false)))
         .await
         .unwrap();
-
     let a = w.wait_phase("a", JobPhase::Succeeded, T).await;
-    proxy.clear();
 
     assert!(sent, "a's pod create never reached the proxy");
     assert_eq!(
         pods.max_live(),
         1,
-        "two pods of one job were live at once: {:?}",
+        "a's late pod ran beside b's under a limit of 1: {:?}",
         a.status
     );
+}
+
+/// Waits until the proxy holds a pod create (the first job's, delayed).
+async fn create_on_the_wire(proxy: &FaultProxy) -> bool {
+    harness::wait_for(T, || async {
+        proxy
+            .hits()
+            .get(&(RequestKind::PodCreate, "delay"))
+            .is_some_and(|n| *n >= 1)
+    })
+    .await
 }

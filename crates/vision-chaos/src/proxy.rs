@@ -49,6 +49,10 @@ pub enum RequestKind {
     PodCreate,
     /// PATCH or PUT of a `/status` subresource.
     StatusWrite,
+    /// GET of one VisionJob (the read-back after an ambiguous write). Not
+    /// in [`RequestKind::ALL`]: the chaos run's episodes do not target it;
+    /// single-scenario tests do.
+    JobRead,
 }
 
 impl RequestKind {
@@ -69,6 +73,14 @@ impl RequestKind {
         if (*method == Method::PATCH || *method == Method::PUT) && path.ends_with("/status") {
             return Some(RequestKind::StatusWrite);
         }
+        if *method == Method::GET
+            && path.starts_with("/apis/vision.zjlab.io/")
+            && path
+                .rsplit_once("/visionjobs/")
+                .is_some_and(|(_, name)| !name.is_empty() && !name.contains('/'))
+        {
+            return Some(RequestKind::JobRead);
+        }
         None
     }
 
@@ -77,6 +89,7 @@ impl RequestKind {
             RequestKind::LeaseRenewal => "lease renewals",
             RequestKind::PodCreate => "pod creates",
             RequestKind::StatusWrite => "status writes",
+            RequestKind::JobRead => "job reads",
         }
     }
 }
@@ -301,8 +314,19 @@ impl Shared {
                 "chaos proxy: internal error (not forwarded)",
             )),
             Some(FaultAction::Delay(ms)) => {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                self.forward(req).await
+                // A request on a slow wire: once sent it arrives, even if
+                // the client gives up on it meanwhile (hyper drops this
+                // handler when the client's connection closes, so the
+                // forwarding runs in a task of its own).
+                let (parts, body) = req.into_parts();
+                let bytes = body.collect().await.map_err(dropped)?.to_bytes();
+                let shared = self.clone();
+                let late = tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    shared.forward_bytes(parts, bytes).await
+                });
+                late.await
+                    .map_err(|e| Dropped(format!("delayed request: {e}")))?
             }
             Some(FaultAction::ServerErrorAfterCommit) => {
                 let res = self.forward(req).await?;
@@ -320,6 +344,15 @@ impl Shared {
     async fn forward(&self, req: Request<Incoming>) -> Result<Response<ProxyBody>, Dropped> {
         let (parts, body) = req.into_parts();
         let bytes = body.collect().await.map_err(dropped)?.to_bytes();
+        self.forward_bytes(parts, bytes).await
+    }
+
+    /// Forwards a request whose body has been read.
+    async fn forward_bytes(
+        &self,
+        parts: http::request::Parts,
+        bytes: Bytes,
+    ) -> Result<Response<ProxyBody>, Dropped> {
         let mut builder = Request::builder().method(parts.method).uri(
             parts
                 .uri
@@ -391,6 +424,22 @@ mod tests {
             (
                 Method::PATCH,
                 "/apis/vision.zjlab.io/v1alpha1/namespaces/team-a/visionjobs/j",
+                None,
+            ),
+            (
+                Method::GET,
+                "/apis/vision.zjlab.io/v1alpha1/namespaces/team-a/visionjobs/j",
+                Some(RequestKind::JobRead),
+            ),
+            // Lists and watches of jobs are not reads of one job.
+            (
+                Method::GET,
+                "/apis/vision.zjlab.io/v1alpha1/namespaces/team-a/visionjobs",
+                None,
+            ),
+            (
+                Method::GET,
+                "/apis/vision.zjlab.io/v1alpha1/visionjobs?watch=true",
                 None,
             ),
         ];
