@@ -308,13 +308,28 @@ pub fn owned_by(pod: &Pod, job: &VisionJob) -> bool {
 pub enum PodState {
     /// Created, not yet running (scheduling, pulling, or unschedulable).
     Pending,
+    /// Not finished, and the kubelet cannot start the algorithm container
+    /// (or an init container before it): the container's name and image,
+    /// and its waiting reason (ErrImagePull, ImagePullBackOff,
+    /// ErrImageNeverPull, InvalidImageName, CreateContainerConfigError,
+    /// CreateContainerError, ...) with the kubelet's message.
+    CannotStart {
+        container: String,
+        image: String,
+        reason: String,
+        message: Option<String>,
+    },
     /// Running since the given time (if the kubelet reported it).
     Running {
         started: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     },
     /// Exit code 0; the algorithm container's termination message.
     Succeeded { message: Option<String> },
-    /// Failed: the exit code, the kubelet's reason and the message.
+    /// Failed: the exit code, the kubelet's reason and the message. The
+    /// reason is the algorithm container's `OOMKilled`, else the pod's own
+    /// (DeadlineExceeded, Evicted), else the reason of its DisruptionTarget
+    /// condition ([`DISRUPTION_REASONS`], with the condition's message), else
+    /// the container's.
     Failed {
         exit_code: Option<i32>,
         reason: Option<String>,
@@ -329,9 +344,70 @@ impl PodState {
     pub fn is_live(&self) -> bool {
         matches!(
             self,
-            PodState::Pending | PodState::Running { .. } | PodState::Terminating
+            PodState::Pending
+                | PodState::CannotStart { .. }
+                | PodState::Running { .. }
+                | PodState::Terminating
         )
     }
+}
+
+/// The reasons of a pod's DisruptionTarget condition: the pod was stopped
+/// from outside, not by its algorithm (`kubectl drain` and other uses of
+/// the Eviction API, preemption, a NoExecute taint, the pod garbage
+/// collector, the kubelet's node-pressure eviction or shutdown).
+pub const DISRUPTION_REASONS: [&str; 5] = [
+    "EvictionByEvictionAPI",
+    "PreemptionByScheduler",
+    "DeletionByTaintManager",
+    "DeletionByPodGC",
+    "TerminationByKubelet",
+];
+
+/// Waiting reasons of a container that is on its way to run.
+const STARTING_REASONS: [&str; 2] = ["ContainerCreating", "PodInitializing"];
+
+/// The memory limit of the pod's algorithm container, as written
+/// (`512Mi`), if it has one.
+pub fn memory_limit(pod: &Pod) -> Option<String> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .find(|c| c.name == ALGORITHM_CONTAINER)?
+        .resources
+        .as_ref()?
+        .limits
+        .as_ref()?
+        .get("memory")
+        .map(|q| q.0.clone())
+}
+
+/// The container that keeps the algorithm from starting, if one waits for
+/// a reason other than being created: an init container (they run first),
+/// else the algorithm container.
+fn cannot_start(pod: &Pod) -> Option<PodState> {
+    let status = pod.status.as_ref()?;
+    let algorithm = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .filter(|c| c.name == ALGORITHM_CONTAINER);
+    status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(algorithm)
+        .find_map(|c| {
+            let waiting = c.state.as_ref()?.waiting.as_ref()?;
+            let reason = waiting.reason.as_deref().filter(|r| !r.is_empty())?;
+            (!STARTING_REASONS.contains(&reason)).then(|| PodState::CannotStart {
+                container: c.name.clone(),
+                image: c.image.clone(),
+                reason: reason.to_string(),
+                message: waiting.message.clone(),
+            })
+        })
 }
 
 /// Reads a pod's phase and the algorithm container's termination state.
@@ -351,24 +427,52 @@ pub fn pod_state(pod: &Pod) -> PodState {
         "Succeeded" => PodState::Succeeded {
             message: terminated.and_then(|t| t.message.clone()),
         },
-        "Failed" => PodState::Failed {
-            exit_code: terminated.map(|t| t.exit_code),
+        "Failed" => {
+            let oom_killed = terminated
+                .and_then(|t| t.reason.as_deref())
+                .filter(|r| *r == "OOMKilled");
+            // Why it was stopped from outside (kubectl drain: the
+            // container's own reason is just "Error", exit code 143).
+            let disruption = status
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+                })
+                .filter(|c| {
+                    c.reason
+                        .as_deref()
+                        .is_some_and(|r| DISRUPTION_REASONS.contains(&r))
+                });
+            let pod_reason = status.and_then(|s| s.reason.as_deref());
             // A pod-level reason (DeadlineExceeded, Evicted) says more than the
-            // container's, which is just "Error" for a container the kubelet killed.
-            reason: status
-                .and_then(|s| s.reason.clone())
-                .or_else(|| terminated.and_then(|t| t.reason.clone())),
-            message: terminated
-                .and_then(|t| t.message.clone())
-                .or_else(|| status.and_then(|s| s.message.clone())),
-        },
+            // container's, which is just "Error" for a container the kubelet
+            // killed; but an OOM kill is the container's own.
+            let (reason, message) = match (oom_killed, pod_reason, disruption) {
+                (Some(oom), _, _) => (Some(oom.to_string()), None),
+                (None, Some(r), _) => (Some(r.to_string()), None),
+                (None, None, Some(c)) => (c.reason.clone(), c.message.clone()),
+                (None, None, None) => (terminated.and_then(|t| t.reason.clone()), None),
+            };
+            PodState::Failed {
+                exit_code: terminated.map(|t| t.exit_code),
+                reason,
+                message: message
+                    .or_else(|| terminated.and_then(|t| t.message.clone()))
+                    .or_else(|| status.and_then(|s| s.message.clone())),
+            }
+        }
         _ if pod.metadata.deletion_timestamp.is_some() => PodState::Terminating,
-        "Running" => PodState::Running {
-            started: status.and_then(|s| s.start_time.clone()),
-        },
-        _ => PodState::Pending,
+        _ => cannot_start(pod).unwrap_or_else(|| match phase {
+            "Running" => PodState::Running {
+                started: status.and_then(|s| s.start_time.clone()),
+            },
+            _ => PodState::Pending,
+        }),
     }
 }
 
+#[cfg(test)]
+mod runtime_tests;
 #[cfg(test)]
 mod tests;

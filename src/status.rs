@@ -41,6 +41,14 @@ pub enum FailReason {
     BackoffLimitExceeded,
     QueueFull,
     PodRejected,
+    /// The kubelet cannot get the algorithm's image (ErrImagePull,
+    /// ImagePullBackOff, ErrImageNeverPull, InvalidImageName).
+    ImagePullFailed,
+    /// The kubelet refuses the container's security settings (the image
+    /// runs as root while runAsNonRoot is required).
+    ContainerConfigInvalid,
+    /// The last attempt's algorithm container went over its memory limit.
+    OomKilled,
 }
 
 impl FailReason {
@@ -54,6 +62,9 @@ impl FailReason {
             FailReason::BackoffLimitExceeded => "BackoffLimitExceeded",
             FailReason::QueueFull => "QueueFull",
             FailReason::PodRejected => "PodRejected",
+            FailReason::ImagePullFailed => "ImagePullFailed",
+            FailReason::ContainerConfigInvalid => "ContainerConfigInvalid",
+            FailReason::OomKilled => "OOMKilled",
         }
     }
 }
@@ -257,6 +268,17 @@ pub fn retrying(job: &VisionJob, now: &Time, retry_after: Time, why: &str) -> Vi
         now,
     );
     finish(&mut s, now);
+    s
+}
+
+/// The attempt's pod cannot start its algorithm container: `reason` and
+/// `message` say why while the job keeps its phase and its slot (a cause
+/// that may pass, like a missing ConfigMap, or a permanent one whose pod
+/// is being deleted before the job fails with it).
+pub fn cannot_start(job: &VisionJob, now: &Time, reason: &str, message: String) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.reason = Some(reason.into());
+    s.message = Some(message);
     s
 }
 

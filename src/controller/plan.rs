@@ -30,7 +30,8 @@ use crate::api::contract::POD_FINALIZER;
 use crate::api::{JobPhase, VisionAlgorithm, VisionJob, VisionJobStatus};
 use crate::clock::{ms_of, time_at};
 use crate::pod::{
-    PodState, build_pod, job_retries, job_timeout_seconds, owned_by, pod_name, pod_state,
+    DISRUPTION_REASONS, PodState, build_pod, job_retries, job_timeout_seconds, memory_limit,
+    owned_by, pod_name, pod_state,
 };
 use crate::status::{self, FailReason};
 
@@ -178,6 +179,22 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
         }
         return stop_pods(view, Then::RequeueAfterMs(SUSPENDING_RECHECK_MS));
     }
+    // The attempt's container can never start (see `start_failure`): its
+    // pod goes first, then the job fails with the reason already shown and
+    // frees its slot.
+    if let Some(reason) = failing_to_start(&status) {
+        if !live_pods(view).is_empty() {
+            return stop_pods(view, Then::PodsTerminating);
+        }
+        if view.creating {
+            return Step::Wait(Then::RequeueAfterMs(STOPPING_RECHECK_MS));
+        }
+        let message = status.message.clone().unwrap_or_default();
+        return write_release(
+            status::failed(job, &now, reason, message),
+            Some(Outcome::Failed),
+        );
+    }
     let attempt = attempt_of(job);
     let timeout_ms = timeout_ms(view);
     // The attempt's clock starts when its pod runs, or else when it was
@@ -207,6 +224,8 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
             view,
             settings,
             format!("pod {name} was deleted before it finished"),
+            FailReason::BackoffLimitExceeded,
+            Some(Outcome::Failed),
         ),
         None => {
             if let Some(after) = status.retry_after.as_ref().map(ms_of)
@@ -238,6 +257,42 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
                     None,
                 ),
             }
+        }
+        Some(PodState::CannotStart {
+            container,
+            image,
+            reason,
+            message,
+        }) => {
+            let kubelet = match message.as_deref().map(str::trim) {
+                Some(m) if !m.is_empty() => format!("{reason}: {m}"),
+                _ => reason.clone(),
+            };
+            if let Some((fail, fix)) = start_failure(&reason, message.as_deref(), &image) {
+                let message = format!(
+                    "the {container} container of pod {name} cannot start ({kubelet}); {fix}"
+                );
+                return write(
+                    status::cannot_start(job, &now, fail.as_str(), message),
+                    Then::AwaitChange,
+                );
+            }
+            if now_ms >= deadline {
+                return stop_pods(view, Then::RequeueAfterMs(STOPPING_RECHECK_MS));
+            }
+            // Maybe only for now (a missing ConfigMap or Secret may yet be
+            // created): say why while the attempt's clock runs.
+            let message =
+                format!("the {container} container of pod {name} cannot start yet ({kubelet})");
+            if status.reason.as_deref() == Some(reason.as_str())
+                && status.message.as_deref() == Some(message.as_str())
+            {
+                return Step::Wait(requeue_at(now_ms, deadline));
+            }
+            write(
+                status::cannot_start(job, &now, &reason, message),
+                requeue_at(now_ms, deadline),
+            )
         }
         Some(PodState::Pending) if now_ms >= deadline => {
             stop_pods(view, Then::RequeueAfterMs(STOPPING_RECHECK_MS))
@@ -274,26 +329,127 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
             reason,
             message,
         }) => {
-            let why = match (exit_code, reason.as_deref()) {
-                (Some(code), _) => format!("exit code {code}"),
-                (None, Some(r)) => r.to_string(),
-                (None, None) => "the pod failed".to_string(),
+            let tail = |why: String| match message.as_deref().map(str::trim) {
+                Some(m) if !m.is_empty() => format!("{why}: {m}"),
+                _ => why,
             };
-            let detail = message
-                .map(|m| format!("{why}: {}", m.trim()))
-                .unwrap_or(why);
-            attempt_failed(view, settings, detail)
+            match reason.as_deref() {
+                Some("OOMKilled") => {
+                    let why = match pod.and_then(|p| memory_limit(p)) {
+                        Some(limit) => format!(
+                            "OOMKilled: the algorithm container used more than its memory limit of {limit}; raise resources.limits.memory in the algorithm's template"
+                        ),
+                        None => "OOMKilled: the node ran out of memory and the algorithm container has no memory limit; give it resources.limits.memory in the algorithm's template".to_string(),
+                    };
+                    let why = match exit_code {
+                        Some(code) => format!("{why} (exit code {code})"),
+                        None => why,
+                    };
+                    attempt_failed(
+                        view,
+                        settings,
+                        tail(why),
+                        FailReason::OomKilled,
+                        Some(Outcome::Failed),
+                    )
+                }
+                // Stopped from outside (kubectl drain, preemption): not the
+                // algorithm's failure, so its breaker does not count it.
+                Some(r) if DISRUPTION_REASONS.contains(&r) => attempt_failed(
+                    view,
+                    settings,
+                    tail(format!("pod {name} was evicted ({r})")),
+                    FailReason::BackoffLimitExceeded,
+                    None,
+                ),
+                _ => {
+                    let why = match (exit_code, reason.as_deref()) {
+                        (Some(code), _) => format!("exit code {code}"),
+                        (None, Some(r)) => r.to_string(),
+                        (None, None) => "the pod failed".to_string(),
+                    };
+                    attempt_failed(
+                        view,
+                        settings,
+                        tail(why),
+                        FailReason::BackoffLimitExceeded,
+                        Some(Outcome::Failed),
+                    )
+                }
+            }
         }
     }
 }
 
+/// A waiting reason of the kubelet that no later attempt would get past:
+/// the reason the job fails with and what to change. The kubelet's own
+/// retries are the retries here: an image that is missing or refused stays
+/// so (the job fails at once rather than hold its slot until its timeout),
+/// and so does an image that runs as root under runAsNonRoot. Other
+/// reasons (a missing ConfigMap or Secret: CreateContainerConfigError;
+/// CreateContainerError) may pass and wait for the timeout.
+fn start_failure(reason: &str, message: Option<&str>, image: &str) -> Option<(FailReason, String)> {
+    let message = message.unwrap_or_default();
+    match reason {
+        "ErrImagePull" | "ImagePullBackOff" | "ErrImageNeverPull" | "InvalidImageName" => Some((
+            FailReason::ImagePullFailed,
+            format!(
+                "the node cannot get the image {image}; make it available to the nodes or correct the image in the algorithm's template, then submit the job again"
+            ),
+        )),
+        "CreateContainerConfigError"
+            if message.contains("runAsNonRoot") || message.contains("non-root") =>
+        {
+            let what = if message.contains("runAsUser") {
+                "the container sets runAsUser: 0".to_string()
+            } else if message.contains("non-numeric") {
+                format!(
+                    "the image {image} names its USER, not a numeric UID, so the kubelet cannot tell that it is not root"
+                )
+            } else {
+                format!("the image {image} runs as root")
+            };
+            Some((
+                FailReason::ContainerConfigInvalid,
+                format!(
+                    "the pod must not run as root (runAsNonRoot, the operator's default when the algorithm's template sets no pod securityContext) and {what}: set securityContext.runAsUser to a non-zero UID for this container in the algorithm's template, or build the image with a numeric non-root USER (e.g. USER 65532)"
+                ),
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The reason an active job is failing with while its pod is deleted (the
+/// status [`start_failure`] wrote), if it is.
+fn failing_to_start(status: &VisionJobStatus) -> Option<FailReason> {
+    [
+        FailReason::ImagePullFailed,
+        FailReason::ContainerConfigInvalid,
+    ]
+    .into_iter()
+    .find(|r| status.reason.as_deref() == Some(r.as_str()))
+}
+
 /// The attempt ran out of time: the job fails with reason Timeout.
 fn timed_out(view: &View<'_>, timeout_ms: i64) -> Step {
-    let message = format!(
+    let mut message = format!(
         "attempt {} ran longer than its timeout of {}s and was stopped",
         attempt_of(view.job),
         timeout_ms / 1000
     );
+    // Why its container never started, if the kubelet said (written by the
+    // CannotStart case of `active`).
+    let status = status::current(view.job);
+    if status.started_at.is_none()
+        && !matches!(
+            status.reason.as_deref(),
+            None | Some("Admitted" | "Retrying")
+        )
+        && let Some(why) = status.message
+    {
+        message = format!("{message}; {why}");
+    }
     let status = status::failed(
         view.job,
         &time_at(view.now_ms),
@@ -303,8 +459,15 @@ fn timed_out(view: &View<'_>, timeout_ms: i64) -> Step {
     write_release(status, Some(Outcome::Failed))
 }
 
-/// An attempt failed: retry after a backoff (keeping the slot) or fail.
-fn attempt_failed(view: &View<'_>, settings: &Settings, why: String) -> Step {
+/// An attempt failed: retry after a backoff (keeping the slot) or fail
+/// with `reason`. `outcome` is what the algorithm's breaker counts.
+fn attempt_failed(
+    view: &View<'_>,
+    settings: &Settings,
+    why: String,
+    reason: FailReason,
+    outcome: Option<Outcome>,
+) -> Step {
     let job = view.job;
     let now = time_at(view.now_ms);
     let attempt = attempt_of(job);
@@ -322,16 +485,13 @@ fn attempt_failed(view: &View<'_>, settings: &Settings, why: String) -> Step {
         let retry_at = time_at(view.now_ms + backoff as i64);
         return Step::Write {
             status: Box::new(status::retrying(job, &now, retry_at, &why)),
-            outcome: Some(Outcome::Failed),
+            outcome,
             release: false,
             then: Then::RequeueAfterMs(backoff + 1),
         };
     }
     let message = format!("attempt {attempt} failed ({why}); no retries left (retries: {retries})");
-    write_release(
-        status::failed(job, &now, FailReason::BackoffLimitExceeded, message),
-        Some(Outcome::Failed),
-    )
+    write_release(status::failed(job, &now, reason, message), outcome)
 }
 
 /// A finished job: delete it once its TTL has passed: its own, else its
@@ -465,5 +625,7 @@ fn requeue_at(now_ms: i64, at_ms: i64) -> Then {
     Then::RequeueAfterMs((at_ms - now_ms).max(0) as u64 + 10)
 }
 
+#[cfg(test)]
+mod runtime_tests;
 #[cfg(test)]
 mod tests;
