@@ -19,56 +19,22 @@
 
 mod harness;
 
-use std::process::Command;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client};
 use serde_json::json;
 
 use harness::Scenario;
 use harness::cluster::{self, client, create_namespace, kubectl, unique_name, wait_for};
 use harness::helm::{CHART, Release, helm_raw};
+use harness::real_node::{GPU, NODE, TAINT, image, real_node};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::ResourceExt;
 use vision_api::testing::{JobFixture, mk_queue};
 use vision_api::{JobPhase, VisionAlgorithm};
-
-/// The real node's name and how pods reach it (hack/node/node.sh).
-const NODE: &str = "vision-node";
-const TAINT: &str = "vision.zjlab.io/real-node";
-const GPU: &str = "nvidia.com/gpu";
-
-/// Builds (or finds cached) the image NAME of hack/images, imports it into
-/// the real node, and returns its reference.
-fn image(name: &str) -> String {
-    let out = Command::new("bash")
-        .arg(cluster::repo_root().join("hack/cluster.sh"))
-        .args(["image", name])
-        .output()
-        .expect("running hack/cluster.sh image");
-    assert!(
-        out.status.success(),
-        "hack/cluster.sh image {name} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let reference = stdout
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("hack/cluster.sh image {name} printed no reference: {stdout}"));
-    reference.to_string()
-}
-
-/// Fails with the fix when the real node is not there.
-async fn real_node(client: &Client) -> Node {
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes.get_opt(NODE).await.unwrap().unwrap_or_else(|| {
-        panic!("no node {NODE}: start the real node with hack/cluster.sh node up")
-    })
-}
 
 /// A pod of one container `algorithm` on the real node.
 fn pod(name: &str, image: &str, args: &[&str], gpus: u32) -> Pod {

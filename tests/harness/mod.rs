@@ -11,6 +11,7 @@
 //!   free port and the HTTP GET every test uses.
 //! - [`timeline`]: the live pods of a namespace over time, from a watch.
 //! - [`helm`]: the helm binary and the chart.
+//! - [`real_node`]: the real kubelet node and the images built for it.
 //! - [`sim`]: the annotations that script a simulated (KWOK) pod.
 //!
 //! The objects a test creates are typed fixtures of `vision_api::testing`.
@@ -21,6 +22,7 @@
 pub mod cluster;
 pub mod helm;
 pub mod operator;
+pub mod real_node;
 pub mod scenario;
 pub mod timeline;
 pub mod turn;

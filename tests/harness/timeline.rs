@@ -1,6 +1,7 @@
 //! Pods as the API server shows them over time: one watch of a namespace's
 //! pods records how many were live (not Succeeded/Failed, not gone) at once,
-//! and when each was first seen and ended.
+//! when each was first seen and ended, and the order of what happened to
+//! them ([`PodEvent`]: created, being deleted, finished, gone).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,73 @@ pub struct Timeline {
     /// Times at which a pod stopped being live.
     pub ends: Vec<Instant>,
     pub live_now: usize,
+    /// What happened to each pod, in the order the watch saw it.
+    pub events: Vec<PodEvent>,
+}
+
+/// One change of one pod, as the watch saw it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodEvent {
+    pub pod: String,
+    pub change: PodChange,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodChange {
+    /// First seen.
+    Created,
+    /// Its deletionTimestamp was set (Terminating).
+    Deleting,
+    /// Phase Succeeded or Failed: the first container's exit code and
+    /// termination message.
+    Finished {
+        phase: String,
+        exit_code: Option<i32>,
+        message: Option<String>,
+    },
+    /// Removed from the API.
+    Gone,
+}
+
+impl Timeline {
+    /// The index of the first event of `pod` that `matches`.
+    pub fn index_of(&self, pod: &str, matches: impl Fn(&PodChange) -> bool) -> Option<usize> {
+        self.events
+            .iter()
+            .position(|e| e.pod == pod && matches(&e.change))
+    }
+
+    fn record(&mut self, pod: &str, change: PodChange) {
+        let seen = |c: &PodChange| std::mem::discriminant(c) == std::mem::discriminant(&change);
+        if self.index_of(pod, seen).is_none() {
+            self.events.push(PodEvent {
+                pod: pod.to_string(),
+                change,
+            });
+        }
+    }
+}
+
+/// What `p` says now that may be news: its deletion, its end.
+fn changes(p: &Pod) -> Vec<PodChange> {
+    let mut changes = Vec::new();
+    if p.metadata.deletion_timestamp.is_some() {
+        changes.push(PodChange::Deleting);
+    }
+    let status = p.status.as_ref();
+    if let Some(phase @ ("Succeeded" | "Failed")) = status.and_then(|s| s.phase.as_deref()) {
+        let terminated = status
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.first())
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.as_ref());
+        changes.push(PodChange::Finished {
+            phase: phase.to_string(),
+            exit_code: terminated.map(|t| t.exit_code),
+            message: terminated.and_then(|t| t.message.clone()),
+        });
+    }
+    changes
 }
 
 fn pod_is_live(p: &Pod) -> bool {
@@ -49,6 +117,13 @@ impl PodTimeline {
                 let mut t = inner.lock().unwrap();
                 let see = |t: &mut Timeline, p: &Pod, gone: bool| {
                     let name = p.name_any();
+                    t.record(&name, PodChange::Created);
+                    for change in changes(p) {
+                        t.record(&name, change);
+                    }
+                    if gone {
+                        t.record(&name, PodChange::Gone);
+                    }
                     let live = !gone && pod_is_live(p);
                     if !t.pods.iter().any(|(n, _, _)| *n == name) {
                         t.pods.push((name.clone(), now, None));

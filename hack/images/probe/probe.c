@@ -2,12 +2,13 @@
  * surprises (static), every behaviour chosen by arguments.
  *
  *   probe [--log TEXT] [--result TEXT] [--result-bytes N] [--sleep SECONDS]
- *         [--ignore-term] [--term-delay SECONDS] [--alloc-mib N] [--job]
- *         [--exit CODE]
+ *         [--first-sleep SECONDS] [--ignore-term] [--term-delay SECONDS]
+ *         [--alloc-mib N] [--job] [--exit CODE]
  *
  * In order: prints TEXT to stdout (--log); prints $VISION_JOB and the file
  * /etc/vision/job.json (--job); allocates and touches N MiB (--alloc-mib);
- * sleeps, ignoring SIGTERM if asked (--sleep, --ignore-term); writes the
+ * sleeps, ignoring SIGTERM if asked (--sleep, --ignore-term; --first-sleep
+ * sleeps only in a job's first attempt: "attempt":1 in $VISION_JOB); writes the
  * result (TEXT, or N bytes of JSON) to /dev/termination-log; exits CODE.
  * On SIGTERM it exits 143 at once, or after SECONDS (--term-delay: a slow
  * shutdown, logged when it starts and when it ends). */
@@ -51,7 +52,7 @@ static void cat(const char *path) {
 int main(int argc, char **argv) {
   const char *result = NULL;
   long result_bytes = -1, alloc_mib = 0, code = 0;
-  double sleep_s = 0;
+  double sleep_s = 0, first_sleep_s = 0;
   int ignore_term = 0, show_job = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -59,6 +60,7 @@ int main(int argc, char **argv) {
     else if (!strcmp(a, "--result") && v) { result = v; i++; }
     else if (!strcmp(a, "--result-bytes") && v) { result_bytes = atol(v); i++; }
     else if (!strcmp(a, "--sleep") && v) { sleep_s = atof(v); i++; }
+    else if (!strcmp(a, "--first-sleep") && v) { first_sleep_s = atof(v); i++; }
     else if (!strcmp(a, "--term-delay") && v) { term_delay = atof(v); i++; }
     else if (!strcmp(a, "--alloc-mib") && v) { alloc_mib = atol(v); i++; }
     else if (!strcmp(a, "--exit") && v) { code = atol(v); i++; }
@@ -79,6 +81,10 @@ int main(int argc, char **argv) {
     if (!p) return 3;
     memset(p, 1, 1 << 20);
   }
+  const char *job = getenv("VISION_JOB");
+  if (first_sleep_s > 0 && job &&
+      (strstr(job, "\"attempt\":1,") || strstr(job, "\"attempt\":1}")))
+    sleep_s += first_sleep_s;
   if (sleep_s > 0) {
     struct timespec ts = {(time_t)sleep_s, (long)((sleep_s - (time_t)sleep_s) * 1e9)};
     while (nanosleep(&ts, &ts) != 0) {
