@@ -1026,6 +1026,26 @@ impl WorkerPool {
             .collect()
     }
 
+    /// The creation time of the oldest pending job of each queue that has
+    /// one, by queue name: one O(n) pass over the jobs, for the metrics
+    /// refresh (the trees order by priority first, so their heads are not
+    /// necessarily the oldest).
+    pub fn oldest_pending_created_ms(&self) -> HashMap<String, i64> {
+        let mut oldest: HashMap<u32, i64> = HashMap::new();
+        for (_, j) in self.jobs.iter() {
+            if j.state == State::Pending {
+                oldest
+                    .entry(j.queue)
+                    .and_modify(|o| *o = (*o).min(j.created_ms))
+                    .or_insert(j.created_ms);
+            }
+        }
+        oldest
+            .into_iter()
+            .map(|(q, created)| (self.queues[q as usize].name.clone(), created))
+            .collect()
+    }
+
     /// Recomputes every counter and checks every tree (tests only).
     #[cfg(test)]
     fn check_consistency(&self) {

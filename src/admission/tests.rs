@@ -830,3 +830,35 @@ fn starvation_guard_starts_exactly_at_its_age() {
     assert_eq!(admit(&mut p, 150), Vec::<String>::new());
     assert_eq!(admit(&mut p, 149), ["s1"]);
 }
+
+#[test]
+fn oldest_pending_is_the_earliest_created_waiting_job_of_each_queue() {
+    let mut p = pool(1, None);
+    p.set_queue("r", qspec(5, None));
+    add(
+        &mut p,
+        &[
+            // The oldest of "q" is admitted first, so it no longer counts.
+            mk_job("q-first", "q", "a", 0, 100, 0),
+            // Higher priority: the head of "q", though younger than q-old.
+            mk_job("q-urgent", "q", "a", 10, 300, 0),
+            mk_job("q-old", "q", "a", 0, 200, 1),
+            mk_job("r-only", "r", "a", 0, 250, 0),
+        ],
+    );
+    assert_eq!(
+        p.oldest_pending_created_ms(),
+        HashMap::from([("q".to_string(), 100), ("r".to_string(), 250)])
+    );
+    assert_eq!(admit(&mut p, 1000), ["q-urgent", "r-only"]);
+    assert_eq!(
+        p.oldest_pending_created_ms(),
+        HashMap::from([("q".to_string(), 100)]),
+        "r has nothing waiting: no entry"
+    );
+    p.remove_job(&key("q-first"));
+    assert_eq!(
+        p.oldest_pending_created_ms(),
+        HashMap::from([("q".to_string(), 200)])
+    );
+}

@@ -35,6 +35,7 @@ use crate::api::{
 };
 use crate::clock::{now_ms, time_at};
 use crate::error::Error;
+use crate::metrics;
 use crate::status;
 use crate::validate::validate;
 
@@ -526,7 +527,50 @@ impl Dispatcher {
     fn write_pool_statuses(&mut self) {
         let now_ms = now_ms();
         let now = time_at(now_ms);
-        for q in self.ctx.queues.state() {
+        let queues = self.ctx.queues.state();
+        let algorithms = self.ctx.algorithms.state();
+        // The pool series (only the leader gets here: a standby reports none).
+        let oldest = self.pool.oldest_pending_created_ms();
+        let jobs = self.ctx.jobs.state();
+        let by_phase = metrics::jobs_by_phase(
+            queues
+                .iter()
+                .map(|q| q.metadata.name.as_deref().unwrap_or_default()),
+            jobs.iter().map(|j| {
+                (
+                    j.spec.queue.as_str(),
+                    j.status.as_ref().and_then(|s| s.phase),
+                )
+            }),
+        );
+        drop(jobs);
+        for (queue, counts) in &by_phase {
+            let spec = queues
+                .iter()
+                .find(|q| q.metadata.name.as_deref() == Some(queue.as_str()));
+            self.ctx.metrics.queue_pool_gauges(
+                queue,
+                spec.and_then(|q| q.spec.max_gpus),
+                metrics::oldest_pending_age_seconds(oldest.get(queue).copied(), now_ms),
+                counts,
+            );
+        }
+        for a in &algorithms {
+            let name = a.name_any();
+            if let Some(stats) = self.pool.algorithm_stats(&name) {
+                self.ctx.metrics.algorithm_gauges(
+                    &name,
+                    stats.pending,
+                    stats.holding,
+                    metrics::breaker_state_value(&stats.breaker, now_ms),
+                );
+            }
+        }
+        self.ctx.metrics.retain_pool_series(
+            by_phase.into_keys().collect(),
+            algorithms.iter().map(|a| a.name_any()).collect(),
+        );
+        for q in queues {
             let name = q.name_any();
             let Some(stats) = self.pool.queue_stats(&name) else {
                 continue;
@@ -538,14 +582,17 @@ impl Dispatcher {
                 stats.gpus_in_use,
                 q.spec.max_running,
             );
-            if self.queue_writes.contains(&name) {
-                continue;
-            }
             let head_reason = stats
                 .head
                 .as_ref()
-                .and_then(|h| self.pool.explain(h, now_ms))
-                .map(|w| w.reason.to_string());
+                .and_then(|h| self.pool.explain(h, now_ms));
+            self.ctx
+                .metrics
+                .queue_head_reason(&name, head_reason.as_ref().map(|w| w.reason.label()));
+            if self.queue_writes.contains(&name) {
+                continue;
+            }
+            let head_reason = head_reason.map(|w| w.reason.to_string());
             let admitted = self.admitted_total.get(&name).copied().unwrap_or(0);
             let status = status::queue_status(&q, &stats, head_reason, admitted, &now);
             if self.last_queue_status.get(&name) == Some(&status)
@@ -567,7 +614,7 @@ impl Dispatcher {
                     }));
             });
         }
-        for a in self.ctx.algorithms.state() {
+        for a in algorithms {
             let name = a.name_any();
             let Some(stats) = self.pool.algorithm_stats(&name) else {
                 continue;
