@@ -155,6 +155,12 @@ async fn an_image_that_does_not_exist_fails_the_job_at_once_naming_the_image() {
             "the algorithm container of pod never-1 cannot start (ErrImageNeverPull: Container image \"{never}\" is not present with pull policy of Never); the node cannot get the image {never}; make it available to the nodes or correct the image in the algorithm's template, then submit the job again"
         )
     );
+    // Shown as a Warning while its pod was being deleted.
+    let notes = event_notes(&s, "never", "ImagePullFailed").await;
+    assert!(
+        !notes.is_empty() && notes.iter().all(|n| *n == message(&job)),
+        "{notes:?}"
+    );
     let job = s.wait_phase("unresolvable", JobPhase::Failed, WAIT).await;
     assert_eq!(reason(&job), "ImagePullFailed");
     assert_eq!(attempts(&job), 1);

@@ -321,12 +321,23 @@ impl Writer {
         let Some(phase) = phase else { return };
         let status = job.status.clone().unwrap_or_default();
         let retrying = status.reason.as_deref() == Some("Retrying");
-        if !self.job_events.covers(phase, retrying) {
+        // A holder whose pod cannot start (`status::cannot_start`): the
+        // kubelet's reason, or the one the job is about to fail with.
+        let cannot_start = matches!(phase, JobPhase::Admitted | JobPhase::Running)
+            && !matches!(
+                status.reason.as_deref(),
+                None | Some("Admitted" | "Retrying" | "PodRunning")
+            );
+        if !self.job_events.covers(phase, retrying || cannot_start) {
             return;
         }
         let (type_, reason) = match phase {
             JobPhase::Queued => (EventType::Normal, "Queued"),
             JobPhase::Admitted if retrying => (EventType::Warning, "Retrying"),
+            JobPhase::Admitted | JobPhase::Running if cannot_start => (
+                EventType::Warning,
+                status.reason.as_deref().unwrap_or_default(),
+            ),
             JobPhase::Admitted => (EventType::Normal, "Admitted"),
             JobPhase::Running => (EventType::Normal, "Started"),
             JobPhase::Succeeded => (EventType::Normal, "Succeeded"),
