@@ -11,6 +11,7 @@
 #   hack/cluster.sh up --real-node              also start the real node (kubelet, containerd)
 #   hack/cluster.sh node up|down|status|build   only the real node (hack/node/node.sh)
 #   hack/cluster.sh image NAME                  build an image (hack/images), print its archive
+#   hack/cluster.sh promtool                    build promtool (rule checks), print its path
 #
 # Environment: VISION_NODES, VISION_GPUS (defaults 4 and 8), VISION_CACHE_DIR
 # (binary cache, default ~/.cache/vision-operator), VISION_CLUSTER_DIR (state,
@@ -145,6 +146,23 @@ build() {
   rm -rf "$BIN"
   mv "$tmp" "$BIN"
   flock -u 9
+}
+
+# promtool (Prometheus rule checks and rule unit tests; not part of the
+# cluster): its own module and cache directory, built on first use.
+promtool_() {
+  local v d
+  v="$(modver promtool github.com/prometheus/prometheus)"
+  [ -n "$v" ] || die "cannot read the promtool pin from $MODS/promtool/go.mod"
+  command -v go >/dev/null || die "go is not installed (needs Go >= 1.26)"
+  mkdir -p "$CACHE/bin"
+  exec 9>"$CACHE/bin/.lock"
+  flock 9
+  d="$(build_component promtool "$v" promtool \
+    "-s -w -X github.com/prometheus/common/version.Version=$v -X github.com/prometheus/common/version.Branch=HEAD -X github.com/prometheus/common/version.Revision=0000000000000000000000000000000000000000" \
+    promtool=github.com/prometheus/prometheus/cmd/promtool)"
+  flock -u 9
+  echo "$d/promtool"
 }
 
 kubectl_() { "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" "$@"; }
@@ -385,5 +403,6 @@ case "$cmd" in
     echo "$archive $ref" ;;
   env) env_ ;;
   build) build; echo "$BIN" ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  promtool) promtool_ ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -182,6 +182,8 @@ fn template_deployment_is_restricted_and_complete() {
                 "RoleBinding",
                 "Service",
                 "ServiceAccount",
+                "ValidatingAdmissionPolicy",
+                "ValidatingAdmissionPolicyBinding",
                 "VisionQueue",
             ]
             .map(String::from)
@@ -699,4 +701,149 @@ fn schema_rejects_wrong_values() {
         !out.status.success(),
         "capabilities.drop without ALL was accepted"
     );
+}
+
+#[test]
+fn template_monitoring_is_opt_in() {
+    // Disabled by default: neither object.
+    let objs = render(&[]);
+    assert_eq!(count(&objs, "PrometheusRule"), 0);
+    assert_eq!(
+        objs.iter()
+            .filter(|o| o["kind"] == "ConfigMap"
+                && o["metadata"]["name"] == "vo-vision-operator-dashboard")
+            .count(),
+        0
+    );
+
+    // The dashboard alone.
+    let objs = render(&["--set", "monitoring.dashboard.enabled=true"]);
+    assert_eq!(count(&objs, "PrometheusRule"), 0);
+    let cm = find(&objs, "ConfigMap", "vo-vision-operator-dashboard");
+    assert_eq!(cm["metadata"]["namespace"], "vision-system");
+    assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+    let data: Vec<&String> = cm["data"].as_object().unwrap().keys().collect();
+    assert_eq!(data, ["vision-operator.json"]);
+    let shipped = std::fs::read_to_string(format!("{CHART}/dashboards/vision-operator.json"))
+        .expect("the dashboard file");
+    assert_eq!(
+        cm["data"]["vision-operator.json"].as_str().unwrap(),
+        shipped.trim_end(),
+        "the ConfigMap carries the chart's dashboard file as it is"
+    );
+    let dashboard: Value = serde_json::from_str(&shipped).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "vision-operator");
+    let titles: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "Operator",
+            "Leader replicas",
+            "Leader by pod",
+            "Reconcile errors",
+            "Queues",
+            "Slots in use vs maxRunning",
+            "GPUs in use vs maxGpus",
+            "Pending jobs by the head's wait reason",
+            "Oldest waiting job",
+            "Admission rate",
+            "Admission wait (p50, p99)",
+            "Jobs by phase",
+            "Algorithms",
+            "Running per algorithm",
+            "Breaker state",
+            "Job outcomes",
+            "Failure ratio",
+        ]
+    );
+
+    // The rules alone, with their options.
+    let objs = render(&[
+        "--set",
+        "monitoring.prometheusRule.enabled=true,monitoring.prometheusRule.labels.release=prom",
+        "--set",
+        "monitoring.prometheusRule.namespace=monitoring,monitoring.prometheusRule.queueStalled.window=30m",
+        "--set-string",
+        r#"monitoring.prometheusRule.selector=namespace="vision-system""#,
+    ]);
+    assert_eq!(count(&objs, "ConfigMap"), 0);
+    let rule = find(&objs, "PrometheusRule", "vo-vision-operator");
+    assert_eq!(rule["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rule["metadata"]["namespace"], "monitoring");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let rules = rule["spec"]["groups"][0]["rules"].as_array().unwrap();
+    let alerts: Vec<(&str, &str, &str)> = rules
+        .iter()
+        .map(|r| {
+            (
+                r["alert"].as_str().unwrap(),
+                r["for"].as_str().unwrap(),
+                r["annotations"]["runbook_url"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let runbook = "https://github.com/zjlab/vision-operator/blob/main/docs/RUNBOOKS.md";
+    assert_eq!(
+        alerts,
+        [
+            (
+                "VisionOperatorNoLeader",
+                "5m",
+                &*format!("{runbook}#visionoperatornoleader")
+            ),
+            (
+                "VisionOperatorTwoLeaders",
+                "2m",
+                &*format!("{runbook}#visionoperatortwoleaders")
+            ),
+            (
+                "VisionQueueStalled",
+                "5m",
+                &*format!("{runbook}#visionqueuestalled")
+            ),
+            (
+                "VisionAlgorithmBreakerOpen",
+                "2m",
+                &*format!("{runbook}#visionalgorithmbreakeropen")
+            ),
+            (
+                "VisionOperatorReconcileErrors",
+                "10m",
+                &*format!("{runbook}#visionoperatorreconcileerrors")
+            ),
+            (
+                "VisionAlgorithmFailing",
+                "5m",
+                &*format!("{runbook}#visionalgorithmfailing")
+            ),
+        ]
+    );
+    assert_eq!(
+        rules[0]["expr"],
+        r#"(sum(vision_operator_is_leader{namespace="vision-system"}) or vector(0)) < 1"#
+    );
+    assert_eq!(
+        rules[4]["expr"],
+        r#"sum(rate(vision_operator_reconcile_errors_total{namespace="vision-system",kind!~"conflict|pods_terminating"}[5m])) > 0.1"#
+    );
+    assert!(
+        rules[2]["expr"].as_str().unwrap().contains(
+            r#"increase(vision_operator_admissions_total{namespace="vision-system"}[30m])"#
+        ),
+        "{}",
+        rules[2]["expr"]
+    );
+    // Every runbook anchor is a heading of docs/RUNBOOKS.md.
+    let runbooks = std::fs::read_to_string("docs/RUNBOOKS.md").expect("docs/RUNBOOKS.md");
+    for (alert, _, _) in &alerts {
+        assert!(
+            runbooks.lines().any(|l| l == format!("## {alert}")),
+            "docs/RUNBOOKS.md has no section \"## {alert}\""
+        );
+    }
 }

@@ -1,0 +1,364 @@
+//! The chart's alert rules (templates/monitoring-prometheusrule.yaml) and
+//! dashboard, checked with promtool (built from its Go module by
+//! `hack/cluster.sh promtool`, or `$VISION_PROMTOOL`):
+//!
+//! - the rendered rules parse (`promtool check rules`);
+//! - every alert fires on series of its failure and stays quiet on healthy
+//!   ones (`promtool test rules` on tests/alerts/alerts.test.yaml);
+//! - the rules and the dashboard name only metrics the operator exports;
+//! - on the local cluster, the rules evaluated over the operator's real
+//!   /metrics during a scenario: the breaker alert fires for the algorithm
+//!   whose breaker opened, and no other alert does.
+//!
+//! Like tests/helm_template.rs these need the helm binary that
+//! `hack/cluster.sh` builds; the last test needs the running cluster.
+#![cfg(feature = "e2e")]
+
+mod harness;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
+use harness::{Scenario, repo_root, sim};
+use serde_json::Value;
+use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_breaker, mk_queue};
+use vision_operator::metrics::Metrics;
+
+const RUNBOOKS: &str = "https://github.com/zjlab/vision-operator/blob/main/docs/RUNBOOKS.md";
+
+/// promtool: `$VISION_PROMTOOL`, else the one `hack/cluster.sh promtool`
+/// builds (once; cached in ~/.cache/vision-operator/bin). Never skipped.
+fn promtool() -> PathBuf {
+    if let Some(p) = std::env::var_os("VISION_PROMTOOL").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let out = Command::new(repo_root().join("hack/cluster.sh"))
+        .arg("promtool")
+        .output()
+        .expect("hack/cluster.sh runs");
+    assert!(
+        out.status.success(),
+        "hack/cluster.sh promtool failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.exists(), "no promtool at {}", path.display());
+    path
+}
+
+/// Runs promtool in `dir`; its output, asserting success.
+fn run_promtool(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(promtool())
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("promtool runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+/// The PrometheusRule rendered with the chart's defaults.
+fn rendered_rule() -> Value {
+    let docs = parse_docs(&helm(&[
+        "template",
+        "vo",
+        CHART,
+        "--namespace",
+        "vision-system",
+        "--kube-version",
+        KUBE_VERSION,
+        "--show-only",
+        "templates/monitoring-prometheusrule.yaml",
+        "--set",
+        "monitoring.prometheusRule.enabled=true",
+    ]));
+    assert_eq!(docs.len(), 1, "one PrometheusRule: {docs:?}");
+    docs.into_iter().next().unwrap()
+}
+
+/// A fresh directory under .local/alerts-tests with the rendered rules as
+/// `rules.yaml` (the `spec` of a PrometheusRule is a Prometheus rules file;
+/// JSON is YAML).
+fn rules_dir(name: &str) -> PathBuf {
+    let dir = repo_root()
+        .join(".local/alerts-tests")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rule = rendered_rule();
+    std::fs::write(dir.join("rules.yaml"), rule["spec"].to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn the_rules_parse_and_each_alert_fires_on_its_failure_only() {
+    let dir = rules_dir("unit");
+    let checked = run_promtool(&dir, &["check", "rules", "rules.yaml"]);
+    assert!(
+        checked.contains("SUCCESS: 6 rules found"),
+        "promtool check rules: {checked}"
+    );
+    std::fs::copy(
+        repo_root().join("tests/alerts/alerts.test.yaml"),
+        dir.join("alerts.test.yaml"),
+    )
+    .unwrap();
+    let tested = run_promtool(&dir, &["test", "rules", "alerts.test.yaml"]);
+    assert!(tested.contains("SUCCESS"), "promtool test rules: {tested}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The metric families the operator exports (`# TYPE` lines), with one
+/// sample each (a family without samples is not encoded).
+fn exported_families() -> BTreeSet<String> {
+    let m = Metrics::new();
+    m.queue_gauges("q", 1, 1, 1, 1);
+    m.queue_pool_gauges("q", Some(1), 1.0, &[1; 8]);
+    m.queue_head_reason("q", Some("SlotsFull"));
+    m.algorithm_gauges("a", 1, 1, 0);
+    m.admitted("q", Some(1.0));
+    m.rejected("q");
+    m.admission_rolled_back();
+    m.job_finished("q", "a", "Failed", "Timeout");
+    m.job_run_time("a", Some(1.0));
+    m.retried("a");
+    m.reconcile_error("kube");
+    m.reconciled(Duration::from_millis(1));
+    m.set_leader(true);
+    m.encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect()
+}
+
+/// Every `vision_operator_*` name in `text`, without the sample suffixes
+/// of counters and histograms.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("vision_operator_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let family = ["_total", "_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        names.insert(family.to_owned());
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_rules_and_the_dashboard_use_only_exported_metrics() {
+    let exported = exported_families();
+    let rule = rendered_rule();
+    let exprs: Vec<&str> = rule["spec"]["groups"][0]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["expr"].as_str().unwrap())
+        .collect();
+    let used = metric_names(&exprs.join("\n"));
+    assert_eq!(
+        used.difference(&exported).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "the rules use metrics the operator does not export (it exports {exported:?})"
+    );
+    assert_eq!(
+        used,
+        [
+            "vision_operator_admissions",
+            "vision_operator_admitted_active_jobs",
+            "vision_operator_algorithm_breaker_state",
+            "vision_operator_is_leader",
+            "vision_operator_job_outcomes",
+            "vision_operator_pending_jobs",
+            "vision_operator_queue_head_wait_reason",
+            "vision_operator_queue_max_running",
+            "vision_operator_reconcile_errors",
+        ]
+        .map(String::from)
+        .into(),
+    );
+
+    let dashboard = std::fs::read_to_string(
+        repo_root()
+            .join(CHART)
+            .join("dashboards/vision-operator.json"),
+    )
+    .unwrap();
+    let used = metric_names(&dashboard);
+    assert_eq!(
+        used.difference(&exported).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "the dashboard uses metrics the operator does not export"
+    );
+}
+
+/// The samples of a Prometheus text exposition: (series, value).
+fn samples(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+/// A promtool rules test that holds every scraped sample (with a `pod`
+/// label, as a scrape adds) constant for 20 minutes, and expects at minute
+/// 15 exactly `breaker_alerts` (algorithm names) and no other alert.
+fn test_file_of(samples: &[(String, String)], breaker_alerts: &[&str]) -> String {
+    let mut y = String::from(
+        "rule_files:\n  - rules.yaml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+    );
+    for (series, value) in samples {
+        let series = match series.split_once('{') {
+            Some((name, labels)) => format!("{name}{{pod=\"operator\",{labels}"),
+            None => format!("{series}{{pod=\"operator\"}}"),
+        };
+        y.push_str(&format!(
+            "      - series: '{}'\n        values: '{}x20'\n",
+            series.replace('\'', "''"),
+            value
+        ));
+    }
+    y.push_str("    alert_rule_test:\n");
+    for alert in [
+        "VisionOperatorNoLeader",
+        "VisionOperatorTwoLeaders",
+        "VisionQueueStalled",
+        "VisionOperatorReconcileErrors",
+        "VisionAlgorithmFailing",
+    ] {
+        y.push_str(&format!(
+            "      - eval_time: 15m\n        alertname: {alert}\n        exp_alerts: []\n"
+        ));
+    }
+    y.push_str(
+        "      - eval_time: 15m\n        alertname: VisionAlgorithmBreakerOpen\n        exp_alerts:\n",
+    );
+    for algorithm in breaker_alerts {
+        y.push_str(&format!(
+            "          - exp_labels:\n              severity: warning\n              algorithm: {algorithm}\n            exp_annotations:\n              summary: The circuit breaker of algorithm {algorithm} is open\n              description: 'Algorithm {algorithm} failed too often: its breaker has been open or half-open (state 2: 2 open, 1 half-open) for 2m; its jobs wait with reason BreakerOpen.'\n              runbook_url: {RUNBOOKS}#visionalgorithmbreakeropen\n"
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn the_breaker_alert_fires_on_the_operators_metrics_when_a_breaker_opened() {
+    // Two failures in 10 minutes open "flaky"'s breaker for an hour; "fine"
+    // succeeds. Two slots, so the breaker, not the slots, holds jobs back.
+    let w = Scenario::new("alerts")
+        .queue(mk_queue("pool", 2))
+        .algorithm(
+            mk_algorithm("flaky")
+                .with_retries(0)
+                .with_breaker(mk_breaker(2, 600, 3600))
+                .with_template_annotations(&[(sim::DURATION, "200ms"), (sim::OUTCOME, "fail")]),
+        )
+        .algorithm(
+            mk_algorithm("fine")
+                .with_retries(0)
+                .with_breaker(mk_breaker(2, 600, 3600))
+                .with_template_annotations(&[(sim::DURATION, "200ms")]),
+        )
+        .operator()
+        .start()
+        .await;
+    let flaky = w.algorithm("flaky");
+    let fine = w.algorithm("fine");
+    for i in 0..4 {
+        w.submit(w.job(&format!("f-{i}"), "flaky")).await;
+    }
+    w.submit(w.job("ok-0", "fine")).await;
+    let operator = w.operator();
+    let breaker = format!("algorithm=\"{flaky}\"");
+    let pending = format!("queue=\"{}\"", w.queue());
+    // Open (2), with the other two jobs waiting for it, and the good job done.
+    let settled = harness::wait_for(Duration::from_secs(60), || async {
+        operator
+            .metric("vision_operator_algorithm_breaker_state", &breaker)
+            .await
+            == Some(2.0)
+            && operator
+                .metric("vision_operator_pending_jobs", &pending)
+                .await
+                == Some(2.0)
+            && operator
+                .metric(
+                    "vision_operator_queue_head_wait_reason",
+                    &format!("{pending},reason=\"BreakerOpen\""),
+                )
+                .await
+                == Some(1.0)
+            && operator
+                .metric(
+                    "vision_operator_algorithm_breaker_state",
+                    &format!("algorithm=\"{fine}\""),
+                )
+                .await
+                == Some(0.0)
+    })
+    .await;
+    let text = operator.metrics().await;
+    assert!(settled, "the breaker did not open as expected:\n{text}");
+    // Only this scenario's queue and algorithms (the operator sees the
+    // whole cluster) and the series of no queue or algorithm.
+    let ours = [
+        format!("queue=\"{}\"", w.queue()),
+        format!("algorithm=\"{flaky}\""),
+        format!("algorithm=\"{fine}\""),
+    ];
+    let scraped: Vec<(String, String)> = samples(&text)
+        .into_iter()
+        .filter(|(s, _)| {
+            !(s.contains("queue=\"") || s.contains("algorithm=\""))
+                || ours.iter().any(|o| s.contains(o.as_str()))
+        })
+        .collect();
+    assert!(
+        scraped
+            .iter()
+            .any(|(s, v)| s.starts_with("vision_operator_job_outcomes_total{") && v == "2"),
+        "two failures counted: {text}"
+    );
+
+    let dir = rules_dir("scenario");
+    std::fs::write(
+        dir.join("scenario.test.yaml"),
+        test_file_of(&scraped, &[&flaky]),
+    )
+    .unwrap();
+    run_promtool(&dir, &["test", "rules", "scenario.test.yaml"]);
+    // The same series with the breaker closed raise no alert at all (the
+    // test checks its own expectations can fail).
+    let closed: Vec<(String, String)> = scraped
+        .iter()
+        .map(|(s, v)| {
+            if s.starts_with("vision_operator_algorithm_breaker_state{") {
+                (s.clone(), "0".to_owned())
+            } else {
+                (s.clone(), v.clone())
+            }
+        })
+        .collect();
+    std::fs::write(dir.join("closed.test.yaml"), test_file_of(&closed, &[])).unwrap();
+    run_promtool(&dir, &["test", "rules", "closed.test.yaml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
