@@ -41,6 +41,19 @@ pub enum Error {
     #[error("not the leader (or leadership may have lapsed): nothing is written")]
     NotLeader,
 
+    /// The job's status was written in a newer leadership term than this
+    /// replica's: its write would look older than what is recorded. Nothing
+    /// is written until its next lease renewal raises its term above it, or
+    /// shows that another replica leads.
+    #[error(
+        "status of {job} was written in leadership term {recorded}, newer than this replica's {own}: not overwritten"
+    )]
+    StaleTerm {
+        job: String,
+        recorded: i64,
+        own: i64,
+    },
+
     /// The API server refused to create the attempt's pod as invalid (422)
     /// or malformed (400): permanent, so the job fails at once with the
     /// server's message instead of holding its slot until its timeout.
@@ -93,6 +106,7 @@ impl Error {
             Error::PodNameTaken(_) => "pod_name_taken",
             Error::PodRefused { .. } => "pod_refused",
             Error::NotLeader => "not_leader",
+            Error::StaleTerm { .. } => "stale_term",
             Error::PodUnconfirmed(_) => "pod_unconfirmed",
             Error::CrdsMissing => "crds_missing",
             Error::Kubeconfig(_) => "kubeconfig",

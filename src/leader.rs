@@ -20,6 +20,15 @@
 //! deadline is shorter than the duration). A graceful stop releases the
 //! lease, so a standby takes over within a quarter of the duration instead
 //! of waiting for it to expire.
+//!
+//! The leadership term is the lease's `leaseTransitions` as this replica
+//! wrote it when it took or last renewed the lease ([`Validity::term`]).
+//! The writer stamps it on every job status and pod, so a write of an older
+//! term is recognisable, and it refuses to write over a newer term's status
+//! (reporting the term with [`Validity::saw_term`]). Terms only grow: a
+//! replica taking or renewing the lease writes a count above every term it
+//! has seen, so a Lease deleted and created again (its count back at 0)
+//! does not make the new leader's writes look older than the last ones.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,16 +53,56 @@ pub struct LeaderConfig {
     pub duration: Duration,
 }
 
-/// Until when this replica may write as the leader. Shared by the elector,
-/// which extends it on every successful renewal, and the writer, which
-/// checks it before every write.
+/// Until when this replica may write as the leader, and in which term.
+/// Shared by the elector, which extends it on every successful renewal, and
+/// the writer, which checks it before every write and stamps the term.
 #[derive(Debug, Clone)]
-pub struct Validity(Arc<Mutex<Option<Instant>>>);
+pub struct Validity(Arc<Mutex<Option<Instant>>>, Arc<Mutex<Terms>>);
+
+/// This replica's term, and the highest term it has seen stamped.
+#[derive(Debug, Default)]
+struct Terms {
+    current: Option<i64>,
+    seen: i64,
+}
 
 impl Validity {
     /// Never valid until the elector says so.
     pub fn new() -> Self {
-        Validity(Arc::new(Mutex::new(None)))
+        Validity(Arc::new(Mutex::new(None)), Arc::default())
+    }
+
+    /// The leadership term this replica writes in (the lease's
+    /// `leaseTransitions` when it took or last renewed it); None without
+    /// leader election.
+    pub fn term(&self) -> Option<i64> {
+        self.1.lock().unwrap().current
+    }
+
+    /// A write stamped with `term` was seen. Returns whether it is newer
+    /// than this replica's own term: then this replica's writes would look
+    /// older than what is recorded, and must wait until its next renewal
+    /// lifts its term above it (or shows the lease is someone else's).
+    pub fn saw_term(&self, term: i64) -> bool {
+        let mut t = self.1.lock().unwrap();
+        t.seen = t.seen.max(term);
+        t.current.is_some_and(|own| term > own)
+    }
+
+    /// The count to write as `leaseTransitions`: `proposed`, raised above
+    /// every term seen by a replica `taking` the lease (a new term), and
+    /// above every term newer than its own by one renewing it.
+    fn next_term(&self, proposed: i64, taking: bool) -> i64 {
+        let t = self.1.lock().unwrap();
+        if taking || t.seen > proposed {
+            proposed.max(t.seen + 1)
+        } else {
+            proposed
+        }
+    }
+
+    fn set_term(&self, term: i64) {
+        self.1.lock().unwrap().current = Some(term);
     }
 
     /// Valid for the life of the process (no election).
@@ -279,12 +328,12 @@ impl Elector {
                     lease_duration_seconds: Some(secs),
                     acquire_time: Some(now.clone()),
                     renew_time: Some(now),
-                    lease_transitions: Some(0),
+                    lease_transitions: Some(self.validity.next_term(0, true) as i32),
                     ..Default::default()
                 }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
+                Ok(created) => Ok(self.took(&created)),
                 Err(e) if is_status(&e, 409) => Ok(false),
                 Err(e) => Err(e),
             };
@@ -311,7 +360,10 @@ impl Elector {
                 Some(now.clone())
             },
             renew_time: Some(now),
-            lease_transitions: Some(spec.lease_transitions.unwrap_or(0) + i32::from(!ours)),
+            lease_transitions: Some(self.validity.next_term(
+                i64::from(spec.lease_transitions.unwrap_or(0) + i32::from(!ours)),
+                !ours,
+            ) as i32),
             ..spec
         });
         // Replacing with the resourceVersion just read: a concurrent
@@ -321,10 +373,21 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(written) => Ok(self.took(&written)),
             Err(e) if is_status(&e, 409) => Ok(false),
             Err(e) => Err(e),
         }
+    }
+
+    /// The lease as written by this replica: its count is the term.
+    fn took(&self, lease: &Lease) -> bool {
+        let term = lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.lease_transitions)
+            .unwrap_or(0);
+        self.validity.set_term(i64::from(term));
+        true
     }
 
     async fn release(&self) -> Result<(), kube::Error> {
@@ -342,5 +405,36 @@ impl Elector {
             .replace(&self.name, &PostParams::default(), &lease)
             .await
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_only_grow_and_a_newer_stamp_is_recognised() {
+        let v = Validity::new();
+        assert_eq!(v.term(), None);
+        // No election yet: nothing is newer than "no term".
+        assert!(!v.saw_term(3));
+        // Taking over a lease counted at 2 (3 proposed) after seeing stamps
+        // of term 3: the new term is above them, 4.
+        assert_eq!(v.next_term(3, true), 4);
+        v.set_term(4);
+        assert_eq!(v.term(), Some(4));
+        // Its own stamps and older ones are not newer; renewing keeps the term.
+        assert!(!v.saw_term(4));
+        assert!(!v.saw_term(2));
+        assert_eq!(v.next_term(4, false), 4);
+        // A stamp of a newer term (another leader's, or a Lease deleted and
+        // created again, its count back at 0): recognised, and the next
+        // renewal or take-over writes a term above it.
+        assert!(v.saw_term(9));
+        assert_eq!(v.next_term(4, false), 10);
+        assert_eq!(v.next_term(0, true), 10);
+        assert_eq!(v.next_term(12, true), 12);
+        v.set_term(10);
+        assert!(!v.saw_term(9));
     }
 }

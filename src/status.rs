@@ -41,6 +41,8 @@ pub enum FailReason {
     BackoffLimitExceeded,
     QueueFull,
     PodRejected,
+    /// The job's input and params are more than its pod may carry.
+    JobTooLarge,
     /// The kubelet cannot get the algorithm's image (ErrImagePull,
     /// ImagePullBackOff, ErrImageNeverPull, InvalidImageName).
     ImagePullFailed,
@@ -62,6 +64,7 @@ impl FailReason {
             FailReason::BackoffLimitExceeded => "BackoffLimitExceeded",
             FailReason::QueueFull => "QueueFull",
             FailReason::PodRejected => "PodRejected",
+            FailReason::JobTooLarge => "JobTooLarge",
             FailReason::ImagePullFailed => "ImagePullFailed",
             FailReason::ContainerConfigInvalid => "ContainerConfigInvalid",
             FailReason::OomKilled => "OOMKilled",
@@ -593,6 +596,25 @@ pub fn algorithm_status(
         now,
     );
     status
+}
+
+/// The jobs holding a slot (Admitted, Running), counted by the leadership
+/// term that wrote their status (None: written before terms were stamped).
+/// A new leader's rebuild reports which admissions came from which term.
+pub fn holders_by_term<'a>(
+    jobs: impl IntoIterator<Item = &'a VisionJob>,
+) -> std::collections::BTreeMap<Option<i64>, usize> {
+    let mut by_term = std::collections::BTreeMap::new();
+    for job in jobs {
+        if matches!(
+            job.phase(),
+            Some(JobPhase::Admitted) | Some(JobPhase::Running)
+        ) {
+            let term = job.status.as_ref().and_then(|s| s.leader_term);
+            *by_term.entry(term).or_default() += 1;
+        }
+    }
+    by_term
 }
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! Pure checks of a new job against its algorithm: what makes it fail at
 //! once, with a reason, before it ever takes a place in a queue.
 
+use crate::api::contract::{ANNOTATION_JOB_JSON, POD_ANNOTATIONS_LIMIT};
 use crate::api::{ALGORITHM_CONTAINER, VisionAlgorithm, VisionJob};
+use crate::pod::{build_pod, job_retries};
 use crate::status::FailReason;
 
 /// A job that can never run, and why.
@@ -61,7 +63,33 @@ pub fn validate(job: &VisionJob, algorithm: Option<&VisionAlgorithm>) -> Result<
             ),
         });
     }
+    too_large(job, algorithm)?;
     Ok(gpus.max(0) as u32)
+}
+
+/// Refuses a job whose pod the API server would refuse for the size of its
+/// annotations: the job JSON (with its input and params) is one of them,
+/// next to the template's and the job's own. Measured on the pod of its last
+/// possible attempt, exactly as it would be created.
+fn too_large(job: &VisionJob, algorithm: &VisionAlgorithm) -> Result<(), Invalid> {
+    let last_attempt = job_retries(job, algorithm).max(0) + 1;
+    let Ok(pod) = build_pod(job, algorithm, last_attempt) else {
+        // Not buildable at all: the reconciler fails it with the reason.
+        return Ok(());
+    };
+    let annotations = pod.metadata.annotations.unwrap_or_default();
+    let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if total <= POD_ANNOTATIONS_LIMIT {
+        return Ok(());
+    }
+    let payload = annotations.get(ANNOTATION_JOB_JSON).map_or(0, String::len);
+    Err(Invalid {
+        reason: FailReason::JobTooLarge,
+        message: format!(
+            "the job's pod would carry {total} bytes of annotations, more than the {POD_ANNOTATIONS_LIMIT} (256 KiB) Kubernetes allows; \
+             {payload} of them are the job JSON with spec.input and spec.params: pass large data by reference (e.g. a URI in spec.input)"
+        ),
+    })
 }
 
 #[cfg(test)]
@@ -110,6 +138,52 @@ mod tests {
                 Some(&a)
             ),
             Ok(0)
+        );
+    }
+
+    #[test]
+    fn a_job_larger_than_its_pod_may_carry_is_too_large() {
+        let a = mk_algorithm(json!({"gpusPerJob": 1}));
+        let sized = |n: usize| {
+            let mut job = mk_job(
+                "ns",
+                json!({"algorithm": "det", "params": {"blob": "x".repeat(n)}}),
+            );
+            job.metadata.uid = Some("00000000-0000-4000-8000-000000000001".into());
+            job
+        };
+        assert_eq!(validate(&sized(200 * 1024), Some(&a)), Ok(1));
+        let e = validate(&sized(300 * 1024), Some(&a)).unwrap_err();
+        assert_eq!(e.reason, FailReason::JobTooLarge);
+        let pod = build_pod(&sized(300 * 1024), &a, 3).unwrap();
+        let annotations = pod.metadata.annotations.unwrap();
+        let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let payload = annotations[ANNOTATION_JOB_JSON].len();
+        assert_eq!(
+            e.message,
+            format!(
+                "the job's pod would carry {total} bytes of annotations, more than the 262144 (256 KiB) Kubernetes allows; \
+                 {payload} of them are the job JSON with spec.input and spec.params: pass large data by reference (e.g. a URI in spec.input)"
+            )
+        );
+        // At the limit exactly: accepted.
+        let at = |n| {
+            let pod = build_pod(&sized(n), &a, 3).unwrap();
+            let total: usize = pod
+                .metadata
+                .annotations
+                .unwrap()
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            total
+        };
+        let overhead = at(0);
+        let fits = POD_ANNOTATIONS_LIMIT - overhead;
+        assert!(validate(&sized(fits), Some(&a)).is_ok());
+        assert_eq!(
+            validate(&sized(fits + 1), Some(&a)).unwrap_err().reason,
+            FailReason::JobTooLarge
         );
     }
 

@@ -99,3 +99,119 @@ fn queue_defaults_apply_when_omitted() {
     assert_eq!(j.spec.queue, "default");
     assert_eq!(j.spec.priority, 0);
 }
+
+#[cfg(feature = "e2e")]
+mod harness;
+
+/// End-to-end: the chart's admission policy (templates/job-size-policy.yaml)
+/// refuses, at apply time and with a message that says what to do, a job
+/// whose input and params are more than its pod may carry. Applied here as
+/// the chart renders it, renamed and bound to the test's namespace only (the
+/// cluster is shared).
+#[cfg(feature = "e2e")]
+#[tokio::test]
+async fn a_job_too_large_for_its_pod_is_refused_at_apply_time() {
+    use harness::cluster::ClusterObjects;
+    use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
+    use k8s_openapi::api::admissionregistration::v1::{
+        ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    };
+    use kube::api::PostParams;
+    use kube::{Api, ResourceExt};
+    use std::time::Duration;
+
+    let w = harness::Scenario::new("jobsize").start().await;
+    let name = format!("{}-job-size", w.namespace);
+    let docs = parse_docs(&helm(&[
+        "template",
+        "vo",
+        CHART,
+        "--kube-version",
+        KUBE_VERSION,
+        "--show-only",
+        "templates/job-size-policy.yaml",
+    ]));
+    let [policy, binding] = docs.as_slice() else {
+        panic!("the template renders a policy and its binding: {docs:?}");
+    };
+    let mut policy: ValidatingAdmissionPolicy = serde_json::from_value(policy.clone()).unwrap();
+    let mut binding: ValidatingAdmissionPolicyBinding =
+        serde_json::from_value(binding.clone()).unwrap();
+    assert_eq!(
+        binding.spec.as_ref().unwrap().policy_name.as_deref(),
+        policy.metadata.name.as_deref()
+    );
+    policy.metadata.name = Some(name.clone());
+    binding.metadata.name = Some(name.clone());
+    let spec = binding.spec.as_mut().unwrap();
+    spec.policy_name = Some(name.clone());
+    spec.match_resources = Some(
+        serde_json::from_value(json!({
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": w.namespace}}
+        }))
+        .unwrap(),
+    );
+    let _cleanup = ClusterObjects(vec![
+        format!("validatingadmissionpolicybinding/{name}"),
+        format!("validatingadmissionpolicy/{name}"),
+    ]);
+    let pp = PostParams::default();
+    Api::<ValidatingAdmissionPolicy>::all(w.client.clone())
+        .create(&pp, &policy)
+        .await
+        .unwrap();
+    Api::<ValidatingAdmissionPolicyBinding>::all(w.client.clone())
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+
+    // As a user applies it: input {"uri": ...} and params {"blob": 200,000 x}.
+    let job = |blob: usize| {
+        let mut job = w
+            .job("big", "detect")
+            .with_input(json!({"uri": "s3://frames/big.jpg"}))
+            .with_params(json!({"blob": "x".repeat(blob)}));
+        job.metadata.uid = None;
+        job.metadata.generation = None;
+        job.metadata.creation_timestamp = None;
+        job
+    };
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let create = |blob: usize| {
+        let (jobs, job, dry_run) = (w.jobs(), job(blob), dry_run.clone());
+        async move { jobs.create(&dry_run, &job).await }
+    };
+    // The API server takes the new policy into account within a second or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let refusal = loop {
+        match create(200_000).await {
+            Err(e) => break e,
+            Ok(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Ok(_) => panic!("the policy never refused the job"),
+        }
+    };
+    let kube::Error::Api(status) = refusal else {
+        panic!("not an API error: {refusal:?}");
+    };
+    // 200,040: the size of the two values' string form as CEL writes it.
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        status.message,
+        format!(
+            "visionjobs.vision.zjlab.io \"big\" is forbidden: \
+             ValidatingAdmissionPolicy '{name}' with binding '{name}' denied request: \
+             spec.input and spec.params may hold at most 131072 bytes together (128 KiB: \
+             the pod passes them to the algorithm in an annotation, and Kubernetes limits \
+             a pod's annotations to 256 KiB); this job's hold 200040: pass large data by \
+             reference, e.g. a URI in spec.input"
+        )
+    );
+    // Within the bound: accepted.
+    let accepted = create(100_000).await.unwrap();
+    assert_eq!(accepted.name_any(), "big");
+}

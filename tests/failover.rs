@@ -14,8 +14,17 @@ use harness::{Operator, Scenario, sim};
 use kube::ResourceExt;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use vision_api::contract::LABEL_LEADER_TERM;
 use vision_api::testing::{AlgorithmFixture, JobFixture, mk_algorithm, mk_queue};
 use vision_api::{JobPhase, VisionJob, VisionJobStatus};
+
+/// The leadership term of scenario `w`'s election: its Lease's leaseTransitions.
+async fn lease_term(w: &Scenario) -> i64 {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(w.client.clone(), "default");
+    let lease = leases.get("e2e-failover").await.unwrap();
+    i64::from(lease.spec.and_then(|s| s.lease_transitions).unwrap_or(0))
+}
 
 /// Waits until one of the operators leads; returns its index.
 async fn leader_of(ops: &[Operator], timeout: Duration) -> Option<usize> {
@@ -58,6 +67,7 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
     let mut leader = leader_of(&w.operators, Duration::from_secs(30))
         .await
         .expect("no leader elected");
+    let first_term = lease_term(&w).await;
     // Exactly one leader: the other must not lead too (both started at once).
     for _ in 0..20 {
         let other = w.operators[1 - leader]
@@ -158,6 +168,38 @@ async fn killing_the_leader_during_a_burst_loses_nothing_and_never_over_admits()
         "saw {} live pods with maxRunning {MAX}",
         pods.max_live()
     );
+    // Each leader stamps its term (the Lease's leaseTransitions) on what it
+    // writes: every status carries one of this run's terms, and a job run
+    // after the failovers carries the newest, on its status and its pod.
+    let term = lease_term(&w).await;
+    assert!(
+        term >= first_term + 4,
+        "four leader changes, but the term went from {first_term} to {term}"
+    );
+    for j in &jobs {
+        let t = j.status.as_ref().unwrap().leader_term;
+        assert!(
+            t.is_some_and(|t| (first_term..=term).contains(&t)),
+            "{}: leader term {t:?} not in {first_term}..={term}",
+            j.name_any()
+        );
+    }
+    w.submit(w.job("after-failover", "detect")).await;
+    let after = w
+        .wait_phase(
+            "after-failover",
+            JobPhase::Succeeded,
+            Duration::from_secs(60),
+        )
+        .await;
+    assert_eq!(after.status.unwrap().leader_term, Some(term));
+    let pod = w.pods().get("after-failover-1").await.unwrap();
+    assert_eq!(
+        pod.labels().get(LABEL_LEADER_TERM),
+        Some(&term.to_string()),
+        "the pod carries the term that created it"
+    );
+
     // A graceful stop hands the lease over at once; a crash waits for expiry (4 s here).
     let graceful = gaps.iter().find(|(g, _)| *g).unwrap().1;
     assert!(

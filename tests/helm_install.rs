@@ -145,7 +145,15 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         format!("clusterrole/{fullname}"),
         format!("clusterrole/{fullname}-edit"),
         format!("clusterrole/{fullname}-view"),
+        format!("clusterrole/{fullname}-queue-reader"),
+        format!("clusterrole/{fullname}-platform-admin"),
         format!("clusterrolebinding/{fullname}"),
+        // Bound to rbac.queueReaderGroups (default: system:authenticated)
+        // and to rbac.platformAdminGroups (set below: the default is none).
+        format!("clusterrolebinding/{fullname}-queue-reader"),
+        format!("clusterrolebinding/{fullname}-platform-admin"),
+        format!("validatingadmissionpolicy/{fullname}-job-size"),
+        format!("validatingadmissionpolicybinding/{fullname}-job-size"),
     ]);
 
     // A wrong value fails the install with a clear message, and installs nothing.
@@ -189,6 +197,9 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         &format!("exampleAlgorithms.enabled=true,exampleAlgorithms.namePrefix={prefix}"),
         "--set-string",
         "podAnnotations.sim\\.vision\\.zjlab\\.io/duration=87600h",
+        // A group of nobody: the binding exists, and must go with the release.
+        "--set-json",
+        &format!(r#"rbac.platformAdminGroups=["{ns}-platform-admins"]"#),
     ]);
     let install_err = String::from_utf8_lossy(&install.stderr);
     assert!(

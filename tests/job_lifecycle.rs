@@ -375,3 +375,46 @@ async fn delete_and_suspend_free_the_slot_and_remove_the_pod() {
     assert_eq!(a.attempts, Some(2), "a resumed job starts a new attempt");
     assert_eq!(pods.max_live(), 1, "never more live pods than maxRunning");
 }
+
+/// A job whose input and params are more than its pod may carry fails at
+/// once with reason JobTooLarge: never admitted, no pod, no slot held, so
+/// the job queued behind it (maxRunning 1) runs. Its params are 50,000
+/// control characters: small as the chart's admission policy measures them
+/// (CEL's string form writes them raw), 300,000 bytes as the pod's JSON
+/// annotation escapes them (`\u0001`), so the operator's exact check is what
+/// refuses it, policy or not.
+#[tokio::test]
+async fn a_job_too_large_for_its_pod_fails_before_it_takes_a_slot() {
+    let w = Scenario::new("toolarge")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("detect").with_template_annotations(&[(sim::DURATION, "1s")]))
+        .operator()
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    let blob = "\u{1}".repeat(50_000);
+    let created = w
+        .submit(w.job("huge", "detect").with_params(json!({ "blob": blob })))
+        .await;
+    w.submit(w.job("after", "detect")).await;
+
+    let huge = w
+        .wait_phase("huge", JobPhase::Failed, T)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(huge.reason.as_deref(), Some("JobTooLarge"));
+    // The message of the pure check (tests in src/validate.rs), on the job
+    // and algorithm as the API server holds them.
+    let algorithm = w.algorithms().get(&w.algorithm("detect")).await.unwrap();
+    let invalid = vision_operator::validate::validate(&created, Some(&algorithm)).unwrap_err();
+    assert_eq!(huge.message, Some(invalid.message));
+    assert_eq!(huge.attempts, None, "never admitted");
+    assert_eq!(huge.admitted_at, None, "never admitted");
+    w.wait_phase("after", JobPhase::Succeeded, T).await;
+    assert_eq!(
+        pods.with(|t| t.pods.iter().map(|p| p.0.clone()).collect::<Vec<_>>()),
+        vec!["after-1".to_string()],
+        "no pod for the job too large"
+    );
+}

@@ -241,10 +241,22 @@ impl Dispatcher {
             self.on_job(job);
         }
         self.rebuilt = true;
+        // Which term admitted the jobs that hold slots: those of former
+        // terms were admitted by a replica that has lost leadership since.
+        let by_term = crate::status::holders_by_term(jobs);
+        let term = self.ctx.writer.term();
+        let former: usize = by_term
+            .iter()
+            .filter(|(t, _)| t.zip(term).is_none_or(|(t, own)| t < own))
+            .map(|(_, n)| n)
+            .sum();
         info!(
             jobs = jobs.len(),
             pool = self.pool.len(),
             elapsed_ms = started.elapsed().as_millis() as u64,
+            term = ?term,
+            holders_by_term = ?by_term,
+            holders_of_former_terms = former,
             "worker pool rebuilt from the cluster's state"
         );
     }

@@ -29,7 +29,7 @@ use tracing::{debug, warn};
 
 use super::claims::Claims;
 use super::settings::JobEvents;
-use crate::api::contract::{MANAGER, POD_FINALIZER};
+use crate::api::contract::{LABEL_LEADER_TERM, MANAGER, POD_FINALIZER};
 use crate::api::{
     JobPhase, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionJobStatus, VisionQueue,
     VisionQueueStatus,
@@ -78,6 +78,11 @@ impl Writer {
         }
     }
 
+    /// The leadership term this replica writes in (None without election).
+    pub fn term(&self) -> Option<i64> {
+        self.validity.term()
+    }
+
     /// Fencing: nothing is written once this replica's leadership may have
     /// lapsed, whatever the rest of the process still believes.
     fn fence(&self) -> Result<()> {
@@ -90,8 +95,25 @@ impl Writer {
 
     /// Writes a job's whole status; refuses a transition the status machine
     /// forbids. After the write: counts the outcome and publishes the Event.
-    pub async fn job_status(&self, job: &VisionJob, status: VisionJobStatus) -> Result<VisionJob> {
+    /// The status is stamped with this replica's leadership term; a status
+    /// recorded in a newer term is never overwritten.
+    pub async fn job_status(
+        &self,
+        job: &VisionJob,
+        mut status: VisionJobStatus,
+    ) -> Result<VisionJob> {
         self.fence()?;
+        let recorded = job.status.as_ref().and_then(|s| s.leader_term);
+        if let Some(recorded) = recorded
+            && self.validity.saw_term(recorded)
+        {
+            return Err(Error::StaleTerm {
+                job: key_of(job),
+                recorded,
+                own: self.validity.term().unwrap_or_default(),
+            });
+        }
+        status.leader_term = self.validity.term();
         let from = job.phase();
         let phase = status.phase;
         if let Some(to) = phase
@@ -162,6 +184,14 @@ impl Writer {
             field_manager: Some(MANAGER.into()),
             ..Default::default()
         };
+        // The term that created it, so that a late create of a former
+        // leader's is recognisable.
+        let mut pod = pod.clone();
+        if let Some(term) = self.validity.term() {
+            pod.labels_mut()
+                .insert(LABEL_LEADER_TERM.into(), term.to_string());
+        }
+        let pod = &pod;
         let result = match api.create(&params, pod).await {
             Ok(_) => {
                 debug!(pod = %key, "created pod");

@@ -1121,3 +1121,24 @@ fn only_a_new_or_queued_job_may_be_admitted() {
     // A retry stays Admitted through the status machine, not through admission.
     assert!(crate::status::may_transition(Some(Admitted), Admitted));
 }
+
+#[test]
+fn holders_are_counted_by_the_term_that_wrote_them() {
+    let stamped = |phase: JobPhase, term: Option<i64>| {
+        let mut job = fresh().with_phase(phase, 1);
+        job.status.as_mut().unwrap().leader_term = term;
+        job
+    };
+    let jobs = [
+        stamped(JobPhase::Admitted, Some(3)),
+        stamped(JobPhase::Running, Some(3)),
+        stamped(JobPhase::Running, Some(4)),
+        stamped(JobPhase::Admitted, None),
+        stamped(JobPhase::Succeeded, Some(4)),
+        stamped(JobPhase::Queued, Some(4)),
+    ];
+    assert_eq!(
+        holders_by_term(&jobs),
+        std::collections::BTreeMap::from([(None, 1), (Some(3), 2), (Some(4), 1)])
+    );
+}

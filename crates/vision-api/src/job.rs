@@ -283,7 +283,8 @@ pub struct VisionJobStatus {
 
     /// A CamelCase word for why the job is in its phase, to filter on:
     /// QueueFull, AlgorithmNotFound, GPULimitExceeded, NamespaceNotAllowed,
-    /// Timeout, BackoffLimitExceeded, PodDeleted, Completed, Suspended, or
+    /// Timeout, BackoffLimitExceeded, JobTooLarge, PodRejected, PodDeleted,
+    /// Completed, Suspended, or
     /// for a waiting job the reason it waits (SlotsFull, GPUQuotaFull, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -351,6 +352,15 @@ pub struct VisionJobStatus {
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// The leadership term of the operator replica that wrote this status:
+    /// the election Lease's leaseTransitions when it wrote. Terms only grow,
+    /// so a write of an older term than the one recorded comes from a
+    /// replica that lost leadership; the operator never overwrites a status
+    /// of a newer term. Its pods carry the term that created them in the
+    /// label vision.zjlab.io/leader-term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_term: Option<i64>,
 }
 
 /// Schema of any JSON value (object, array, string, number), kept as given.
