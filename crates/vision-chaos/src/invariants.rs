@@ -7,7 +7,10 @@
 //! (phase Succeeded or Failed) or gone from the API server. A Terminating pod
 //! (one with a deletionTimestamp) is still live: its containers may still
 //! run until the kubelet confirms they stopped, so it still occupies its
-//! slot and its GPUs. A live pod counts against the queue and the algorithm
+//! slot and its GPUs. A terminal pod is not live, deleted or not: the
+//! operator's tracking finalizer (`vision.zjlab.io/outcome`) keeps a finished
+//! pod after its deletion until its outcome is recorded, and it runs nothing.
+//! A live pod counts against the queue and the algorithm
 //! named by its labels (`vision.zjlab.io/queue`, `vision.zjlab.io/algorithm`)
 //! with the GPUs of its `nvidia.com/gpu` limits.
 //!
@@ -553,6 +556,23 @@ mod tests {
             }]
         );
         assert_eq!(c.peak_running("q"), 3);
+    }
+
+    /// A finished pod that the operator's tracking finalizer keeps after its
+    /// deletion runs nothing: it holds no slot.
+    #[test]
+    fn a_finished_pod_held_by_a_finalizer_is_not_live() {
+        let mut c = Checker::new();
+        c.observe(0, queue(1, None));
+        c.observe(1, Observation::Pod(pod("a", "ja", PodPhase::Running)));
+        let mut held = pod("a", "ja", PodPhase::Succeeded);
+        held.terminating = true;
+        c.observe(2, Observation::Pod(held));
+        assert_eq!(c.live_pods(), 0);
+        assert_eq!(
+            c.observe(3, Observation::Pod(pod("b", "jb", PodPhase::Pending))),
+            vec![]
+        );
     }
 
     #[test]
