@@ -7,8 +7,9 @@
 //!   ones (`promtool test rules` on tests/alerts/alerts.test.yaml);
 //! - the rules and the dashboard name only metrics the operator exports;
 //! - on the local cluster, the rules evaluated over the operator's real
-//!   /metrics during a scenario: the breaker alert fires for the algorithm
-//!   whose breaker opened, and no other alert does.
+//!   /metrics scraped before and after a scenario: the breaker alert fires
+//!   for the algorithm whose breaker opened, the failing alert for the one
+//!   whose jobs all failed, and no other alert does.
 //!
 //! Like tests/helm_template.rs these need the helm binary that
 //! `hack/cluster.sh` builds; the last test needs the running cluster.
@@ -219,22 +220,48 @@ fn samples(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A promtool rules test that holds every scraped sample (with a `pod`
-/// label, as a scrape adds) constant for 20 minutes, and expects at minute
-/// 15 exactly `breaker_alerts` (algorithm names) and no other alert.
-fn test_file_of(samples: &[(String, String)], breaker_alerts: &[&str]) -> String {
+/// The value of `series` in `before`, else 0 for a counter or histogram
+/// sample (its series appears with its first increment) and `after` for a
+/// gauge.
+fn before_value<'a>(before: &'a [(String, String)], series: &str, after: &'a str) -> &'a str {
+    if let Some((_, v)) = before.iter().find(|(s, _)| s == series) {
+        return v;
+    }
+    let name = series.split('{').next().unwrap_or(series);
+    if ["_total", "_bucket", "_sum", "_count"]
+        .iter()
+        .any(|s| name.ends_with(s))
+    {
+        "0"
+    } else {
+        after
+    }
+}
+
+/// A promtool rules test of two scrapes: every sample of `after` (with a
+/// `pod` label, as a scrape adds) holds its `before` value for minutes 0-5
+/// and its `after` value for minutes 6-20. At minute 15 it expects
+/// VisionAlgorithmBreakerOpen for exactly `breakers`, VisionAlgorithmFailing
+/// for exactly `failing` (both algorithm names, failing ones at 100%), and no
+/// other alert.
+fn test_file_of(
+    before: &[(String, String)],
+    after: &[(String, String)],
+    breakers: &[&str],
+    failing: &[&str],
+) -> String {
     let mut y = String::from(
         "rule_files:\n  - rules.yaml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
     );
-    for (series, value) in samples {
+    for (series, value) in after {
+        let old = before_value(before, series, value);
         let series = match series.split_once('{') {
             Some((name, labels)) => format!("{name}{{pod=\"operator\",{labels}"),
             None => format!("{series}{{pod=\"operator\"}}"),
         };
         y.push_str(&format!(
-            "      - series: '{}'\n        values: '{}x20'\n",
+            "      - series: '{}'\n        values: '{old}x5 {value}x14'\n",
             series.replace('\'', "''"),
-            value
         ));
     }
     y.push_str("    alert_rule_test:\n");
@@ -243,7 +270,6 @@ fn test_file_of(samples: &[(String, String)], breaker_alerts: &[&str]) -> String
         "VisionOperatorTwoLeaders",
         "VisionQueueStalled",
         "VisionOperatorReconcileErrors",
-        "VisionAlgorithmFailing",
     ] {
         y.push_str(&format!(
             "      - eval_time: 15m\n        alertname: {alert}\n        exp_alerts: []\n"
@@ -252,18 +278,33 @@ fn test_file_of(samples: &[(String, String)], breaker_alerts: &[&str]) -> String
     y.push_str(
         "      - eval_time: 15m\n        alertname: VisionAlgorithmBreakerOpen\n        exp_alerts:\n",
     );
-    for algorithm in breaker_alerts {
+    if breakers.is_empty() {
+        y.push_str("          []\n");
+    }
+    for algorithm in breakers {
         y.push_str(&format!(
             "          - exp_labels:\n              severity: warning\n              algorithm: {algorithm}\n            exp_annotations:\n              summary: The circuit breaker of algorithm {algorithm} is open\n              description: 'Algorithm {algorithm} failed too often: its breaker has been open or half-open (state 2: 2 open, 1 half-open) for 2m; its jobs wait with reason BreakerOpen.'\n              runbook_url: {RUNBOOKS}#visionalgorithmbreakeropen\n"
+        ));
+    }
+    y.push_str(
+        "      - eval_time: 15m\n        alertname: VisionAlgorithmFailing\n        exp_alerts:\n",
+    );
+    if failing.is_empty() {
+        y.push_str("          []\n");
+    }
+    for algorithm in failing {
+        y.push_str(&format!(
+            "          - exp_labels:\n              severity: warning\n              algorithm: {algorithm}\n            exp_annotations:\n              summary: Jobs of algorithm {algorithm} are failing\n              description: 100% of the jobs of algorithm {algorithm} that finished in the last 15m failed (threshold 0.5, at least 5 failures).\n              runbook_url: {RUNBOOKS}#visionalgorithmfailing\n"
         ));
     }
     y
 }
 
 #[tokio::test]
-async fn the_breaker_alert_fires_on_the_operators_metrics_when_a_breaker_opened() {
-    // Two failures in 10 minutes open "flaky"'s breaker for an hour; "fine"
-    // succeeds. Two slots, so the breaker, not the slots, holds jobs back.
+async fn the_breaker_and_failing_alerts_fire_on_the_operators_metrics_of_a_scenario() {
+    // Two failures in 10 minutes open "flaky"'s breaker for an hour;
+    // "broken" (no breaker) fails every job; "fine" succeeds. Two slots, so
+    // the breaker, not the slots, holds flaky's last jobs back.
     let w = Scenario::new("alerts")
         .queue(mk_queue("pool", 2))
         .algorithm(
@@ -273,92 +314,148 @@ async fn the_breaker_alert_fires_on_the_operators_metrics_when_a_breaker_opened(
                 .with_template_annotations(&[(sim::DURATION, "200ms"), (sim::OUTCOME, "fail")]),
         )
         .algorithm(
+            mk_algorithm("broken")
+                .with_retries(0)
+                .with_template_annotations(&[(sim::DURATION, "100ms"), (sim::OUTCOME, "fail")]),
+        )
+        .algorithm(
             mk_algorithm("fine")
                 .with_retries(0)
                 .with_breaker(mk_breaker(2, 600, 3600))
-                .with_template_annotations(&[(sim::DURATION, "200ms")]),
+                .with_template_annotations(&[(sim::DURATION, "100ms")]),
         )
         .operator()
         .start()
         .await;
-    let flaky = w.algorithm("flaky");
-    let fine = w.algorithm("fine");
+    let (flaky, broken, fine) = (
+        w.algorithm("flaky"),
+        w.algorithm("broken"),
+        w.algorithm("fine"),
+    );
+    let operator = w.operator();
+    let queue = format!("queue=\"{}\"", w.queue());
+    // The pool series appear with the leader's first refresh.
+    let refreshed = harness::wait_for(Duration::from_secs(30), || async {
+        operator
+            .metric(
+                "vision_operator_algorithm_breaker_state",
+                &format!("algorithm=\"{broken}\""),
+            )
+            .await
+            == Some(0.0)
+    })
+    .await;
+    assert!(refreshed, "no pool series:\n{}", operator.metrics().await);
+    let before = samples(&operator.metrics().await);
+
     for i in 0..4 {
         w.submit(w.job(&format!("f-{i}"), "flaky")).await;
     }
+    for i in 0..5 {
+        w.submit(w.job(&format!("b-{i}"), "broken")).await;
+    }
     w.submit(w.job("ok-0", "fine")).await;
-    let operator = w.operator();
-    let breaker = format!("algorithm=\"{flaky}\"");
-    let pending = format!("queue=\"{}\"", w.queue());
-    // Open (2), with the other two jobs waiting for it, and the good job done.
-    let settled = harness::wait_for(Duration::from_secs(60), || async {
+    // flaky open (2) with its other two jobs waiting for it as the queue's
+    // head; broken's five and fine's one finished.
+    let outcome =
+        |algorithm: &str, phase: &str| format!("algorithm=\"{algorithm}\",phase=\"{phase}\"");
+    let settled = harness::wait_for(Duration::from_secs(90), || async {
         operator
-            .metric("vision_operator_algorithm_breaker_state", &breaker)
+            .metric(
+                "vision_operator_algorithm_breaker_state",
+                &format!("algorithm=\"{flaky}\""),
+            )
             .await
             == Some(2.0)
             && operator
-                .metric("vision_operator_pending_jobs", &pending)
+                .metric("vision_operator_pending_jobs", &queue)
                 .await
                 == Some(2.0)
             && operator
+                .metric("vision_operator_admitted_active_jobs", &queue)
+                .await
+                == Some(0.0)
+            && operator
                 .metric(
                     "vision_operator_queue_head_wait_reason",
-                    &format!("{pending},reason=\"BreakerOpen\""),
+                    &format!("{queue},reason=\"BreakerOpen\""),
                 )
                 .await
                 == Some(1.0)
             && operator
                 .metric(
-                    "vision_operator_algorithm_breaker_state",
-                    &format!("algorithm=\"{fine}\""),
+                    "vision_operator_job_outcomes_total",
+                    &outcome(&broken, "Failed"),
                 )
                 .await
-                == Some(0.0)
+                == Some(5.0)
+            && operator
+                .metric(
+                    "vision_operator_job_outcomes_total",
+                    &outcome(&fine, "Succeeded"),
+                )
+                .await
+                == Some(1.0)
+            && operator
+                .metric(
+                    "vision_operator_job_outcomes_total",
+                    &outcome(&flaky, "Failed"),
+                )
+                .await
+                == Some(2.0)
     })
     .await;
     let text = operator.metrics().await;
-    assert!(settled, "the breaker did not open as expected:\n{text}");
+    assert!(settled, "the scenario did not settle as expected:\n{text}");
     // Only this scenario's queue and algorithms (the operator sees the
     // whole cluster) and the series of no queue or algorithm.
     let ours = [
-        format!("queue=\"{}\"", w.queue()),
+        queue.clone(),
         format!("algorithm=\"{flaky}\""),
+        format!("algorithm=\"{broken}\""),
         format!("algorithm=\"{fine}\""),
     ];
-    let scraped: Vec<(String, String)> = samples(&text)
-        .into_iter()
-        .filter(|(s, _)| {
-            !(s.contains("queue=\"") || s.contains("algorithm=\""))
-                || ours.iter().any(|o| s.contains(o.as_str()))
-        })
-        .collect();
-    assert!(
-        scraped
-            .iter()
-            .any(|(s, v)| s.starts_with("vision_operator_job_outcomes_total{") && v == "2"),
-        "two failures counted: {text}"
-    );
+    let mine = |samples: Vec<(String, String)>| -> Vec<(String, String)> {
+        samples
+            .into_iter()
+            .filter(|(s, _)| {
+                !(s.contains("queue=\"") || s.contains("algorithm=\""))
+                    || ours.iter().any(|o| s.contains(o.as_str()))
+            })
+            .collect()
+    };
+    let (before, after) = (mine(before), mine(samples(&text)));
 
     let dir = rules_dir("scenario");
     std::fs::write(
         dir.join("scenario.test.yaml"),
-        test_file_of(&scraped, &[&flaky]),
+        test_file_of(&before, &after, &[&flaky], &[&broken]),
     )
     .unwrap();
     run_promtool(&dir, &["test", "rules", "scenario.test.yaml"]);
-    // The same series with the breaker closed raise no alert at all (the
-    // test checks its own expectations can fail).
-    let closed: Vec<(String, String)> = scraped
-        .iter()
-        .map(|(s, v)| {
-            if s.starts_with("vision_operator_algorithm_breaker_state{") {
-                (s.clone(), "0".to_owned())
-            } else {
-                (s.clone(), v.clone())
-            }
-        })
-        .collect();
-    std::fs::write(dir.join("closed.test.yaml"), test_file_of(&closed, &[])).unwrap();
-    run_promtool(&dir, &["test", "rules", "closed.test.yaml"]);
+    // The same scrapes with every breaker closed and no job failed raise
+    // no alert at all (so the expectations above can fail).
+    let healthy = |samples: &[(String, String)]| -> Vec<(String, String)> {
+        samples
+            .iter()
+            .map(|(s, v)| {
+                let v = if s.starts_with("vision_operator_algorithm_breaker_state{")
+                    || (s.starts_with("vision_operator_job_outcomes_total{")
+                        && s.contains("phase=\"Failed\""))
+                {
+                    "0".to_owned()
+                } else {
+                    v.clone()
+                };
+                (s.clone(), v)
+            })
+            .collect()
+    };
+    std::fs::write(
+        dir.join("healthy.test.yaml"),
+        test_file_of(&healthy(&before), &healthy(&after), &[], &[]),
+    )
+    .unwrap();
+    run_promtool(&dir, &["test", "rules", "healthy.test.yaml"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
