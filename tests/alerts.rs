@@ -9,7 +9,10 @@
 //! - on the local cluster, the rules evaluated over the operator's real
 //!   /metrics scraped before and after a scenario: the breaker alert fires
 //!   for the algorithm whose breaker opened, the failing alert for the one
-//!   whose jobs all failed, and no other alert does.
+//!   whose jobs all failed, and no other alert does; and over the /metrics
+//!   of real replicas: a leader with its standby is healthy, the standby
+//!   alone raises VisionOperatorNoLeader, a second installation's leader
+//!   VisionOperatorTwoLeaders.
 //!
 //! Like tests/helm_template.rs these need the helm binary that
 //! `hack/cluster.sh` builds; the last test needs the running cluster.
@@ -23,7 +26,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
-use harness::{Scenario, repo_root, sim};
+use harness::{Operator, OperatorOptions, Scenario, repo_root, sim};
 use serde_json::Value;
 use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_breaker, mk_queue};
 use vision_operator::metrics::Metrics;
@@ -458,4 +461,121 @@ async fn the_breaker_and_failing_alerts_fire_on_the_operators_metrics_of_a_scena
     .unwrap();
     run_promtool(&dir, &["test", "rules", "healthy.test.yaml"]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A promtool rules test: the samples of each scrape with its `pod` label,
+/// constant for 10 minutes; at minute 8, VisionOperatorNoLeader fires iff
+/// `no_leader` and VisionOperatorTwoLeaders iff `two_leaders`.
+fn leader_test_of(
+    scrapes: &[(&str, &[(String, String)])],
+    no_leader: bool,
+    two_leaders: bool,
+) -> String {
+    let mut y = String::from(
+        "rule_files:\n  - rules.yaml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n",
+    );
+    for (pod, samples) in scrapes {
+        for (series, value) in samples.iter() {
+            let series = match series.split_once('{') {
+                Some((name, labels)) => format!("{name}{{pod=\"{pod}\",{labels}"),
+                None => format!("{series}{{pod=\"{pod}\"}}"),
+            };
+            y.push_str(&format!(
+                "      - series: '{}'\n        values: '{value}x10'\n",
+                series.replace('\'', "''"),
+            ));
+        }
+    }
+    y.push_str(&format!(
+        "    alert_rule_test:\n      - eval_time: 8m\n        alertname: VisionOperatorNoLeader\n        exp_alerts:{}\n",
+        if no_leader {
+            format!("\n          - exp_labels:\n              severity: critical\n            exp_annotations:\n              summary: No vision-operator replica is the leader\n              description: No replica has reported vision_operator_is_leader 1 for 5m; no job is admitted, started or finished.\n              runbook_url: {RUNBOOKS}#visionoperatornoleader")
+        } else {
+            " []".to_owned()
+        }
+    ));
+    y.push_str(&format!(
+        "      - eval_time: 8m\n        alertname: VisionOperatorTwoLeaders\n        exp_alerts:{}\n",
+        if two_leaders {
+            format!("\n          - exp_labels:\n              severity: critical\n            exp_annotations:\n              summary: More than one vision-operator replica reports being the leader\n              description: 2 replicas report vision_operator_is_leader 1; two admitting replicas could admit jobs twice.\n              runbook_url: {RUNBOOKS}#visionoperatortwoleaders")
+        } else {
+            " []".to_owned()
+        }
+    ));
+    y
+}
+
+#[tokio::test]
+async fn the_leader_alerts_fire_on_the_metrics_of_real_replicas() {
+    // One installation: a leader and its standby (one election). A second
+    // installation on the same cluster: its own election, so a second leader.
+    let w = Scenario::new("leaders")
+        .queue(mk_queue("pool", 1))
+        .operator()
+        .start()
+        .await;
+    let standby = Operator::start(&w.operator_options("standby")).await;
+    let other_lease = format!("e2e-{}", w.name("other"));
+    let other = Operator::start(&OperatorOptions::new(&other_lease, "other")).await;
+    let leader = w.operator();
+    let settled = harness::wait_for(Duration::from_secs(60), || async {
+        leader.is_leader().await
+            && !standby.is_leader().await
+            && other.is_leader().await
+            && standby.metric("vision_operator_is_leader", "").await == Some(0.0)
+    })
+    .await;
+    assert!(
+        settled,
+        "expected one leader per election:\n{}\n{}",
+        standby.log_tail(),
+        other.log_tail()
+    );
+    let (a, b, c) = (
+        samples(&leader.metrics().await),
+        samples(&standby.metrics().await),
+        samples(&other.metrics().await),
+    );
+    assert!(
+        !b.iter().any(|(s, _)| s.contains("queue=\"")),
+        "a standby reports no pool series: {b:?}"
+    );
+
+    let dir = rules_dir("leaders");
+    for (file, scrapes, no_leader, two_leaders) in [
+        // Healthy: the leader and its standby.
+        (
+            "healthy",
+            vec![("vo-a", &a[..]), ("vo-b", &b[..])],
+            false,
+            false,
+        ),
+        // The leader gone, the standby not (yet) leading.
+        ("no-leader", vec![("vo-b", &b[..])], true, false),
+        // Two installations scraped together: two leaders.
+        (
+            "two-leaders",
+            vec![("vo-a", &a[..]), ("vo-b", &b[..]), ("other-a", &c[..])],
+            false,
+            true,
+        ),
+    ] {
+        let name = format!("{file}.test.yaml");
+        std::fs::write(
+            dir.join(&name),
+            leader_test_of(&scrapes, no_leader, two_leaders),
+        )
+        .unwrap();
+        run_promtool(&dir, &["test", "rules", &name]);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(other);
+    harness::kubectl(&[
+        "-n",
+        "default",
+        "delete",
+        "lease",
+        &other_lease,
+        "--ignore-not-found",
+    ]);
 }
