@@ -570,7 +570,7 @@ async fn the_leader_alerts_fire_on_the_metrics_of_real_replicas() {
     }
     let _ = std::fs::remove_dir_all(&dir);
     drop(other);
-    harness::kubectl(&[
+    harness::kubectl([
         "-n",
         "default",
         "delete",
