@@ -10,6 +10,9 @@
 //! - both read the cluster-scoped VisionQueues and VisionAlgorithms (and
 //!   `visionctl queue` works) through the queue-reader binding of
 //!   `rbac.queueReaderGroups`, and are refused them when it is empty;
+//!   `visionctl queue NAME` and `queue --job` show them the waiting jobs of
+//!   their own namespace, saying so (they may not list every namespace's),
+//!   where the admin gets the whole queue;
 //! - the platform-admin role, bound to `rbac.platformAdminGroups`, manages
 //!   queues.
 //!
@@ -43,7 +46,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
-use vision_api::testing::{JobFixture, mk_job, mk_queue};
+use vision_api::testing::{JobFixture, mk_algorithm, mk_job, mk_queue};
 use vision_api::{VisionAlgorithm, VisionJob, VisionQueue};
 
 const GROUP: &str = "vision.zjlab.io";
@@ -241,6 +244,7 @@ async fn users_get_what_the_default_roles_and_the_chart_grant() {
     let fullname = format!("{rel}-vision-operator");
     let queue = format!("{rel}-q");
     let admins_queue = format!("{rel}-admins");
+    let algorithm = format!("{rel}-alg");
     let release = Release {
         name: rel.clone(),
         namespace: rel.clone(),
@@ -249,6 +253,7 @@ async fn users_get_what_the_default_roles_and_the_chart_grant() {
         format!("namespace/{team}"),
         format!("namespace/{other}"),
         format!("visionqueue/{admins_queue}"),
+        format!("visionalgorithm/{algorithm}"),
     ]);
     let dir = harness::repo_root().join(".local/rbac").join(&rel);
     std::fs::create_dir_all(&dir).unwrap();
@@ -494,6 +499,139 @@ async fn users_get_what_the_default_roles_and_the_chart_grant() {
             "{list}"
         );
     }
+
+    // A queue's waiting jobs and a job's position need VisionJobs of every
+    // namespace: the editor and the viewer get their namespace's, told so
+    // (exit 0); the admin gets the queue's. A job that waits whether or not
+    // an operator runs on the cluster: its algorithm exists (no rejection)
+    // and its queue is paused (no admission). Its priority puts it first,
+    // ahead of by-editor (which waits too unless an operator rejected it:
+    // its algorithm does not exist).
+    Api::<VisionAlgorithm>::all(admin.clone())
+        .create(&PostParams::default(), &mk_algorithm(&algorithm))
+        .await
+        .unwrap_or_else(|e| panic!("creating VisionAlgorithm {algorithm}: {e}"));
+    Api::<VisionQueue>::all(admin.clone())
+        .patch(
+            &queue,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"paused": true}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("pausing {queue}: {e}"));
+    assert_eq!(
+        outcome(
+            jobs.create(
+                &PostParams::default(),
+                &mk_job(&team, "waits", &algorithm)
+                    .with_queue(&queue)
+                    .with_priority(10)
+            )
+            .await
+        ),
+        Ok(())
+    );
+    let only_ours = format!(
+        "showing only namespace {team}'s waiting jobs: you may not list VisionJobs in all \
+         namespaces"
+    );
+    let not_visible = "jobs of other namespaces are not visible to you";
+    for (who, kubeconfig) in [
+        ("editor", &editor_kubeconfig),
+        ("viewer", &viewer_kubeconfig),
+    ] {
+        let run = visionctl(kubeconfig, &["-n", &team, "queue", &queue]);
+        assert_eq!(run.code, 0, "visionctl queue {queue} as the {who}: {run:?}");
+        assert!(run.stdout.contains(&only_ours), "{who}: {run:?}");
+        assert!(
+            run.stdout
+                .lines()
+                .any(|l| l.starts_with("1 ") && l.contains(&format!("{team}/waits"))),
+            "{who}: {run:?}"
+        );
+        let view: Value = serde_json::from_str(
+            &visionctl(kubeconfig, &["-n", &team, "queue", &queue, "-o", "json"]).stdout,
+        )
+        .expect("JSON");
+        assert_eq!(
+            (
+                &view["scope"],
+                &view["namespace"],
+                &view["positionLowerBound"],
+                &view["waiting"][0]["position"],
+                &view["waiting"][0]["name"],
+            ),
+            (
+                &json!("namespace"),
+                &json!(team),
+                &json!(true),
+                &json!(1),
+                &json!("waits"),
+            ),
+            "{who}: {view}"
+        );
+        let run = visionctl(kubeconfig, &["-n", &team, "queue", "--job", "waits"]);
+        assert_eq!(run.code, 0, "visionctl queue --job as the {who}: {run:?}");
+        assert!(
+            run.stdout.contains("at least position 1") && run.stdout.contains(not_visible),
+            "{who}: {run:?}"
+        );
+        let run = visionctl(
+            kubeconfig,
+            &["-n", &team, "queue", "--job", "waits", "-o", "json"],
+        );
+        assert_eq!(run.code, 0, "{who}: {run:?}");
+        let position: Value = serde_json::from_str(&run.stdout).expect("JSON");
+        assert_eq!(
+            (
+                &position["scope"],
+                &position["position"],
+                &position["positionLowerBound"],
+            ),
+            (&json!("namespace"), &json!(1), &json!(true)),
+            "{who}: {position}"
+        );
+        // In a namespace of another team even the fallback is refused.
+        let run = visionctl(kubeconfig, &["-n", &other, "queue", &queue]);
+        assert_eq!(
+            run.code, 5,
+            "visionctl queue in {other} as the {who}: {run:?}"
+        );
+        assert!(run.stderr.contains("forbidden"), "{run:?}");
+    }
+    let admin_kubeconfig = cluster::kubeconfig_path();
+    let run = visionctl(&admin_kubeconfig, &["-n", &team, "queue", &queue]);
+    assert_eq!(run.code, 0, "visionctl queue {queue} as the admin: {run:?}");
+    assert!(
+        !run.stdout.contains("showing only")
+            && run
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("1 ") && l.contains(&format!("{team}/waits"))),
+        "{run:?}"
+    );
+    let run = visionctl(&admin_kubeconfig, &["-n", &team, "queue", "--job", "waits"]);
+    assert_eq!(run.code, 0, "visionctl queue --job as the admin: {run:?}");
+    assert!(
+        run.stdout.lines().any(|l| l.starts_with("position 1 of ")
+            && l.contains(&format!(" waiting in queue {queue} ")))
+            && !run.stdout.contains(not_visible),
+        "{run:?}"
+    );
+    let run = visionctl(
+        &admin_kubeconfig,
+        &["-n", &team, "queue", "--job", "waits", "-o", "json"],
+    );
+    let position: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(
+        (
+            &position["scope"],
+            &position["positionLowerBound"],
+            &position["position"]
+        ),
+        (&json!("cluster"), &json!(false), &json!(1)),
+        "{position}"
+    );
 
     // The editor with visionctl: submit, suspend, resume, cancel (delete).
     let run = visionctl(
