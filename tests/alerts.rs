@@ -12,7 +12,10 @@
 //!   whose jobs all failed, and no other alert does; and over the /metrics
 //!   of real replicas: a leader with its standby is healthy, the standby
 //!   alone raises VisionOperatorNoLeader, a second installation's leader
-//!   VisionOperatorTwoLeaders.
+//!   VisionOperatorTwoLeaders; and VisionQueueStalled on a queue whose only
+//!   job can never fit (ExceedsQueueGpus) while its slots are free.
+//!
+//! VisionOperatorReconcileErrors is covered by the unit tests only.
 //!
 //! Like tests/helm_template.rs these need the helm binary that
 //! `hack/cluster.sh` builds; the last test needs the running cluster.
@@ -28,7 +31,7 @@ use std::time::Duration;
 use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
 use harness::{Operator, OperatorOptions, Scenario, repo_root, sim};
 use serde_json::Value;
-use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_breaker, mk_queue};
+use vision_api::testing::{AlgorithmFixture, QueueFixture, mk_algorithm, mk_breaker, mk_queue};
 use vision_operator::metrics::Metrics;
 
 const RUNBOOKS: &str = "https://github.com/zjlab/vision-operator/blob/main/docs/RUNBOOKS.md";
@@ -578,4 +581,88 @@ async fn the_leader_alerts_fire_on_the_metrics_of_real_replicas() {
         &other_lease,
         "--ignore-not-found",
     ]);
+}
+
+/// The input series of two scrapes, as in [`test_file_of`]: each sample of
+/// `after` holds its `before` value for minutes 0-5, its own for 6-20.
+fn ramp_series(before: &[(String, String)], after: &[(String, String)]) -> String {
+    let mut y = String::new();
+    for (series, value) in after {
+        let old = before_value(before, series, value);
+        let series = match series.split_once('{') {
+            Some((name, labels)) => format!("{name}{{pod=\"operator\",{labels}"),
+            None => format!("{series}{{pod=\"operator\"}}"),
+        };
+        y.push_str(&format!(
+            "      - series: '{}'\n        values: '{old}x5 {value}x14'\n",
+            series.replace('\'', "''"),
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn the_stall_alert_fires_on_the_operators_metrics_when_a_queue_admits_nothing() {
+    // A job asking for more GPUs than its queue allows waits for ever
+    // (ExceedsQueueGpus), with both slots free: the queue admits nothing.
+    let w = Scenario::new("stall")
+        .queue(mk_queue("pool", 2).with_max_gpus(1))
+        .algorithm(
+            mk_algorithm("big")
+                .with_gpus_per_job(2)
+                .with_template_annotations(&[(sim::DURATION, "100ms")]),
+        )
+        .operator()
+        .start()
+        .await;
+    let operator = w.operator();
+    let queue = format!("queue=\"{}\"", w.queue());
+    let refreshed = harness::wait_for(Duration::from_secs(30), || async {
+        operator
+            .metric("vision_operator_pending_jobs", &queue)
+            .await
+            == Some(0.0)
+    })
+    .await;
+    assert!(refreshed, "no pool series:\n{}", operator.metrics().await);
+    let before = samples(&operator.metrics().await);
+    w.submit(w.job("too-big", "big")).await;
+    let waiting = harness::wait_for(Duration::from_secs(30), || async {
+        operator
+            .metric("vision_operator_pending_jobs", &queue)
+            .await
+            == Some(1.0)
+            && operator
+                .metric(
+                    "vision_operator_queue_head_wait_reason",
+                    &format!("{queue},reason=\"ExceedsQueueGpus\""),
+                )
+                .await
+                == Some(1.0)
+    })
+    .await;
+    let text = operator.metrics().await;
+    assert!(waiting, "the job does not wait as expected:\n{text}");
+    let mine = |samples: Vec<(String, String)>| -> Vec<(String, String)> {
+        samples
+            .into_iter()
+            .filter(|(s, _)| !s.contains("queue=\"") || s.contains(queue.as_str()))
+            .filter(|(s, _)| !s.contains("algorithm=\""))
+            .collect()
+    };
+    let (before, after) = (mine(before), mine(samples(&text)));
+    let name = w.queue();
+    let stalled = format!(
+        "          - exp_labels:\n              severity: warning\n              queue: {name}\n            exp_annotations:\n              summary: Queue {name} has waiting jobs and free slots but admits nothing\n              description: Queue {name} has jobs waiting and a free slot, its first job is not held back by a pause, a GPU quota, an algorithm limit or a breaker, and no job was admitted in 10m.\n              runbook_url: {RUNBOOKS}#visionqueuestalled\n"
+    );
+    let file = format!(
+        "rule_files:\n  - rules.yaml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{}    alert_rule_test:\n      - eval_time: 10m\n        alertname: VisionQueueStalled\n        exp_alerts: []\n      - eval_time: 12m\n        alertname: VisionQueueStalled\n        exp_alerts:\n{stalled}  - interval: 1m\n    input_series:\n{}    alert_rule_test:\n      - eval_time: 20m\n        alertname: VisionQueueStalled\n        exp_alerts: []\n",
+        ramp_series(&before, &after),
+        // Healthy: the scrape before the job, held for 20 minutes.
+        ramp_series(&before, &before),
+    );
+    let dir = rules_dir("stall");
+    std::fs::write(dir.join("stall.test.yaml"), file).unwrap();
+    run_promtool(&dir, &["test", "rules", "stall.test.yaml"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
