@@ -15,7 +15,10 @@
 //!   VisionOperatorTwoLeaders; and VisionQueueStalled on a queue whose only
 //!   job can never fit (ExceedsQueueGpus) while its slots are free.
 //!
-//! VisionOperatorReconcileErrors is covered by the unit tests only.
+//! And VisionOperatorReconcileErrors on the error counters of an operator
+//! whose pod creates the API answers with 500 (through the fault proxy),
+//! grown at the rate measured over 10 s (2 jobs requeued every 2 s: about
+//! 1/s, ten times the threshold).
 //!
 //! Like tests/helm_template.rs these need the helm binary that
 //! `hack/cluster.sh` builds; the last test needs the running cluster.
@@ -32,6 +35,7 @@ use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
 use harness::{Operator, OperatorOptions, Scenario, repo_root, sim};
 use serde_json::Value;
 use vision_api::testing::{AlgorithmFixture, QueueFixture, mk_algorithm, mk_breaker, mk_queue};
+use vision_chaos::proxy::{FaultAction, FaultProxy, RequestKind, upstream_client};
 use vision_operator::metrics::Metrics;
 
 const RUNBOOKS: &str = "https://github.com/zjlab/vision-operator/blob/main/docs/RUNBOOKS.md";
@@ -665,4 +669,100 @@ async fn the_stall_alert_fires_on_the_operators_metrics_when_a_queue_admits_noth
     std::fs::write(dir.join("stall.test.yaml"), file).unwrap();
     run_promtool(&dir, &["test", "rules", "stall.test.yaml"]);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn the_reconcile_errors_alert_fires_on_the_operators_metrics_when_the_api_fails() {
+    // The operator reaches the API server only through a fault proxy that
+    // answers every pod create with 500: each admitted job's reconcile fails
+    // and is requeued (every 2 s).
+    let mut w = Scenario::new("recerr")
+        .queue(mk_queue("pool", 2))
+        .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "1s")]))
+        .start()
+        .await;
+    let upstream = upstream_client(&harness::cluster::kubeconfig_path())
+        .await
+        .expect("a client for the local cluster");
+    let proxy = FaultProxy::start(upstream)
+        .await
+        .expect("starting the proxy");
+    let kubeconfig = std::env::temp_dir().join(format!("{}-proxy.kubeconfig", w.namespace));
+    std::fs::write(&kubeconfig, proxy.kubeconfig_yaml()).unwrap();
+    let options = OperatorOptions {
+        kubeconfig,
+        ..w.operator_options(&format!("{}-proxied", w.namespace))
+    };
+    w.operators.push(Operator::start(&options).await);
+    proxy.set(RequestKind::PodCreate, FaultAction::ServerError);
+    for name in ["a", "b"] {
+        w.submit(w.job(name, "short")).await;
+    }
+    let operator = w.operator();
+    // The errors counted by kind, other than the routine ones.
+    let errors = |text: &str| -> Vec<(String, f64)> {
+        samples(text)
+            .into_iter()
+            .filter(|(s, _)| {
+                s.starts_with("vision_operator_reconcile_errors_total{")
+                    && !s.contains("kind=\"conflict\"")
+                    && !s.contains("kind=\"pods_terminating\"")
+            })
+            .map(|(s, v)| (s, v.parse().unwrap()))
+            .collect()
+    };
+    let failing = harness::wait_for(Duration::from_secs(60), || async {
+        errors(&operator.metrics().await)
+            .iter()
+            .map(|(_, v)| v)
+            .sum::<f64>()
+            >= 2.0
+    })
+    .await;
+    assert!(
+        failing,
+        "no reconcile errors:\n{}",
+        operator.metrics().await
+    );
+    let start = std::time::Instant::now();
+    let before = errors(&operator.metrics().await);
+    // Let them run for a while (how many errors a while brings is what the
+    // test measures, not a condition it waits for).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = errors(&operator.metrics().await);
+    let seconds = start.elapsed().as_secs_f64();
+    let hits = proxy.hits();
+    proxy.clear();
+    assert!(
+        hits.get(&(RequestKind::PodCreate, "500"))
+            .copied()
+            .unwrap_or(0)
+            >= 2,
+        "the fault never hit a pod create: {hits:?}"
+    );
+    // Each series goes on growing at the rate measured (per minute, at
+    // least 1 where it grew).
+    let mut series = String::new();
+    let mut per_second = 0.0;
+    for (s, v) in &after {
+        let old = before.iter().find(|(b, _)| b == s).map_or(0.0, |(_, b)| *b);
+        let per_minute = ((v - old) / seconds * 60.0).round();
+        per_second += per_minute / 60.0;
+        let (name, labels) = s.split_once('{').unwrap();
+        series.push_str(&format!(
+            "      - series: '{name}{{pod=\"operator\",{labels}'\n        values: '{v}+{per_minute}x20'\n"
+        ));
+    }
+    assert!(
+        per_second > 0.1,
+        "errors at {per_second}/s, under the alert's threshold: before {before:?}, after {after:?} in {seconds} s"
+    );
+    let file = format!(
+        "rule_files:\n  - rules.yaml\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{series}    alert_rule_test:\n      - eval_time: 8m\n        alertname: VisionOperatorReconcileErrors\n        exp_alerts: []\n      - eval_time: 15m\n        alertname: VisionOperatorReconcileErrors\n        exp_alerts:\n          - exp_labels:\n              severity: warning\n            exp_annotations:\n              summary: The vision-operator's reconcile errors are rising\n              description: 'Reconcile errors other than conflicts and terminating pods have run above 0.1/s for 10m (by kind: sum by (kind) (rate(vision_operator_reconcile_errors_total[5m]))).'\n              runbook_url: {RUNBOOKS}#visionoperatorreconcileerrors\n"
+    );
+    let dir = rules_dir("recerr");
+    std::fs::write(dir.join("recerr.test.yaml"), file).unwrap();
+    run_promtool(&dir, &["test", "rules", "recerr.test.yaml"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    w.wait_all_final(Duration::from_secs(90)).await;
 }
