@@ -129,14 +129,18 @@ pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
         };
     }
     let now = time_at(view.now_ms);
-    // Finished pods whose outcome the status holds: every one of a job not
-    // holding a slot; a former attempt's of a job that does.
-    let current = pod_name(&job.name_any(), attempt_of(job));
+    // Finished pods whose outcome the status holds: every one of a final
+    // job; of any other, those of the attempts its status has counted and
+    // closed: all of them for a job not holding a slot, the former ones for
+    // a job that does. (A job read from a lagging cache, e.g. still Queued
+    // while its first pod already finished, keeps its pods.)
+    let closed = match job.phase() {
+        Some(p) if p.is_final() => i32::MAX,
+        Some(JobPhase::Admitted) | Some(JobPhase::Running) => attempt_of(job) - 1,
+        _ => status::current(job).attempts.unwrap_or(0),
+    };
     let recorded = tracked(view, |p| {
-        !matches!(
-            job.phase(),
-            Some(JobPhase::Admitted) | Some(JobPhase::Running)
-        ) || p.name_any() != current
+        closed == i32::MAX || (1..=closed).any(|a| p.name_any() == pod_name(&job.name_any(), a))
     });
     if !recorded.is_empty() {
         return Step::ReleasePods {

@@ -927,3 +927,28 @@ fn a_suspended_job_lets_its_finished_pods_go() {
         release(&[&killed], Then::AwaitChange)
     );
 }
+
+/// A job read from a lagging cache (still new, or Queued, while its first
+/// attempt's pod already finished) has not recorded that pod's outcome: the
+/// pod keeps its finalizer.
+#[test]
+fn a_pod_of_an_attempt_the_status_does_not_count_yet_keeps_its_finalizer() {
+    let job = running(T0 + 1000);
+    let pod = finished_pod(&job, 1, "Succeeded", 0, None, None);
+    let stale = new_job();
+    assert_eq!(
+        plan_at(&stale, std::slice::from_ref(&pod), T0 + 5000),
+        Step::Wait(Then::AwaitChange)
+    );
+    let queued = new_job().with_phase(JobPhase::Queued, 0);
+    assert_eq!(
+        plan_at(&queued, std::slice::from_ref(&pod), T0 + 5000),
+        Step::Wait(Then::AwaitChange)
+    );
+    // Resumed after a suspension of attempt 1: Queued, attempt 1 counted.
+    let resumed = job.with_phase(JobPhase::Queued, 1);
+    assert_eq!(
+        plan_at(&resumed, std::slice::from_ref(&pod), T0 + 5000),
+        release(&[&pod], Then::AwaitChange)
+    );
+}
