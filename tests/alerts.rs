@@ -766,3 +766,47 @@ async fn the_reconcile_errors_alert_fires_on_the_operators_metrics_when_the_api_
     let _ = std::fs::remove_dir_all(&dir);
     w.wait_all_final(Duration::from_secs(90)).await;
 }
+
+#[test]
+fn the_dashboard_queries_parse() {
+    // Every panel query as a recording rule, for promtool's PromQL parser
+    // (Grafana's $queue and $algorithm sit inside regex matchers).
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo_root()
+                .join(CHART)
+                .join("dashboards/vision-operator.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(exprs.len(), 18, "{exprs:?}");
+    let rules: Vec<Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| serde_json::json!({"record": format!("dashboard:query_{i}"), "expr": e}))
+        .collect();
+    let dir = repo_root()
+        .join(".local/alerts-tests")
+        .join(format!("dashboard-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dashboard.yaml"),
+        serde_json::json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let checked = run_promtool(&dir, &["check", "rules", "dashboard.yaml"]);
+    assert!(
+        checked.contains("SUCCESS: 18 rules found"),
+        "promtool check rules: {checked}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
