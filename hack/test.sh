@@ -95,6 +95,16 @@ if ! hack/cluster.sh up "${up_args[@]}" >.local/logs/cluster-up.log 2>&1; then
   exit 1
 fi
 echo "[test] cluster up in $((SECONDS - start))s"
+# promtool (tests/alerts.rs) from its Go module: cached after the first build
+# (about 10 min cold on 2 cores; hack/README.md), built here so that its cost
+# shows as a step of its own rather than inside one test.
+t=$SECONDS
+if VISION_PROMTOOL="$(hack/cluster.sh promtool 2>>.local/logs/promtool-build.log)"; then
+  export VISION_PROMTOOL
+  echo "[test] promtool ready in $((SECONDS - t))s"
+else
+  echo "[test] building promtool failed (.local/logs/promtool-build.log); tests/alerts.rs will say so" >&2
+fi
 
 VISION_KUBECONFIG="$ROOT/.local/cluster/kubeconfig"
 VISION_KUBECTL="$(hack/cluster.sh env | sed -n 's/^export PATH=\([^:]*\):.*/\1/p')/kubectl"
