@@ -7,14 +7,19 @@
 #       installs the CRDs, the demo queue and algorithms (hack/demo/), starts
 #       the operator in the background, then submits ~1000 VisionJobs through
 #       the Kubernetes API with `vision-dev demo` and follows them to the end.
-#       The cluster and the operator are left running to explore.
+#       Next to that simulated burst, a few jobs of a real algorithm
+#       (examples/algorithms/face-detect: OpenCV face detection) run as real
+#       containers on the cluster's kubelet node, and their detections are
+#       printed at the end. The cluster and the operator are left running.
 #   hack/demo.sh down
 #       stops the demo's operator (by its pid) and the cluster (unless e2e
 #       tests are using it).
 #
 # Environment: DEMO_HTTP_ADDR (operator's /metrics, default 127.0.0.1:8080),
 # VISION_CLUSTER_DIR (cluster state, default .local/cluster), NO_BARS=1
-# (plain progress lines even on a terminal; they are the default without one).
+# (plain progress lines even on a terminal; they are the default without one),
+# DEMO_REAL_NODE=0 (skip the real node and the real algorithm's jobs: faster
+# the first time, which builds the kubelet, containerd and the image).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -23,6 +28,7 @@ cd "$ROOT"
 STATE="${VISION_CLUSTER_DIR:-$ROOT/.local/cluster}"
 KCFG="$STATE/kubeconfig"
 HTTP_ADDR="${DEMO_HTTP_ADDR:-127.0.0.1:8080}"
+REAL="${DEMO_REAL_NODE:-1}"
 PIDFILE="$ROOT/.local/demo-operator.pid"
 LOG="$ROOT/.local/logs/demo-operator.log"
 OPERATOR="$ROOT/target/debug/vision-operator"
@@ -64,6 +70,62 @@ tests_running() {
   pgrep -f 'cargo test' >/dev/null 2>&1
 }
 
+# The real algorithm: build its image offline (hack/images), import it into
+# the real node, register it as the VisionAlgorithm `face-detect` pinned to
+# that node, and submit a few jobs with different detector settings. They
+# share the demo queue with the simulated burst, at a higher priority.
+submit_real_jobs() {
+  local kubectl=("$@") ref n
+  say "building the face-detect image and importing it into the real node (hack/cluster.sh image face-detect)"
+  ref="$(hack/cluster.sh image face-detect | awk '{print $2}')" || die "building the face-detect image failed"
+  [ -n "$ref" ] || die "hack/cluster.sh image face-detect printed no image reference"
+  "${kubectl[@]}" apply --server-side --force-conflicts -f examples/algorithms/face-detect/algorithm.yaml >/dev/null
+  # The locally imported image (never pulled), on the tainted real node.
+  "${kubectl[@]}" patch visionalgorithm face-detect --type=json -p "[
+    {\"op\": \"replace\", \"path\": \"/spec/template/spec/containers/0/image\", \"value\": \"$ref\"},
+    {\"op\": \"add\", \"path\": \"/spec/template/spec/containers/0/imagePullPolicy\", \"value\": \"Never\"},
+    {\"op\": \"add\", \"path\": \"/spec/template/spec/nodeSelector\", \"value\": {\"type\": \"real\"}},
+    {\"op\": \"add\", \"path\": \"/spec/template/spec/tolerations\", \"value\": [
+      {\"key\": \"vision.zjlab.io/real-node\", \"operator\": \"Exists\", \"effect\": \"NoSchedule\"}]}
+  ]" >/dev/null
+  "${kubectl[@]}" create namespace vision-demo --dry-run=client -o yaml | "${kubectl[@]}" apply -f - >/dev/null
+  "${kubectl[@]}" delete visionjobs -n vision-demo -l demo.vision.zjlab.io/real=true --wait=true >/dev/null 2>&1 || true
+  for n in 3 5 8; do
+    "${kubectl[@]}" apply -f - >/dev/null <<EOF
+apiVersion: vision.zjlab.io/v1alpha1
+kind: VisionJob
+metadata:
+  name: faces-min-neighbors-$n
+  namespace: vision-demo
+  labels: {demo.vision.zjlab.io/real: "true"}
+spec:
+  algorithm: face-detect
+  priority: 10
+  input: {image: astronaut.jpg}
+  params: {minNeighbors: $n}
+EOF
+  done
+  say "submitted 3 face-detect jobs (real containers on the node vision-node)"
+}
+
+# Waits for the real algorithm's jobs, prints their detections, and fails
+# unless all succeeded.
+show_real_jobs() {
+  local kubectl=("$@") names=()
+  mapfile -t names < <("${kubectl[@]}" get visionjobs -n vision-demo \
+    -l demo.vision.zjlab.io/real=true -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
+  [ "${#names[@]}" -gt 0 ] || return 1
+  "$ROOT/target/debug/visionctl" --kubeconfig "$KCFG" -n vision-demo wait "${names[@]}" --wait-timeout 5m >/dev/null || true
+  echo
+  echo "The real algorithm: OpenCV face detection in real containers on the kubelet node vision-node"
+  "${kubectl[@]}" get visionjobs -n vision-demo -l demo.vision.zjlab.io/real=true -o \
+    custom-columns='JOB:.metadata.name,PHASE:.status.phase,POD:.status.podName,DETECTIONS:.status.result.detections'
+  local phases
+  phases="$("${kubectl[@]}" get visionjobs -n vision-demo -l demo.vision.zjlab.io/real=true \
+    -o jsonpath='{.items[*].status.phase}')"
+  [ -z "$(tr ' ' '\n' <<<"$phases" | grep -v '^Succeeded$')" ]
+}
+
 down() {
   stop_operator
   if tests_running; then
@@ -85,9 +147,16 @@ up() {
   mkdir -p "$ROOT/.local/logs"
   say "starting the local cluster (hack/cluster.sh up; the first time builds Kubernetes from source, which takes a while)"
   # A healthy cluster is reused as it is (`up` would only re-apply its nodes).
+  local up_args=()
+  if [ "$REAL" = 1 ]; then up_args+=(--real-node); fi
   if hack/cluster.sh status >/dev/null 2>&1; then
     say "reusing the running cluster"
-  elif ! hack/cluster.sh up >"$ROOT/.local/logs/demo-cluster-up.log" 2>&1; then
+    if [ "$REAL" = 1 ] && ! hack/cluster.sh node status >/dev/null 2>&1; then
+      say "starting its real kubelet node (hack/cluster.sh node up)"
+      hack/cluster.sh node up >"$ROOT/.local/logs/demo-cluster-up.log" 2>&1 ||
+        { tail -n 40 "$ROOT/.local/logs/demo-cluster-up.log" >&2; die "hack/cluster.sh node up failed"; }
+    fi
+  elif ! hack/cluster.sh up "${up_args[@]}" >"$ROOT/.local/logs/demo-cluster-up.log" 2>&1; then
     tail -n 40 "$ROOT/.local/logs/demo-cluster-up.log" >&2
     die "hack/cluster.sh up failed (log: .local/logs/demo-cluster-up.log)"
   fi
@@ -123,8 +192,12 @@ up() {
   done
   [ "$ready" = 1 ] || { tail -n 20 "$LOG" >&2; die "the operator did not become ready"; }
 
+  if [ "$REAL" = 1 ]; then submit_real_jobs "${kubectl[@]}"; fi
+
   local rc=0
   "$VISIONDEV" --kubeconfig "$KCFG" demo --metrics-url "http://$HTTP_ADDR/metrics" "$@" || rc=$?
+
+  if [ "$REAL" = 1 ]; then show_real_jobs "${kubectl[@]}" || rc=1; fi
 
   cat <<EOF
 
