@@ -670,8 +670,14 @@ fn schema_rejects_wrong_values() {
         ("rbac.platformAdminGroups=admins", "platformAdminGroups"),
         ("monitoring.dashboard.enabled=yes", "enabled"),
         ("monitoring.prometheusRule.noLeader.for=5 minutes", "for"),
-        ("monitoring.prometheusRule.algorithmFailing.ratio=2", "ratio"),
-        ("monitoring.prometheusRule.namespace=Not_A_Name", "namespace"),
+        (
+            "monitoring.prometheusRule.algorithmFailing.ratio=2",
+            "ratio",
+        ),
+        (
+            "monitoring.prometheusRule.namespace=Not_A_Name",
+            "namespace",
+        ),
         ("monitoring.grafana=true", "grafana"),
     ];
     for (set, needle) in cases {
