@@ -168,6 +168,9 @@ class VisionJobStatus(_Model):
     """Admitted, Running, Complete, Failed, Finished (see the CRD)."""
     observed_generation: int | None = None
     """The spec generation this status was computed from."""
+    leader_term: int | None = None
+    """The leadership term (the election Lease's transitions) of the operator
+    replica that wrote this status; terms only grow."""
     output: OutputLocation | None = None
     """Where the last attempt's outputs are, for a job with ``spec.output``."""
 
