@@ -258,7 +258,10 @@ async fn a_missing_config_map_is_shown_while_the_job_waits_then_it_times_out() {
         .operator()
         .start()
         .await;
-    s.submit(s.job("cfg", "config").with_timeout_seconds(8))
+    // The timeout must outlast the pod's start on a loaded node (sandbox,
+    // then the kubelet's attempt to build the container's environment), or
+    // the job times out before the kubelet ever says what it waits for.
+    s.submit(s.job("cfg", "config").with_timeout_seconds(45))
         .await;
     // While it waits (a ConfigMap may yet be created), its status says why.
     let waiting = "the algorithm container of pod cfg-1 cannot start yet (CreateContainerConfigError: configmap \"absent\" not found)";
@@ -276,7 +279,7 @@ async fn a_missing_config_map_is_shown_while_the_job_waits_then_it_times_out() {
     assert_eq!(reason(&job), "Timeout");
     assert_eq!(
         message(&job),
-        format!("attempt 1 ran longer than its timeout of 8s and was stopped; {waiting}")
+        format!("attempt 1 ran longer than its timeout of 45s and was stopped; {waiting}")
     );
     no_pods_left(&s, &[]).await;
 }
