@@ -81,15 +81,20 @@ pub fn error_policy(_job: Arc<VisionJob>, error: &Error, ctx: Arc<Context>) -> A
 async fn step(job: &VisionJob, ctx: &Context) -> Result<Action> {
     let algorithm = ctx.algorithm(&job.spec.algorithm);
     let mut pods = cached_pods(job, ctx);
+    let queue = ctx.queue(&job.spec.queue);
     let mut view = View {
         job,
         pods: &[],
         algorithm: algorithm.as_deref(),
         pod_read: false,
         creating: ctx.writer.creating_any(job, &attempt_pod_names(job)),
-        queue_default_ttl_seconds: ctx
-            .queue(&job.spec.queue)
+        queue_default_ttl_seconds: queue
+            .as_ref()
             .and_then(|q| q.spec.default_ttl_seconds_after_finished),
+        pod_retention: queue
+            .as_ref()
+            .and_then(|q| q.spec.pod_retention)
+            .unwrap_or_default(),
         now_ms: now_ms(),
     };
     let next = plan(

@@ -27,7 +27,7 @@ use kube::ResourceExt;
 use super::settings::Settings;
 use crate::admission::Outcome;
 use crate::api::contract::POD_FINALIZER;
-use crate::api::{JobPhase, VisionAlgorithm, VisionJob, VisionJobStatus};
+use crate::api::{JobPhase, PodRetention, VisionAlgorithm, VisionJob, VisionJobStatus};
 use crate::clock::{ms_of, time_at};
 use crate::pod::{
     DISRUPTION_REASONS, PodState, build_pod, job_retries, job_timeout_seconds, memory_limit,
@@ -62,6 +62,9 @@ pub struct View<'a> {
     /// The `spec.defaultTtlSecondsAfterFinished` of the job's queue (if the
     /// queue exists): the TTL of a finished job that sets none of its own.
     pub queue_default_ttl_seconds: Option<i32>,
+    /// The `spec.podRetention` of the job's queue (defaults if unset or the
+    /// queue is gone): how long finished pods are kept.
+    pub pod_retention: PodRetention,
     pub now_ms: i64,
 }
 
@@ -139,12 +142,20 @@ pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
         Some(JobPhase::Admitted) | Some(JobPhase::Running) => attempt_of(job) - 1,
         _ => status::current(job).attempts.unwrap_or(0),
     };
-    let recorded = tracked(view, |p| {
-        closed == i32::MAX || (1..=closed).any(|a| p.name_any() == pod_name(&job.name_any(), a))
-    });
+    let is_closed =
+        |p: &Pod| closed == i32::MAX || (1..=closed).any(|a| p.name_any() == pod_name(&job.name_any(), a));
+    let recorded = tracked(view, is_closed);
     if !recorded.is_empty() {
         return Step::ReleasePods {
             pods: recorded,
+            then: Then::AwaitChange,
+        };
+    }
+    // Released pods (their outcome is recorded) whose retention is over.
+    let (due, next_due_ms) = retention(view, is_closed);
+    if !due.is_empty() {
+        return Step::DeletePods {
+            pods: due,
             then: Then::AwaitChange,
         };
     }
@@ -164,8 +175,56 @@ pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
         }
         Some(JobPhase::Suspended) => stop_pods(view, Then::AwaitChange),
         Some(JobPhase::Admitted) | Some(JobPhase::Running) => active(view, settings),
-        Some(_) => finished(view),
+        Some(_) => finished(view, next_due_ms),
     }
+}
+
+/// The finished pods of closed attempts that no longer hold the tracking
+/// finalizer (their outcome is in the job's status) and whose retention is
+/// over, and when the next of the others is due. The last attempt's pod of
+/// a final job is kept for the queue's `podRetention` (succeeded or failed
+/// seconds after the job finished); any other (an earlier attempt of a
+/// retried job, or a pod of a job that is no longer final) goes at once.
+fn retention(view: &View<'_>, is_closed: impl Fn(&Pod) -> bool) -> (Vec<Arc<Pod>>, Option<i64>) {
+    let job = view.job;
+    let keep_seconds = match job.phase() {
+        Some(JobPhase::Succeeded) => Some(view.pod_retention.succeeded()),
+        Some(p) if p.is_final() => Some(view.pod_retention.failed()),
+        _ => None,
+    };
+    let last = pod_name(&job.name_any(), attempt_of(job));
+    let finished_ms = job
+        .status
+        .as_ref()
+        .and_then(|s| s.finished_at.as_ref())
+        .map(ms_of)
+        .unwrap_or(view.now_ms);
+    let mut due = Vec::new();
+    let mut next: Option<i64> = None;
+    for pod in view.pods {
+        let finished = matches!(
+            pod_state(pod),
+            PodState::Succeeded { .. } | PodState::Failed { .. }
+        );
+        if !owned_by(pod, job)
+            || holds_outcome(pod)
+            || pod.metadata.deletion_timestamp.is_some()
+            || !finished
+            || !is_closed(pod)
+        {
+            continue;
+        }
+        let at_ms = match keep_seconds {
+            Some(keep) if pod.name_any() == last => finished_ms + i64::from(keep) * 1000,
+            _ => view.now_ms,
+        };
+        if at_ms <= view.now_ms {
+            due.push(pod.clone());
+        } else {
+            next = Some(next.map_or(at_ms, |n| n.min(at_ms)));
+        }
+    }
+    (due, next)
 }
 
 /// A job holding a slot: make its attempt's pod exist and follow it.
@@ -499,15 +558,19 @@ fn attempt_failed(
 }
 
 /// A finished job: delete it once its TTL has passed: its own, else its
-/// queue's default.
-fn finished(view: &View<'_>) -> Step {
+/// queue's default; look again when a kept pod's retention ends
+/// (`pod_due_ms`), whichever comes first.
+fn finished(view: &View<'_>, pod_due_ms: Option<i64>) -> Step {
     let job = view.job;
     let Some(ttl) = job
         .spec
         .ttl_seconds_after_finished
         .or(view.queue_default_ttl_seconds)
     else {
-        return Step::Wait(Then::AwaitChange);
+        return Step::Wait(match pod_due_ms {
+            Some(at) => requeue_at(view.now_ms, at),
+            None => Then::AwaitChange,
+        });
     };
     let finished = job
         .status
@@ -517,7 +580,8 @@ fn finished(view: &View<'_>) -> Step {
         .unwrap_or(view.now_ms);
     let expires = finished + i64::from(ttl) * 1000;
     if view.now_ms < expires {
-        return Step::Wait(requeue_at(view.now_ms, expires));
+        let at = pod_due_ms.map_or(expires, |due| due.min(expires));
+        return Step::Wait(requeue_at(view.now_ms, at));
     }
     Step::DeleteJob
 }
@@ -629,6 +693,8 @@ fn requeue_at(now_ms: i64, at_ms: i64) -> Then {
     Then::RequeueAfterMs((at_ms - now_ms).max(0) as u64 + 10)
 }
 
+#[cfg(test)]
+mod retention_tests;
 #[cfg(test)]
 mod runtime_tests;
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub use algorithm::{
 pub use job::{
     JobOutput, JobPhase, OutputClaim, OutputLocation, VisionJob, VisionJobSpec, VisionJobStatus,
 };
-pub use queue::{QueueOrdering, VisionQueue, VisionQueueSpec, VisionQueueStatus};
+pub use queue::{PodRetention, QueueOrdering, VisionQueue, VisionQueueSpec, VisionQueueStatus};
 
 /// The API group of all three resources.
 pub const GROUP: &str = "vision.zjlab.io";

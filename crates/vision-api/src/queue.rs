@@ -81,6 +81,55 @@ pub struct VisionQueueSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub default_ttl_seconds_after_finished: Option<i32>,
+
+    /// How long the operator keeps the pods of this queue's jobs once their
+    /// outcome is in the job's status. Unset: the defaults below. A pod is
+    /// deleted only after the job's status records its attempt's outcome,
+    /// and the job keeps that outcome after its pods are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_retention: Option<PodRetention>,
+}
+
+/// How long finished pods are kept (`spec.podRetention` of a queue).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodRetention {
+    /// Seconds the pod of a Succeeded job's last attempt is kept after the
+    /// job finished, so that `kubectl logs` still works. 0 deletes it as soon
+    /// as the job's status records the outcome. Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub succeeded_seconds: Option<i32>,
+
+    /// Seconds the pod of a Failed job's last attempt is kept after the job
+    /// finished, for its logs. 0 deletes it as soon as the job's status
+    /// records the outcome. Default 3600. The pods of earlier attempts of a
+    /// retried job are deleted as soon as the job's status records that the
+    /// attempt failed (its message says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub failed_seconds: Option<i32>,
+}
+
+impl PodRetention {
+    /// The default `succeededSeconds`.
+    pub const DEFAULT_SUCCEEDED_SECONDS: i32 = 300;
+    /// The default `failedSeconds`.
+    pub const DEFAULT_FAILED_SECONDS: i32 = 3600;
+
+    /// `succeededSeconds` with its default.
+    pub fn succeeded(&self) -> i32 {
+        self.succeeded_seconds
+            .unwrap_or(Self::DEFAULT_SUCCEEDED_SECONDS)
+            .max(0)
+    }
+
+    /// `failedSeconds` with its default.
+    pub fn failed(&self) -> i32 {
+        self.failed_seconds
+            .unwrap_or(Self::DEFAULT_FAILED_SECONDS)
+            .max(0)
+    }
 }
 
 /// How strictly the queue keeps its order when the head does not fit.

@@ -153,6 +153,7 @@ pub fn mk_queue(name: &str, max_running: i32) -> VisionQueue {
             ordering: QueueOrdering::default(),
             paused: false,
             default_ttl_seconds_after_finished: None,
+            pod_retention: None,
         },
     );
     queue.metadata.generation = Some(1);
@@ -167,6 +168,8 @@ pub trait QueueFixture: Sized {
     fn paused(self) -> Self;
     /// `spec.defaultTtlSecondsAfterFinished`: the TTL of its jobs that set none.
     fn with_default_ttl_seconds(self, seconds: i32) -> Self;
+    /// `spec.podRetention`: how long its jobs' finished pods are kept.
+    fn with_pod_retention(self, succeeded_seconds: i32, failed_seconds: i32) -> Self;
 }
 
 impl QueueFixture for VisionQueue {
@@ -188,6 +191,13 @@ impl QueueFixture for VisionQueue {
     }
     fn with_default_ttl_seconds(mut self, seconds: i32) -> Self {
         self.spec.default_ttl_seconds_after_finished = Some(seconds);
+        self
+    }
+    fn with_pod_retention(mut self, succeeded_seconds: i32, failed_seconds: i32) -> Self {
+        self.spec.pod_retention = Some(crate::PodRetention {
+            succeeded_seconds: Some(succeeded_seconds),
+            failed_seconds: Some(failed_seconds),
+        });
         self
     }
 }

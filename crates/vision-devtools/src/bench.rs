@@ -220,6 +220,7 @@ async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> R
             ordering: QueueOrdering::BestEffortFIFO,
             paused,
             default_ttl_seconds_after_finished: None,
+            pod_retention: None,
         },
     );
     apply(&Api::<VisionQueue>::all(client.clone()), queue, &q).await?;

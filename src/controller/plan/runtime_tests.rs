@@ -136,6 +136,7 @@ fn plan_with(
             pod_read: true,
             creating,
             queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
             now_ms,
         },
         &settings(),

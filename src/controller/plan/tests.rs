@@ -164,6 +164,7 @@ fn plan_at(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
             pod_read: false,
             creating: false,
             queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
             now_ms,
         },
         &settings(),
@@ -181,6 +182,7 @@ fn plan_after_read(job: &VisionJob, pods: &[Arc<Pod>], now_ms: i64) -> Step {
             pod_read: true,
             creating: false,
             queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
             now_ms,
         },
         &settings(),
@@ -323,8 +325,16 @@ fn a_retry_waits_for_its_backoff() {
         plan_at(&job, std::slice::from_ref(&failed), T0 + 10_400),
         release(&[&failed], Then::AwaitChange)
     );
+    // Released, it is deleted (an earlier attempt's pod is not kept).
     assert_eq!(
         plan_at(&job, &[released(&failed)], T0 + 10_400),
+        Step::DeletePods {
+            pods: vec![released(&failed)],
+            then: Then::AwaitChange,
+        }
+    );
+    assert_eq!(
+        plan_at(&job, &[], T0 + 10_400),
         Step::Wait(Then::RequeueAfterMs(601))
     );
 }
@@ -347,10 +357,18 @@ fn a_retrys_pod_is_created_only_after_the_former_one_is_gone() {
         plan_at(&job, &[terminating(&former)], now),
         Step::Wait(Then::PodsTerminating)
     );
-    // Finished: the next attempt's pod.
+    // Finished and released: deleted (its outcome is recorded), then the
+    // next attempt's pod.
     let finished = released(&finished_pod(&job, 1, "Failed", 1, None, None));
     assert_eq!(
-        plan_at(&job, &[finished], now),
+        plan_at(&job, std::slice::from_ref(&finished), now),
+        Step::DeletePods {
+            pods: vec![finished.clone()],
+            then: Then::AwaitChange,
+        }
+    );
+    assert_eq!(
+        plan_at(&job, &[], now),
         Step::CreatePod {
             pod: Box::new(build_pod(&job, &algorithm(), 2).expect("a valid pod")),
             then: Then::RequeueAfterMs((T0 + 11_000 + TIMEOUT_MS - now + 10) as u64),
@@ -548,6 +566,7 @@ fn an_algorithm_deleted_before_the_pod_fails_the_job() {
             pod_read: false,
             creating: false,
             queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
             now_ms: T0 + 5,
         },
         &settings(),
@@ -712,6 +731,7 @@ fn plan_with_queue_ttl(job: &VisionJob, queue_ttl: Option<i32>, now_ms: i64) -> 
             pod_read: false,
             creating: false,
             queue_default_ttl_seconds: queue_ttl,
+            pod_retention: Default::default(),
             now_ms,
         },
         &settings(),
@@ -786,6 +806,7 @@ fn plan_while_creating(job: &VisionJob, now_ms: i64) -> Step {
             pod_read: false,
             creating: true,
             queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
             now_ms,
         },
         &settings(),
@@ -848,9 +869,11 @@ fn a_finished_pod_keeps_its_finalizer_until_its_outcome_is_recorded() {
         plan_at(&done, std::slice::from_ref(&deleted), now + 10),
         release(&[&deleted], Then::AwaitChange)
     );
+    // Released, it is kept for the default retention (podRetention), then
+    // looked at again.
     assert_eq!(
         plan_at(&done, &[released(&pod)], now + 10),
-        Step::Wait(Then::AwaitChange)
+        Step::Wait(Then::RequeueAfterMs(300_000 - 10 + 10))
     );
     // A failed attempt likewise: recorded as a retry, then released.
     let failed = stopped(&finished_pod(&job, 1, "Failed", 2, None, None));
