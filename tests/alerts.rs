@@ -35,7 +35,7 @@ use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
 use harness::{Operator, OperatorOptions, Scenario, repo_root, sim};
 use serde_json::Value;
 use vision_api::testing::{AlgorithmFixture, QueueFixture, mk_algorithm, mk_breaker, mk_queue};
-use vision_chaos::proxy::{FaultAction, FaultProxy, RequestKind, upstream_client};
+use vision_chaos::proxy::{FaultAction, RequestKind};
 use vision_operator::metrics::Metrics;
 
 const RUNBOOKS: &str = "https://github.com/zjlab/vision-operator/blob/main/docs/RUNBOOKS.md";
@@ -681,19 +681,7 @@ async fn the_reconcile_errors_alert_fires_on_the_operators_metrics_when_the_api_
         .algorithm(mk_algorithm("short").with_template_annotations(&[(sim::DURATION, "1s")]))
         .start()
         .await;
-    let upstream = upstream_client(&harness::cluster::kubeconfig_path())
-        .await
-        .expect("a client for the local cluster");
-    let proxy = FaultProxy::start(upstream)
-        .await
-        .expect("starting the proxy");
-    let kubeconfig = std::env::temp_dir().join(format!("{}-proxy.kubeconfig", w.namespace));
-    std::fs::write(&kubeconfig, proxy.kubeconfig_yaml()).unwrap();
-    let options = OperatorOptions {
-        kubeconfig,
-        ..w.operator_options(&format!("{}-proxied", w.namespace))
-    };
-    w.operators.push(Operator::start(&options).await);
+    let proxy = w.start_operator_behind_proxy().await;
     proxy.set(RequestKind::PodCreate, FaultAction::ServerError);
     for name in ["a", "b"] {
         w.submit(w.job(name, "short")).await;

@@ -13,34 +13,14 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{OperatorOptions, Scenario, sim};
+use harness::{Scenario, sim};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use vision_api::JobPhase;
 use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
-use vision_chaos::proxy::{FaultAction, FaultProxy, RequestKind, upstream_client};
+use vision_chaos::proxy::{FaultAction, FaultProxy, RequestKind};
 
 const T: Duration = Duration::from_secs(90);
-
-/// Starts the scenario's operator behind a fault proxy (its only way to the
-/// API server) and returns the proxy, to inject faults with.
-async fn operator_behind_proxy(w: &mut Scenario) -> FaultProxy {
-    let admin = harness::cluster::kubeconfig_path();
-    let upstream = upstream_client(&admin)
-        .await
-        .expect("a client for the local cluster");
-    let proxy = FaultProxy::start(upstream)
-        .await
-        .expect("starting the proxy");
-    let kubeconfig = std::env::temp_dir().join(format!("{}-proxy.kubeconfig", w.namespace));
-    std::fs::write(&kubeconfig, proxy.kubeconfig_yaml()).unwrap();
-    let options = OperatorOptions {
-        kubeconfig,
-        ..w.operator_options(&format!("{}-proxied", w.namespace))
-    };
-    w.operators.push(harness::Operator::start(&options).await);
-    proxy
-}
 
 /// Every status write the operator makes commits but is answered 500, and
 /// reading the job back fails too, so for a while it cannot learn whether
@@ -56,7 +36,7 @@ async fn an_ambiguous_admission_write_keeps_the_job_counted() {
         .start()
         .await;
     let pods = w.watch_pods();
-    let proxy = operator_behind_proxy(&mut w).await;
+    let proxy = w.start_operator_behind_proxy().await;
     proxy.set(
         RequestKind::StatusWrite,
         FaultAction::ServerErrorAfterCommit,
@@ -131,7 +111,7 @@ async fn a_job_cancelled_while_its_pod_create_is_in_flight_leaves_no_pod_and_hol
         .start()
         .await;
     let pods = w.watch_pods();
-    let proxy = operator_behind_proxy(&mut w).await;
+    let proxy = w.start_operator_behind_proxy().await;
     proxy.set(RequestKind::PodCreate, FaultAction::Delay(3000));
 
     w.submit(w.job("a", "long")).await;
@@ -177,7 +157,7 @@ async fn a_job_suspended_while_its_pod_create_is_in_flight_holds_its_slot_until_
         .start()
         .await;
     let pods = w.watch_pods();
-    let proxy = operator_behind_proxy(&mut w).await;
+    let proxy = w.start_operator_behind_proxy().await;
     proxy.set(RequestKind::PodCreate, FaultAction::Delay(3000));
 
     w.submit(w.job("a", "short")).await;

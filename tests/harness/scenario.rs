@@ -184,6 +184,28 @@ impl Scenario {
         self.operators.last().unwrap()
     }
 
+    /// Starts an operator (identity `<prefix>-proxied`) that reaches the API
+    /// server only through a fault proxy, and keeps it with the scenario;
+    /// returns the proxy, on which the test sets the faults.
+    #[allow(dead_code)] // used by some of the test binaries only
+    pub async fn start_operator_behind_proxy(&mut self) -> vision_chaos::proxy::FaultProxy {
+        let upstream = vision_chaos::proxy::upstream_client(&cluster::kubeconfig_path())
+            .await
+            .expect("a client for the local cluster");
+        let proxy = vision_chaos::proxy::FaultProxy::start(upstream)
+            .await
+            .expect("starting the fault proxy");
+        let kubeconfig = std::env::temp_dir().join(format!("{}-proxy.kubeconfig", self.namespace));
+        std::fs::write(&kubeconfig, proxy.kubeconfig_yaml())
+            .expect("writing the proxy's kubeconfig");
+        let options = OperatorOptions {
+            kubeconfig,
+            ..self.operator_options(&format!("{}-proxied", self.namespace))
+        };
+        self.operators.push(Operator::start(&options).await);
+        proxy
+    }
+
     /// The scenario's first operator.
     pub fn operator(&self) -> &Operator {
         self.operators
