@@ -481,6 +481,8 @@ pub fn queue_status(
         head_reason,
         conditions: old.conditions,
         observed_generation: generation,
+        tenants: Vec::new(),
+        usage_time: None,
     };
     let spec = &queue.spec;
     let (active, reason, message) = if spec.paused {

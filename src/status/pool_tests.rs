@@ -63,6 +63,8 @@ fn a_full_queue_counts_its_jobs_and_adds_the_unwritten_admissions() {
                 condition("Full", "True", "MaxPendingReached", "2 of 2 waiting", NOW),
             ],
             observed_generation: Some(1),
+            tenants: vec![],
+            usage_time: None,
         }
     );
 }
@@ -120,6 +122,8 @@ fn a_paused_queue_is_inactive_and_keeps_unchanged_conditions_transition_times() 
                 ),
             ],
             observed_generation: Some(1),
+            tenants: vec![],
+            usage_time: None,
         }
     );
 }

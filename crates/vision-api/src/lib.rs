@@ -9,6 +9,7 @@ pub mod contract;
 mod job;
 mod queue;
 pub mod submit;
+mod tenancy;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -20,6 +21,9 @@ pub use job::{
     JobOutput, JobPhase, OutputClaim, OutputLocation, VisionJob, VisionJobSpec, VisionJobStatus,
 };
 pub use queue::{PodRetention, QueueOrdering, VisionQueue, VisionQueueSpec, VisionQueueStatus};
+pub use tenancy::{
+    PreemptionPolicy, QueuePreemption, QueueTenancy, TenantLimits, TenantSpec, TenantStatus,
+};
 
 /// The API group of all three resources.
 pub const GROUP: &str = "vision.zjlab.io";

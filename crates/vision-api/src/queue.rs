@@ -70,6 +70,18 @@ pub struct VisionQueueSpec {
     #[serde(default)]
     pub paused: bool,
 
+    /// Tenants: who shares this queue and by which weights and limits
+    /// (weighted fair share among jobs of the same priority). Unset: one
+    /// tenant, jobs of the same priority are admitted first come, first
+    /// served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<crate::tenancy::QueueTenancy>,
+
+    /// Whether a waiting job may evict running jobs of this queue to be
+    /// admitted. Unset: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemption: Option<crate::tenancy::QueuePreemption>,
+
     /// Seconds after a job of this queue finished (Succeeded, Failed or
     /// Rejected) after which the operator deletes it, for jobs that set no
     /// spec.ttlSecondsAfterFinished of their own (a job's own value always
@@ -170,4 +182,10 @@ pub struct VisionQueueStatus {
     /// The spec generation this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// With spec.tenancy: each tenant with jobs or recent usage, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<crate::tenancy::TenantStatus>,
+    /// When the tenants' usageGPUSeconds were computed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_time: Option<crate::tenancy::UsageTime>,
 }

@@ -152,6 +152,8 @@ pub fn mk_queue(name: &str, max_running: i32) -> VisionQueue {
             max_pending: None,
             ordering: QueueOrdering::default(),
             paused: false,
+            tenancy: None,
+            preemption: None,
             default_ttl_seconds_after_finished: None,
             pod_retention: None,
         },

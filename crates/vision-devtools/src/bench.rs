@@ -219,6 +219,8 @@ async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> R
             max_pending: None,
             ordering: QueueOrdering::BestEffortFIFO,
             paused,
+            tenancy: None,
+            preemption: None,
             default_ttl_seconds_after_finished: None,
             pod_retention: None,
         },
