@@ -80,6 +80,7 @@ fn job(i: usize) -> PoolJob {
         created_ms: T0 + i as i64,
         gpus: GPUS[(i / 16) % GPUS.len()],
         phase: ObservedPhase::New,
+        tenant: String::new(),
     }
 }
 
@@ -93,6 +94,7 @@ fn configure(p: &mut WorkerPool) {
                 max_pending: None,
                 ordering: OrderPolicy::BestEffortFifo,
                 paused: false,
+                tenancy: None,
             },
         );
     }

@@ -623,3 +623,24 @@ pub fn holders_by_term<'a>(
 mod pool_tests;
 #[cfg(test)]
 mod tests;
+
+/// `status.tenants` of a queue from the pool's view of its tenants
+/// (percentages to one decimal, usage to the millisecond).
+pub fn tenant_statuses(
+    tenants: &[crate::admission::TenantStats],
+) -> Vec<crate::api::TenantStatus> {
+    let tenth = |x: f64| (x * 10.0).round() / 10.0;
+    tenants
+        .iter()
+        .map(|t| crate::api::TenantStatus {
+            name: t.name.clone(),
+            weight: t.weight as i32,
+            running: t.holding as i32,
+            gpus_in_use: t.gpus_in_use as i32,
+            pending: t.pending as i32,
+            share_percent: tenth(t.share_percent),
+            usage_percent: tenth(t.usage_percent),
+            usage_gpu_seconds: (t.usage_gpu_seconds * 1000.0).round() / 1000.0,
+        })
+        .collect()
+}

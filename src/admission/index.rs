@@ -42,6 +42,8 @@ pub(crate) struct Job {
     pub gpus: u32,
     /// Interned queue id.
     pub queue: u32,
+    /// Interned tenant id within its queue.
+    pub tenant: u32,
     /// Interned algorithm id.
     pub algo: u32,
     pub state: State,

@@ -79,9 +79,13 @@
 //! `next_wakeup` is O(number of algorithms). Nothing scans the pending jobs.
 
 mod breaker;
+mod fair;
 mod index;
+pub mod preempt;
 mod reason;
 
+#[cfg(test)]
+mod fair_props;
 #[cfg(test)]
 mod props;
 #[cfg(test)]
@@ -92,6 +96,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use breaker::{Breaker, Gate};
+use fair::Tenant;
+pub use fair::{LimitHit, TenancySpec, TenantLimits, TenantStats};
 use index::{Job, JobId, NIL, Slab, State, Tree, mix};
 pub use reason::{WaitReason, WaitStatus};
 
@@ -142,6 +148,9 @@ pub struct PoolJob {
     pub created_ms: i64,
     pub gpus: u32,
     pub phase: ObservedPhase,
+    /// Its tenant in its queue (see [`TenancySpec`]): its namespace or the
+    /// label the queue names; "" for a queue without tenancy.
+    pub tenant: String,
 }
 
 /// How a queue orders admission (the API's `QueueOrdering`).
@@ -162,6 +171,9 @@ pub struct QueueSpec {
     pub ordering: OrderPolicy,
     /// Admits nothing; new jobs are still accepted as pending.
     pub paused: bool,
+    /// Weighted fair share between tenants and their limits; `None`: one
+    /// tenant, FIFO within a priority.
+    pub tenancy: Option<TenancySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,10 +251,11 @@ pub struct AlgorithmStats {
     pub recent_failures: u32,
 }
 
-/// Pending jobs of one queue with the same algorithm and GPU count: equally
-/// constrained, so only the head can be the queue's candidate.
+/// Pending jobs of one queue with the same tenant, algorithm and GPU count:
+/// equally constrained, so only the head can be the queue's candidate.
 #[derive(Debug)]
 struct Group {
+    tenant: u32,
     algo: u32,
     gpus: u32,
     tree: Tree,
@@ -297,6 +310,35 @@ struct QueueState {
     pending: u32,
     holding: u32,
     gpus_in_use: u64,
+    /// Interned tenants (never removed: their usage outlives their jobs).
+    tenants: Vec<Tenant>,
+    tenant_ids: HashMap<String, u32>,
+}
+
+impl QueueState {
+    /// The usage mean life when the queue has tenancy.
+    fn tau(&self) -> Option<f64> {
+        self.spec
+            .as_ref()?
+            .tenancy
+            .as_ref()
+            .map(TenancySpec::tau_ms)
+    }
+
+    /// The fair-share score of tenant `t` at `now` (0 without tenancy, so
+    /// that the order is plain priority-then-FIFO).
+    fn score(&self, t: u32, now_ms: i64) -> f64 {
+        match self.tau() {
+            Some(tau) => self.tenants[t as usize].score(now_ms, tau),
+            None => 0.0,
+        }
+    }
+
+    /// The tenant limit admitting one more job of `t` with `gpus` would exceed.
+    fn limit_hit(&self, t: u32, gpus: u32) -> Option<LimitHit> {
+        self.spec.as_ref()?.tenancy.as_ref()?;
+        self.tenants[t as usize].limit_hit(gpus)
+    }
 }
 
 #[derive(Debug)]
@@ -344,14 +386,44 @@ enum AlgoGate {
 #[derive(Debug, Default)]
 struct Scan {
     /// First pending job that could ever run here (algorithm registered,
-    /// within the GPU quota): the StrictFIFO head.
-    runnable: Option<Cand>,
+    /// within the GPU quota, its tenant within its limits): the StrictFIFO head.
+    runnable: Option<FCand>,
     /// First job that fits every limit now.
-    admissible: Option<Cand>,
+    admissible: Option<FCand>,
     /// First job taking no GPUs that fits every limit now.
-    admissible_gpuless: Option<Cand>,
+    admissible_gpuless: Option<FCand>,
     /// First job blocked only by the GPU quota.
-    gpu_blocked: Option<Cand>,
+    gpu_blocked: Option<FCand>,
+}
+
+/// A candidate with its tenant's fair-share score at the time of the scan.
+/// The order within a queue: priority descending, then score ascending,
+/// then creation time, then namespace/name. Without tenancy every score is
+/// 0 and this is the plain admission order.
+#[derive(Debug, Clone, Copy)]
+struct FCand {
+    c: Cand,
+    score: f64,
+}
+
+impl FCand {
+    fn precedes(self, other: FCand, jobs: &Slab) -> bool {
+        other
+            .c
+            .priority
+            .cmp(&self.c.priority)
+            .then(self.score.total_cmp(&other.score))
+            .then(self.c.created_ms.cmp(&other.c.created_ms))
+            .then_with(|| jobs[self.c.id].key.cmp(&jobs[other.c.id].key))
+            == std::cmp::Ordering::Less
+    }
+}
+
+fn fair_first(s: &Slab, a: Option<FCand>, b: FCand) -> Option<FCand> {
+    match a {
+        Some(a) if a.precedes(b, s) => Some(a),
+        _ => Some(b),
+    }
 }
 
 /// The admission core. See the module documentation.
@@ -369,6 +441,9 @@ pub struct WorkerPool {
     /// Feeds the treap weights (deterministic).
     seq: u64,
     starvation_guard_ms: i64,
+    /// The latest time the pool was given: tenant usage is integrated up to
+    /// it when what a tenant holds changes.
+    clock_ms: i64,
 }
 
 impl Default for WorkerPool {
@@ -403,6 +478,7 @@ impl WorkerPool {
             ids: HashMap::new(),
             seq: 0,
             starvation_guard_ms: ms,
+            clock_ms: 0,
         }
     }
 
@@ -418,6 +494,8 @@ impl WorkerPool {
             pending: 0,
             holding: 0,
             gpus_in_use: 0,
+            tenants: Vec::new(),
+            tenant_ids: HashMap::new(),
         });
         self.queue_ids.insert(name.to_owned(), id);
         id
@@ -443,10 +521,111 @@ impl WorkerPool {
     /// `admit` fill the new room; lowering one never evicts.
     pub fn set_queue(&mut self, name: &str, spec: QueueSpec) {
         let q = self.queue_id(name);
-        if self.queues[q as usize].spec.replace(spec).is_none() {
+        let clock = self.clock_ms;
+        let queue = &mut self.queues[q as usize];
+        // Usage so far accrued under the old half-life.
+        if let Some(tau) = queue.tau() {
+            for t in &mut queue.tenants {
+                t.advance(clock, tau);
+            }
+        }
+        if queue.spec.replace(spec).is_none() {
             let at = self.live_queues.partition_point(|&l| l < q);
             self.live_queues.insert(at, q);
         }
+        let queue = &mut self.queues[q as usize];
+        let tenancy = queue.spec.as_ref().and_then(|s| s.tenancy.as_ref());
+        for t in &mut queue.tenants {
+            t.usage_at = t.usage_at.max(clock);
+            (t.weight, t.limits) = match tenancy {
+                Some(ts) => (ts.weight(&t.name), ts.limits(&t.name)),
+                None => (1, TenantLimits::default()),
+            };
+        }
+    }
+
+    /// Moves the pool's clock forward (never back): tenant usage is
+    /// integrated up to it. `admit` does this too.
+    pub fn advance_clock(&mut self, now_ms: i64) {
+        self.clock_ms = self.clock_ms.max(now_ms);
+    }
+
+    fn tenant_id(&mut self, q: u32, name: &str) -> u32 {
+        let clock = self.clock_ms;
+        let queue = &mut self.queues[q as usize];
+        if let Some(&t) = queue.tenant_ids.get(name) {
+            return t;
+        }
+        let id = queue.tenants.len() as u32;
+        let mut tenant = Tenant::new(name.to_owned(), clock);
+        if let Some(ts) = queue.spec.as_ref().and_then(|s| s.tenancy.as_ref()) {
+            tenant.weight = ts.weight(name);
+            tenant.limits = ts.limits(name);
+        }
+        queue.tenants.push(tenant);
+        queue.tenant_ids.insert(name.to_owned(), id);
+        id
+    }
+
+    /// Sets a tenant's decayed usage (GPU-ms) as of `at_ms`, from the
+    /// queue's persisted status after a restart. Call it after observing the
+    /// jobs: usage from `at_ms` on accrues at the rate of the holders.
+    pub fn restore_usage(&mut self, queue: &str, tenant: &str, usage_gpu_ms: f64, at_ms: i64) {
+        let q = self.queue_id(queue);
+        let t = self.tenant_id(q, tenant);
+        let t = &mut self.queues[q as usize].tenants[t as usize];
+        t.usage = usage_gpu_ms.max(0.0);
+        t.usage_at = at_ms;
+    }
+
+    /// Each tenant's decayed usage (GPU-ms) at `now_ms`, by name, for
+    /// persisting (see `restore_usage`). Empty without tenancy.
+    pub fn usage_snapshot(&self, queue: &str, now_ms: i64) -> Vec<(String, f64)> {
+        let Some(&q) = self.queue_ids.get(queue) else {
+            return Vec::new();
+        };
+        let queue = &self.queues[q as usize];
+        let Some(tau) = queue.tau() else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = queue
+            .tenants
+            .iter()
+            .map(|t| (t.name.clone(), t.usage_at_time(now_ms, tau)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The tenants of a queue with tenancy at `now_ms`, by name: those with
+    /// jobs or at least half a GPU-second of usage.
+    pub fn tenant_stats(&self, queue: &str, now_ms: i64) -> Vec<TenantStats> {
+        let Some(&q) = self.queue_ids.get(queue) else {
+            return Vec::new();
+        };
+        let queue = &self.queues[q as usize];
+        let Some(tau) = queue.tau() else {
+            return Vec::new();
+        };
+        let shares = fair::shares(&queue.tenants, now_ms, tau);
+        let mut v: Vec<TenantStats> = queue
+            .tenants
+            .iter()
+            .zip(shares)
+            .map(|(t, (share, usage))| TenantStats {
+                name: t.name.clone(),
+                weight: t.weight,
+                pending: t.pending,
+                holding: t.holding,
+                gpus_in_use: t.gpus,
+                share_percent: share,
+                usage_percent: usage,
+                usage_gpu_seconds: t.usage_at_time(now_ms, tau) / 1000.0,
+            })
+            .filter(|t| t.pending > 0 || t.holding > 0 || t.usage_gpu_seconds >= 0.5)
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// Its jobs stay known and wait with `QueueNotFound`; its holders keep
@@ -478,26 +657,27 @@ impl WorkerPool {
         }
     }
 
-    fn group_index(&self, q: u32, algo: u32, gpus: u32) -> Option<usize> {
+    fn group_index(&self, q: u32, tenant: u32, algo: u32, gpus: u32) -> Option<usize> {
         self.queues[q as usize]
             .groups
             .iter()
-            .position(|g| g.algo == algo && g.gpus == gpus)
+            .position(|g| g.tenant == tenant && g.algo == algo && g.gpus == gpus)
     }
 
     /// Puts a pending job into its group tree.
     fn link(&mut self, id: JobId) {
-        let (q, a, gpus) = {
+        let (q, t, a, gpus) = {
             let j = &self.jobs[id];
-            (j.queue, j.algo, j.gpus)
+            (j.queue, j.tenant, j.algo, j.gpus)
         };
         self.seq += 1;
         self.jobs[id].weight = mix(self.seq);
-        let gi = match self.group_index(q, a, gpus) {
+        let gi = match self.group_index(q, t, a, gpus) {
             Some(gi) => gi,
             None => {
                 let groups = &mut self.queues[q as usize].groups;
                 groups.push(Group {
+                    tenant: t,
                     algo: a,
                     gpus,
                     tree: Tree::default(),
@@ -511,18 +691,19 @@ impl WorkerPool {
         group.tree.insert(&mut self.jobs, id);
         group.refresh_head(&self.jobs);
         queue.pending += 1;
+        queue.tenants[t as usize].pending += 1;
         self.algos[a as usize].pending += 1;
     }
 
     /// Takes a pending job out of its group tree (with the order fields it
     /// was inserted with).
     fn unlink(&mut self, id: JobId) {
-        let (q, a, gpus) = {
+        let (q, t, a, gpus) = {
             let j = &self.jobs[id];
-            (j.queue, j.algo, j.gpus)
+            (j.queue, j.tenant, j.algo, j.gpus)
         };
         let gi = self
-            .group_index(q, a, gpus)
+            .group_index(q, t, a, gpus)
             .expect("a pending job's group exists");
         let queue = &mut self.queues[q as usize];
         let group = &mut queue.groups[gi];
@@ -534,6 +715,7 @@ impl WorkerPool {
             group.refresh_head(&self.jobs);
         }
         queue.pending -= 1;
+        queue.tenants[t as usize].pending -= 1;
         self.algos[a as usize].pending -= 1;
     }
 
@@ -542,6 +724,14 @@ impl WorkerPool {
         let queue = &mut self.queues[j.queue as usize];
         queue.holding += 1;
         queue.gpus_in_use += u64::from(j.gpus);
+        let tau = queue.tau();
+        let t = &mut queue.tenants[j.tenant as usize];
+        if let Some(tau) = tau {
+            t.advance(self.clock_ms, tau);
+        }
+        t.holding += 1;
+        t.gpus += u64::from(j.gpus);
+        t.rate += fair::cost(j.gpus);
         self.algos[j.algo as usize].holding += 1;
     }
 
@@ -550,6 +740,14 @@ impl WorkerPool {
         let queue = &mut self.queues[j.queue as usize];
         queue.holding -= 1;
         queue.gpus_in_use -= u64::from(j.gpus);
+        let tau = queue.tau();
+        let t = &mut queue.tenants[j.tenant as usize];
+        if let Some(tau) = tau {
+            t.advance(self.clock_ms, tau);
+        }
+        t.holding -= 1;
+        t.gpus -= u64::from(j.gpus);
+        t.rate -= fair::cost(j.gpus);
         self.algos[j.algo as usize].holding -= 1;
     }
 
@@ -559,6 +757,7 @@ impl WorkerPool {
     pub fn observe_job(&mut self, job: PoolJob) -> Option<Rejection> {
         let q = self.queue_id(&job.queue);
         let a = self.algo_id(&job.algorithm);
+        let t = self.tenant_id(q, &job.tenant);
         if let Some(&id) = self.ids.get(&job.key) {
             let cur = &self.jobs[id];
             let (cur_state, cur_algo) = (cur.state, cur.algo);
@@ -570,6 +769,7 @@ impl WorkerPool {
             };
             let unchanged = cur.state == target
                 && cur.queue == q
+                && cur.tenant == t
                 && cur.algo == a
                 && cur.gpus == job.gpus
                 && cur.priority == job.priority
@@ -589,6 +789,7 @@ impl WorkerPool {
             }
             let j = &mut self.jobs[id];
             j.queue = q;
+            j.tenant = t;
             j.algo = a;
             j.gpus = job.gpus;
             j.priority = job.priority;
@@ -623,6 +824,7 @@ impl WorkerPool {
             priority: job.priority,
             gpus: job.gpus,
             queue: q,
+            tenant: t,
             algo: a,
             state,
             left: NIL,
@@ -693,7 +895,7 @@ impl WorkerPool {
 
     /// Looks at the group heads of queue `q`. Assumes nothing about slots or
     /// pause (callers check those first).
-    fn scan(&self, q: u32, gates: &[AlgoGate]) -> Scan {
+    fn scan(&self, q: u32, gates: &[AlgoGate], now_ms: i64) -> Scan {
         let queue = &self.queues[q as usize];
         let spec = queue.spec.as_ref().expect("scan of a queue with a spec");
         // Fits when the GPUs in use plus its own stay within the quota: a
@@ -704,32 +906,43 @@ impl WorkerPool {
                 .is_none_or(|m| queue.gpus_in_use + u64::from(gpus) <= u64::from(m))
         };
         let mut s = Scan::default();
+        let tau = queue.tau();
         for g in &queue.groups {
-            let head = g.head;
             let gate = gates[g.algo as usize];
             if gate == AlgoGate::Missing || spec.max_gpus.is_some_and(|m| g.gpus > m) {
                 continue; // can never run here: blocks no one
             }
-            s.runnable = first(&self.jobs, s.runnable, head);
+            let score = match tau {
+                Some(tau) => {
+                    let t = &queue.tenants[g.tenant as usize];
+                    if t.limit_hit(g.gpus).is_some() {
+                        continue; // its tenant's business: blocks no other tenant
+                    }
+                    t.score(now_ms, tau)
+                }
+                None => 0.0,
+            };
+            let head = FCand { c: g.head, score };
+            s.runnable = fair_first(&self.jobs, s.runnable, head);
             if gate == AlgoGate::Blocked {
                 continue;
             }
             if fits(g.gpus) {
-                s.admissible = first(&self.jobs, s.admissible, head);
+                s.admissible = fair_first(&self.jobs, s.admissible, head);
                 if g.gpus == 0 {
-                    s.admissible_gpuless = first(&self.jobs, s.admissible_gpuless, head);
+                    s.admissible_gpuless = fair_first(&self.jobs, s.admissible_gpuless, head);
                 }
             } else {
-                s.gpu_blocked = first(&self.jobs, s.gpu_blocked, head);
+                s.gpu_blocked = fair_first(&self.jobs, s.gpu_blocked, head);
             }
         }
         s
     }
 
     /// The job the starvation guard reserves for in queue `q`, if any.
-    fn reserved_for(&self, scan: &Scan, now_ms: i64) -> Option<Cand> {
+    fn reserved_for(&self, scan: &Scan, now_ms: i64) -> Option<FCand> {
         let r = scan.gpu_blocked?;
-        (now_ms.saturating_sub(r.created_ms) >= self.starvation_guard_ms).then_some(r)
+        (now_ms.saturating_sub(r.c.created_ms) >= self.starvation_guard_ms).then_some(r)
     }
 
     /// Whether the queue as a whole may admit (exists, not paused, a slot free).
@@ -742,12 +955,14 @@ impl WorkerPool {
     /// The job queue `q` would admit next, if any.
     fn candidate(&self, q: u32, gates: &[AlgoGate], now_ms: i64) -> Option<Cand> {
         let spec = self.queue_open(q)?;
-        let scan = self.scan(q, gates);
-        match spec.ordering {
-            OrderPolicy::StrictFifo => scan.admissible.filter(|&j| Some(j) == scan.runnable),
+        let scan = self.scan(q, gates, now_ms);
+        let pick = match spec.ordering {
+            OrderPolicy::StrictFifo => scan
+                .admissible
+                .filter(|j| Some(j.c) == scan.runnable.map(|r| r.c)),
             OrderPolicy::BestEffortFifo => {
                 let Some(r) = self.reserved_for(&scan, now_ms) else {
-                    return scan.admissible;
+                    return scan.admissible.map(|a| a.c);
                 };
                 match scan.admissible {
                     // Jobs ahead of the reserved one are not held back.
@@ -757,13 +972,15 @@ impl WorkerPool {
                     _ => scan.admissible_gpuless,
                 }
             }
-        }
+        };
+        pick.map(|p| p.c)
     }
 
     /// Everything admissible now, in admission order, already counted as
     /// holding (the caller writes the statuses after; on a failed write it
     /// calls `rollback`).
     pub fn admit(&mut self, now_ms: i64) -> Vec<Admission> {
+        self.advance_clock(now_ms);
         let mut out = Vec::new();
         let mut gates = self.algo_gates(now_ms);
         loop {
@@ -859,7 +1076,27 @@ impl WorkerPool {
                 queue: queue.name.clone(),
             };
         }
+        if let Some(hit) = queue.limit_hit(j.tenant, j.gpus) {
+            return WaitReason::TenantLimit {
+                queue: queue.name.clone(),
+                tenant: queue.tenants[j.tenant as usize].name.clone(),
+                hit,
+            };
+        }
         if queue.holding >= spec.max_running {
+            if let Some(tau) = queue.tau()
+                && queue.tenants.iter().filter(|t| t.is_active()).count() > 1
+            {
+                let (share, usage) = fair::shares(&queue.tenants, now_ms, tau)[j.tenant as usize];
+                if usage > share {
+                    return WaitReason::TenantShare {
+                        queue: queue.name.clone(),
+                        tenant: queue.tenants[j.tenant as usize].name.clone(),
+                        usage_percent: usage.round() as u32,
+                        share_percent: share.round() as u32,
+                    };
+                }
+            }
             return WaitReason::SlotsFull {
                 queue: queue.name.clone(),
                 max_running: spec.max_running,
@@ -898,26 +1135,30 @@ impl WorkerPool {
                 max_gpus,
             };
         }
-        let scan = self.scan(j.queue, &self.algo_gates(now_ms));
+        let scan = self.scan(j.queue, &self.algo_gates(now_ms), now_ms);
         match spec.ordering {
             OrderPolicy::StrictFifo => {
                 if let Some(head) = scan.runnable
-                    && head.id != id
+                    && head.c.id != id
                 {
                     return WaitReason::BehindHead {
                         queue: queue.name.clone(),
-                        head: (*self.jobs[head.id].key).clone(),
+                        head: (*self.jobs[head.c.id].key).clone(),
                     };
                 }
             }
             OrderPolicy::BestEffortFifo => {
+                let me = FCand {
+                    c: Cand::of(&self.jobs, id),
+                    score: queue.score(j.tenant, now_ms),
+                };
                 if let Some(r) = self.reserved_for(&scan, now_ms)
                     && j.gpus > 0
-                    && !j.precedes(&self.jobs[r.id])
+                    && !me.precedes(r, &self.jobs)
                 {
                     return WaitReason::GpusReserved {
                         queue: queue.name.clone(),
-                        head: (*self.jobs[r.id].key).clone(),
+                        head: (*self.jobs[r.c.id].key).clone(),
                     };
                 }
             }
@@ -1060,7 +1301,9 @@ impl WorkerPool {
                 State::Pending => {
                     pending[j.queue as usize] += 1;
                     apending[j.algo as usize] += 1;
-                    let gi = self.group_index(j.queue, j.algo, j.gpus).expect("group");
+                    let gi = self
+                        .group_index(j.queue, j.tenant, j.algo, j.gpus)
+                        .expect("group");
                     let tree = &self.queues[j.queue as usize].groups[gi].tree;
                     assert!(tree.members(&self.jobs).contains(&id));
                 }
@@ -1084,13 +1327,35 @@ impl WorkerPool {
                 for m in g.tree.members(&self.jobs) {
                     let j = &self.jobs[m];
                     assert_eq!(
-                        (j.queue, j.algo, j.gpus, j.state),
-                        (i as u32, g.algo, g.gpus, State::Pending)
+                        (j.queue, j.tenant, j.algo, j.gpus, j.state),
+                        (i as u32, g.tenant, g.algo, g.gpus, State::Pending)
                     );
                 }
                 n += g.tree.len(&self.jobs);
             }
             assert_eq!(n, q.pending);
+            let mut tp = vec![0u32; q.tenants.len()];
+            let mut th = vec![(0u32, 0u64, 0u64); q.tenants.len()];
+            for (_, j) in self.jobs.iter().filter(|(_, j)| j.queue == i as u32) {
+                match j.state {
+                    State::Pending => tp[j.tenant as usize] += 1,
+                    State::Holding => {
+                        let h = &mut th[j.tenant as usize];
+                        h.0 += 1;
+                        h.1 += u64::from(j.gpus);
+                        h.2 += fair::cost(j.gpus);
+                    }
+                }
+            }
+            for (k, t) in q.tenants.iter().enumerate() {
+                assert_eq!(t.pending, tp[k], "pending of tenant {}", t.name);
+                assert_eq!(
+                    (t.holding, t.gpus, t.rate),
+                    th[k],
+                    "holders of tenant {}",
+                    t.name
+                );
+            }
         }
         let live: Vec<u32> = (0..self.queues.len() as u32)
             .filter(|&q| self.queues[q as usize].spec.is_some())

@@ -337,6 +337,7 @@ fn queue_spec() -> impl Strategy<Value = QueueSpec> {
                     OrderPolicy::BestEffortFifo
                 },
                 paused,
+                tenancy: None,
             },
         )
 }
@@ -383,6 +384,7 @@ fn event(jobs: usize) -> impl Strategy<Value = Ev> {
                 created_ms,
                 gpus,
                 phase,
+                tenant: String::new(),
             })
         });
     prop_oneof![
@@ -416,6 +418,7 @@ fn rebuild(m: &Model) -> WorkerPool {
             } else {
                 ObservedPhase::Queued
             },
+            tenant: String::new(),
         });
         assert_eq!(r, None, "rebuild never rejects");
     }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::JobKey;
+use super::{JobKey, LimitHit};
 
 /// Where a pending job stands and why it waits (see `WorkerPool::explain`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,22 @@ pub enum WaitReason {
     },
     QueuePaused {
         queue: String,
+    },
+    /// Its tenant holds as much of the queue as the queue's tenancy allows
+    /// one tenant (`limits.maxRunning` or `limits.maxGPUs`).
+    TenantLimit {
+        queue: String,
+        tenant: String,
+        hit: LimitHit,
+    },
+    /// Every slot is taken and its tenant has used more than its weighted
+    /// share of the queue: freed slots go first to tenants below theirs
+    /// (among jobs of the same priority).
+    TenantShare {
+        queue: String,
+        tenant: String,
+        usage_percent: u32,
+        share_percent: u32,
     },
     /// Every slot of the queue is taken (or it has none: `max_running == 0`).
     SlotsFull {
@@ -87,6 +103,8 @@ impl WaitReason {
             WaitReason::AlgorithmNotFound { .. } => "AlgorithmNotFound",
             WaitReason::ExceedsQueueGpus { .. } => "ExceedsQueueGpus",
             WaitReason::QueuePaused { .. } => "QueuePaused",
+            WaitReason::TenantLimit { .. } => "TenantLimit",
+            WaitReason::TenantShare { .. } => "TenantShare",
             WaitReason::SlotsFull { .. } => "SlotsFull",
             WaitReason::AlgorithmCapacity { .. } => "AlgorithmCapacity",
             WaitReason::BreakerOpen { .. } => "BreakerOpen",
@@ -120,6 +138,31 @@ impl fmt::Display for WaitReason {
                 "asks for {gpus} GPUs but queue {queue} allows at most {max_gpus}: it can never be admitted there"
             ),
             WaitReason::QueuePaused { queue } => write!(f, "queue {queue} is paused"),
+            WaitReason::TenantLimit {
+                queue,
+                tenant,
+                hit: LimitHit::Running { holding, max },
+            } => write!(
+                f,
+                "tenant {tenant} holds {holding} of the {max} jobs it may run at once in queue {queue}"
+            ),
+            WaitReason::TenantLimit {
+                queue,
+                tenant,
+                hit: LimitHit::Gpus { in_use, gpus, max },
+            } => write!(
+                f,
+                "needs {gpus} GPUs and tenant {tenant} uses {in_use} of the {max} it may use in queue {queue}"
+            ),
+            WaitReason::TenantShare {
+                queue,
+                tenant,
+                usage_percent,
+                share_percent,
+            } => write!(
+                f,
+                "all slots of queue {queue} are in use and tenant {tenant} is over its share: it has {usage_percent}% of the queue's recent usage, its weighted share is {share_percent}%"
+            ),
             WaitReason::SlotsFull {
                 queue,
                 max_running: 0,

@@ -25,6 +25,7 @@ fn mk_job(
         created_ms,
         gpus,
         phase: ObservedPhase::New,
+        tenant: String::new(),
     }
 }
 
@@ -40,6 +41,7 @@ fn qspec(max_running: u32, max_gpus: Option<u32>) -> QueueSpec {
         max_pending: None,
         ordering: OrderPolicy::BestEffortFifo,
         paused: false,
+        tenancy: None,
     }
 }
 

@@ -27,7 +27,7 @@ use super::settings::FINALIZER;
 use super::writer::PodCreate;
 use crate::admission::{
     AlgorithmSpec, BreakerSpec, JobKey, ObservedPhase, OrderPolicy, PoolJob, PoolState, QueueSpec,
-    WorkerPool,
+    TenancySpec, TenantLimits, WorkerPool,
 };
 use crate::api::{
     JobPhase, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionQueue,
@@ -67,6 +67,9 @@ pub struct Dispatcher {
     /// waits for its result, so an admission is never counted twice.
     queue_writes: HashSet<String>,
     algorithm_writes: HashSet<String>,
+    /// Per queue, how its jobs' tenants are named (tenancy on, and its
+    /// label): when it changes, the queue's jobs are observed again.
+    tenant_keys: HashMap<String, Option<Option<String>>>,
 }
 
 impl Dispatcher {
@@ -87,6 +90,7 @@ impl Dispatcher {
             last_algorithm_status: HashMap::new(),
             queue_writes: HashSet::new(),
             algorithm_writes: HashSet::new(),
+            tenant_keys: HashMap::new(),
         }
     }
 
@@ -132,6 +136,7 @@ impl Dispatcher {
     }
 
     fn handle(&mut self, event: PoolEvent) {
+        self.pool.advance_clock(now_ms());
         let was_active = self.active();
         match event {
             PoolEvent::Synced(kind) => {
@@ -160,6 +165,7 @@ impl Dispatcher {
             PoolEvent::Changed(Kind::Queues, (_, name)) => {
                 if let Some(q) = self.ctx.queues.get(&ObjectRef::new(&name)) {
                     self.pool.set_queue(&name, queue_spec(&q));
+                    self.refresh_tenants(&q);
                 }
             }
             PoolEvent::Deleted(Kind::Queues, (_, name)) => {
@@ -225,6 +231,7 @@ impl Dispatcher {
     fn rebuild(&mut self, jobs: &[VisionJob]) {
         let started = std::time::Instant::now();
         self.pool = WorkerPool::new();
+        self.pool.advance_clock(now_ms());
         self.to_queue.clear();
         self.inflight.clear();
         for q in self.ctx.queues.state() {
@@ -239,6 +246,24 @@ impl Dispatcher {
         order.sort_by_key(|j| j.phase().is_none());
         for job in order {
             self.on_job(job);
+        }
+        // The tenants' usage history, as the former leader last wrote it;
+        // from then on it accrues at the rate of the holders just observed.
+        for q in self.ctx.queues.state() {
+            let name = q.name_any();
+            self.tenant_keys.insert(name.clone(), tenant_key(&q));
+            let Some(status) = &q.status else { continue };
+            let Some(at) = &status.usage_time else {
+                continue;
+            };
+            for t in &status.tenants {
+                self.pool.restore_usage(
+                    &name,
+                    &t.name,
+                    t.usage_gpu_seconds * 1000.0,
+                    crate::clock::ms_of(at),
+                );
+            }
         }
         self.rebuilt = true;
         // Which term admitted the jobs that hold slots: those of former
@@ -450,7 +475,38 @@ impl Dispatcher {
                 .unwrap_or_default(),
             gpus: self.pool_gpus(job),
             phase,
+            tenant: self.tenant_of(job),
         }
+    }
+
+    /// Observes the jobs of queue `q` again when the way their tenants are
+    /// named changed (tenancy turned on or off, another label).
+    fn refresh_tenants(&mut self, q: &VisionQueue) {
+        let name = q.name_any();
+        let key = tenant_key(q);
+        if self.tenant_keys.get(&name) == Some(&key) {
+            return;
+        }
+        self.tenant_keys.insert(name.clone(), key);
+        for job in self.ctx.jobs.state() {
+            if job.spec.queue == name && self.pool.job_phase(&job_key(&job)).is_some() {
+                self.on_job(&job);
+            }
+        }
+    }
+
+    /// The job's tenant in its queue ("" when the queue has no tenancy).
+    fn tenant_of(&self, job: &VisionJob) -> String {
+        let Some(q) = self.ctx.queues.get(&ObjectRef::new(&job.spec.queue)) else {
+            return String::new();
+        };
+        let Some(tenancy) = &q.spec.tenancy else {
+            return String::new();
+        };
+        let namespace = job.metadata.namespace.as_deref().unwrap_or_default();
+        tenancy
+            .tenant_of(namespace, job.metadata.labels.as_ref())
+            .to_owned()
     }
 
     /// Writes a job's status in the background; the result comes back as a
@@ -606,7 +662,11 @@ impl Dispatcher {
             }
             let head_reason = head_reason.map(|w| w.reason.to_string());
             let admitted = self.admitted_total.get(&name).copied().unwrap_or(0);
-            let status = status::queue_status(&q, &stats, head_reason, admitted, &now);
+            let mut status = status::queue_status(&q, &stats, head_reason, admitted, &now);
+            status.tenants = status::tenant_statuses(&self.pool.tenant_stats(&name, now_ms));
+            if !status.tenants.is_empty() {
+                status.usage_time = Some(now.clone());
+            }
             if self.last_queue_status.get(&name) == Some(&status)
                 || q.status.as_ref() == Some(&status)
             {
@@ -765,7 +825,36 @@ pub fn queue_spec(q: &VisionQueue) -> QueueSpec {
             QueueOrdering::StrictFIFO => OrderPolicy::StrictFifo,
         },
         paused: q.spec.paused,
+        tenancy: q.spec.tenancy.as_ref().map(|t| TenancySpec {
+            default_weight: t.default_weight.max(1) as u32,
+            weights: t
+                .tenants
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), s.weight?.max(1) as u32)))
+                .collect(),
+            default_limits: tenant_limits(t.default_limits),
+            limits: t
+                .tenants
+                .iter()
+                .filter(|s| s.limits.is_some())
+                .map(|s| (s.name.clone(), tenant_limits(s.limits)))
+                .collect(),
+            half_life_ms: t.usage_half_life_seconds.max(1).saturating_mul(1000),
+        }),
     }
+}
+
+fn tenant_limits(l: Option<crate::api::TenantLimits>) -> TenantLimits {
+    let l = l.unwrap_or_default();
+    TenantLimits {
+        max_running: l.max_running.map(|m| m.max(0) as u32),
+        max_gpus: l.max_gpus.map(|m| m.max(0) as u32),
+    }
+}
+
+/// How a queue names its jobs' tenants: `None` without tenancy.
+fn tenant_key(q: &VisionQueue) -> Option<Option<String>> {
+    q.spec.tenancy.as_ref().map(|t| t.tenant_label.clone())
 }
 
 pub fn algorithm_spec(a: &VisionAlgorithm) -> AlgorithmSpec {
