@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod pod;
 pub mod status;
 pub mod validate;
+pub mod workers;
 
 #[cfg(test)]
 mod module_graph;

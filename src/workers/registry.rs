@@ -1,0 +1,472 @@
+//! The connected workers of each algorithm and the tasks they run: pure
+//! bookkeeping, every time passed in, unit-tested. The hub (`super::hub`)
+//! owns one behind a lock and does the I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+/// One connected worker.
+#[derive(Debug, Clone)]
+pub struct WorkerEntry {
+    pub algorithm: String,
+    pub capacity: u32,
+    /// Which connection of this worker id is current: a reconnect replaces
+    /// the older one, whose end then changes nothing.
+    pub generation: u64,
+    pub last_seen: Instant,
+    /// Tasks counted against the capacity: running, or cancelled and not
+    /// yet confirmed ended by the worker.
+    pub tasks: BTreeSet<String>,
+}
+
+impl WorkerEntry {
+    fn free(&self) -> u32 {
+        self.capacity
+            .saturating_sub(u32::try_from(self.tasks.len()).unwrap_or(u32::MAX))
+    }
+}
+
+/// One task the operator knows of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskEntry {
+    pub algorithm: String,
+    /// The worker running it; `None` for a task adopted after a failover
+    /// whose worker has not reconnected yet.
+    pub worker: Option<String>,
+    pub deadline: Option<Instant>,
+    /// Cancelled by the operator: its outcome is ignored.
+    pub cancelled: bool,
+}
+
+/// Why a task's attempt ended without an outcome from its worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// The worker's stream ended (it exited, crashed or lost the network).
+    Disconnected,
+    /// No heartbeat within the deadline: the worker hangs or is cut off.
+    MissedHeartbeats,
+    /// The attempt ran past its time limit (the worker got a Cancel).
+    Timeout,
+}
+
+/// What a reported outcome means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// The task is this worker's and was not cancelled: the outcome counts.
+    Counts,
+    /// A cancelled task's late end: its slot is free, the outcome ignored.
+    Cancelled,
+    /// Not this worker's task (unknown, or another worker's): nothing changes.
+    NotYours,
+}
+
+/// What a registration decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub generation: u64,
+    /// Running tasks the operator knows and now counts on this worker.
+    pub adopted: Vec<String>,
+    /// Running tasks the operator does not know (or that belong to another
+    /// worker): the worker must cancel them.
+    pub unknown: Vec<String>,
+    /// Tasks the previous connection of the same worker id held but the
+    /// worker no longer reports: their attempts are lost.
+    pub lost: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    workers: BTreeMap<String, WorkerEntry>,
+    tasks: HashMap<String, TaskEntry>,
+    next_generation: u64,
+}
+
+impl Registry {
+    pub fn worker(&self, id: &str) -> Option<&WorkerEntry> {
+        self.workers.get(id)
+    }
+
+    pub fn task(&self, id: &str) -> Option<&TaskEntry> {
+        self.tasks.get(id)
+    }
+
+    /// Connected workers of an algorithm and their free task slots.
+    pub fn free_slots(&self, algorithm: &str) -> u32 {
+        self.workers
+            .values()
+            .filter(|w| w.algorithm == algorithm)
+            .map(WorkerEntry::free)
+            .sum()
+    }
+
+    /// Workers of an algorithm (ids), in id order.
+    pub fn workers_of(&self, algorithm: &str) -> Vec<String> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.algorithm == algorithm)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// Registers (or re-registers) a worker with the tasks it still runs.
+    pub fn register(
+        &mut self,
+        id: &str,
+        algorithm: &str,
+        capacity: u32,
+        running: &[String],
+        now: Instant,
+    ) -> Registration {
+        self.next_generation += 1;
+        let generation = self.next_generation;
+        let previous = self.workers.remove(id);
+        let mut adopted = Vec::new();
+        let mut unknown = Vec::new();
+        for task_id in running {
+            match self.tasks.get_mut(task_id) {
+                Some(task)
+                    if task.algorithm == algorithm
+                        && task.worker.as_deref().is_none_or(|w| w == id) =>
+                {
+                    task.worker = Some(id.to_string());
+                    adopted.push(task_id.clone());
+                }
+                _ => unknown.push(task_id.clone()),
+            }
+        }
+        let lost = previous
+            .map(|p| {
+                p.tasks
+                    .into_iter()
+                    .filter(|t| !adopted.contains(t))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        for task_id in &lost {
+            self.tasks.remove(task_id);
+        }
+        self.workers.insert(
+            id.to_string(),
+            WorkerEntry {
+                algorithm: algorithm.to_string(),
+                capacity,
+                generation,
+                last_seen: now,
+                tasks: adopted.iter().cloned().collect(),
+            },
+        );
+        Registration {
+            generation,
+            adopted,
+            unknown,
+            lost,
+        }
+    }
+
+    /// A sign of life from the current connection of a worker.
+    pub fn heartbeat(&mut self, id: &str, generation: u64, now: Instant) {
+        if let Some(w) = self
+            .workers
+            .get_mut(id)
+            .filter(|w| w.generation == generation)
+        {
+            w.last_seen = now;
+        }
+    }
+
+    /// Chooses the worker for a new task of `algorithm`: the one with the
+    /// most free slots (ties: the smallest id), and records the task on it.
+    /// `None` when every worker of the algorithm is full (or none is
+    /// connected). A task id already known is refused (never run twice).
+    pub fn assign(
+        &mut self,
+        task_id: &str,
+        algorithm: &str,
+        deadline: Option<Instant>,
+    ) -> Option<String> {
+        if self.tasks.contains_key(task_id) {
+            return None;
+        }
+        let (id, worker) = self
+            .workers
+            .iter_mut()
+            .filter(|(_, w)| w.algorithm == algorithm && w.free() > 0)
+            .max_by(|(a_id, a), (b_id, b)| a.free().cmp(&b.free()).then(b_id.cmp(a_id)))?;
+        worker.tasks.insert(task_id.to_string());
+        self.tasks.insert(
+            task_id.to_string(),
+            TaskEntry {
+                algorithm: algorithm.to_string(),
+                worker: Some(id.clone()),
+                deadline,
+                cancelled: false,
+            },
+        );
+        Some(id.clone())
+    }
+
+    /// Records a task that runs on some worker the operator cannot see yet
+    /// (after a failover): its worker adopts it when it registers.
+    pub fn adopt(&mut self, task_id: &str, algorithm: &str, deadline: Option<Instant>) {
+        self.tasks
+            .entry(task_id.to_string())
+            .or_insert_with(|| TaskEntry {
+                algorithm: algorithm.to_string(),
+                worker: None,
+                deadline,
+                cancelled: false,
+            });
+    }
+
+    /// A worker reported a task's outcome; see [`Finish`].
+    pub fn finish(&mut self, worker: &str, generation: u64, task_id: &str) -> Finish {
+        let current = self
+            .workers
+            .get(worker)
+            .is_some_and(|w| w.generation == generation);
+        match self.tasks.get(task_id) {
+            Some(t) if current && t.worker.as_deref() == Some(worker) => {
+                let cancelled = t.cancelled;
+                self.tasks.remove(task_id);
+                if let Some(w) = self.workers.get_mut(worker) {
+                    w.tasks.remove(task_id);
+                }
+                if cancelled {
+                    Finish::Cancelled
+                } else {
+                    Finish::Counts
+                }
+            }
+            _ => Finish::NotYours,
+        }
+    }
+
+    /// Whether a task is this worker's current, uncancelled task.
+    pub fn owns(&self, worker: &str, generation: u64, task_id: &str) -> bool {
+        self.workers
+            .get(worker)
+            .is_some_and(|w| w.generation == generation)
+            && self
+                .tasks
+                .get(task_id)
+                .is_some_and(|t| t.worker.as_deref() == Some(worker) && !t.cancelled)
+    }
+
+    /// The operator cancels a task: its outcome will be ignored; it keeps
+    /// its worker's slot until the worker reports its end. Returns the
+    /// worker to tell, if the task was running and not yet cancelled.
+    pub fn cancel(&mut self, task_id: &str) -> Option<String> {
+        let task = self.tasks.get_mut(task_id)?;
+        if task.cancelled {
+            return None;
+        }
+        task.cancelled = true;
+        match task.worker.clone() {
+            Some(worker) => Some(worker),
+            None => {
+                self.tasks.remove(task_id);
+                None
+            }
+        }
+    }
+
+    /// A worker's connection ended. Returns its tasks that were not
+    /// cancelled (their attempts are lost); nothing when a newer connection
+    /// of the same worker id has replaced this one.
+    pub fn disconnect(&mut self, id: &str, generation: u64) -> Vec<String> {
+        if self
+            .workers
+            .get(id)
+            .is_none_or(|w| w.generation != generation)
+        {
+            return Vec::new();
+        }
+        let worker = self.workers.remove(id).expect("checked above");
+        self.drop_tasks(worker.tasks)
+    }
+
+    fn drop_tasks(&mut self, tasks: BTreeSet<String>) -> Vec<String> {
+        tasks
+            .into_iter()
+            .filter(|t| self.tasks.remove(t).is_some_and(|t| !t.cancelled))
+            .collect()
+    }
+
+    /// Workers silent for longer than `heartbeat_timeout` are dead: they
+    /// are removed, and their uncancelled tasks returned as lost (with the
+    /// worker, whose stream the hub closes). Tasks past their deadline are
+    /// cancelled and returned as timed out (with their worker to tell).
+    pub fn expire(&mut self, now: Instant, heartbeat_timeout: Duration) -> Expired {
+        let dead: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| now.saturating_duration_since(w.last_seen) > heartbeat_timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut expired = Expired::default();
+        for id in dead {
+            let worker = self.workers.remove(&id).expect("listed above");
+            let lost = self.drop_tasks(worker.tasks);
+            expired.dead.push((id, lost));
+        }
+        let mut timed_out: Vec<(String, Option<String>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.cancelled && t.deadline.is_some_and(|d| d <= now))
+            .map(|(id, t)| (id.clone(), t.worker.clone()))
+            .collect();
+        timed_out.sort();
+        for (task_id, _) in &timed_out {
+            self.cancel(task_id);
+        }
+        expired.timed_out = timed_out;
+        expired
+    }
+}
+
+/// What [`Registry::expire`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Dead workers and their lost tasks.
+    pub dead: Vec<(String, Vec<String>)>,
+    /// Tasks past their deadline, with the worker to send a Cancel to.
+    pub timed_out: Vec<(String, Option<String>)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn assign_fills_the_least_loaded_worker_of_the_algorithm_only() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.register("a-1", "detect", 2, &[], now);
+        r.register("a-2", "detect", 1, &[], now);
+        r.register("b-1", "ocr", 4, &[], now);
+        assert_eq!(r.free_slots("detect"), 3);
+        assert_eq!(r.assign("t1", "detect", None).as_deref(), Some("a-1"));
+        // a-1 and a-2 both have one free slot: the smaller id wins.
+        assert_eq!(r.assign("t2", "detect", None).as_deref(), Some("a-1"));
+        assert_eq!(r.assign("t3", "detect", None).as_deref(), Some("a-2"));
+        // Full: never another algorithm's worker.
+        assert_eq!(r.assign("t4", "detect", None), None);
+        assert_eq!(r.free_slots("detect"), 0);
+        assert_eq!(r.free_slots("ocr"), 4);
+        // A known task id is never assigned twice.
+        assert_eq!(r.assign("t1", "ocr", None), None);
+    }
+
+    #[test]
+    fn finish_counts_only_the_owners_current_uncancelled_task() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        let g1 = r.register("w1", "detect", 2, &[], now).generation;
+        let g2 = r.register("w2", "detect", 2, &[], now).generation;
+        assert_eq!(r.assign("t1", "detect", None).as_deref(), Some("w1"));
+        assert_eq!(r.assign("t2", "detect", None).as_deref(), Some("w2"));
+        // Another worker cannot forge t1's outcome; an unknown task changes nothing.
+        assert_eq!(r.finish("w2", g2, "t1"), Finish::NotYours);
+        assert_eq!(r.finish("w2", g2, "nope"), Finish::NotYours);
+        assert_eq!(r.finish("w1", g1, "t1"), Finish::Counts);
+        assert_eq!(r.finish("w1", g1, "t1"), Finish::NotYours);
+        assert_eq!(r.free_slots("detect"), 3);
+        // A cancelled task keeps its slot until the worker ends it; its end does not count.
+        assert_eq!(r.cancel("t2").as_deref(), Some("w2"));
+        assert_eq!(r.cancel("t2"), None);
+        assert_eq!(r.free_slots("detect"), 3);
+        assert_eq!(r.finish("w2", g2, "t2"), Finish::Cancelled);
+        assert_eq!(r.free_slots("detect"), 4);
+    }
+
+    #[test]
+    fn a_disconnect_loses_the_tasks_unless_a_newer_connection_replaced_it() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        let g1 = r.register("w1", "detect", 3, &[], now).generation;
+        r.assign("t1", "detect", None);
+        r.assign("t2", "detect", None);
+        r.assign("t3", "detect", None);
+        r.cancel("t3");
+        // The worker reconnects still running t1; t2 ended while it was cut off.
+        let again = r.register("w1", "detect", 3, &ids(&["t1", "zz"]), now);
+        assert_eq!(again.adopted, ids(&["t1"]));
+        assert_eq!(again.unknown, ids(&["zz"]));
+        assert_eq!(again.lost, ids(&["t2", "t3"]));
+        // The old stream's end changes nothing now.
+        assert_eq!(r.disconnect("w1", g1), Vec::<String>::new());
+        assert!(r.owns("w1", again.generation, "t1"));
+        // The current stream's end loses t1.
+        assert_eq!(r.disconnect("w1", again.generation), ids(&["t1"]));
+        assert_eq!(r.task("t1"), None);
+        assert_eq!(r.free_slots("detect"), 0);
+    }
+
+    #[test]
+    fn missed_heartbeats_kill_a_worker_and_lose_its_tasks() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(3);
+        let mut r = Registry::default();
+        let g1 = r.register("w1", "detect", 2, &[], t0).generation;
+        r.register("w2", "detect", 2, &[], t0);
+        r.assign("t1", "detect", None);
+        r.assign("t2", "detect", None);
+        r.heartbeat("w1", g1, t0 + Duration::from_secs(2));
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(3), timeout),
+            Expired::default()
+        );
+        let expired = r.expire(t0 + Duration::from_secs(4), timeout);
+        assert_eq!(expired.dead, vec![("w2".to_string(), ids(&["t2"]))]);
+        assert_eq!(r.workers_of("detect"), ids(&["w1"]));
+        // A heartbeat of a replaced connection does not keep the worker alive.
+        let g2 = r
+            .register(
+                "w1",
+                "detect",
+                2,
+                &ids(&["t1"]),
+                t0 + Duration::from_secs(4),
+            )
+            .generation;
+        r.heartbeat("w1", g1, t0 + Duration::from_secs(9));
+        let expired = r.expire(t0 + Duration::from_secs(8), timeout);
+        assert_eq!(expired.dead, vec![("w1".to_string(), ids(&["t1"]))]);
+        assert!(!r.owns("w1", g2, "t1"));
+    }
+
+    #[test]
+    fn a_task_past_its_deadline_is_cancelled_once() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.register("w1", "detect", 2, &[], t0);
+        r.assign("t1", "detect", Some(t0 + Duration::from_secs(10)));
+        r.assign("t2", "detect", None);
+        let hb = Duration::from_secs(60);
+        assert_eq!(r.expire(t0 + Duration::from_secs(9), hb).timed_out, vec![]);
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(10), hb).timed_out,
+            vec![("t1".to_string(), Some("w1".to_string()))]
+        );
+        assert_eq!(r.expire(t0 + Duration::from_secs(11), hb).timed_out, vec![]);
+        assert!(r.task("t1").is_some_and(|t| t.cancelled));
+    }
+
+    #[test]
+    fn after_a_failover_a_reconnecting_worker_keeps_the_tasks_the_operator_adopted() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.adopt("t1", "detect", None);
+        r.adopt("t9", "ocr", None);
+        let reg = r.register("w1", "detect", 2, &ids(&["t1", "t9", "t5"]), now);
+        assert_eq!(reg.adopted, ids(&["t1"]));
+        // Another algorithm's task, and one the operator does not know.
+        assert_eq!(reg.unknown, ids(&["t9", "t5"]));
+        assert_eq!(r.free_slots("detect"), 1);
+        assert_eq!(r.finish("w1", reg.generation, "t1"), Finish::Counts);
+    }
+}

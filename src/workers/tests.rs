@@ -1,0 +1,340 @@
+//! The hub with real workers of the Rust SDK over loopback gRPC (trust
+//! mode): results, capacity, a killed worker, cancellation, a hung worker,
+//! and frames that must change nothing.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use vision_worker::proto::{
+    self, WorkerMessage, operator_message, worker_client::WorkerClient, worker_message,
+};
+use vision_worker::{CancellationToken, Config, Task, TaskError};
+
+use super::*;
+
+struct Endpoint {
+    hub: Hub,
+    events: mpsc::UnboundedReceiver<WorkerEvent>,
+    url: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn endpoint() -> Endpoint {
+    let (hub, events) = Hub::new(Auth::TrustLocalTestOnly, HubSettings::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    let serving = hub.clone();
+    let stopped = stop.clone();
+    tokio::spawn(async move { serving.serve(listener, stopped.cancelled_owned()).await });
+    Endpoint {
+        hub,
+        events,
+        url,
+        stop,
+    }
+}
+
+impl Endpoint {
+    async fn event(&mut self) -> WorkerEvent {
+        tokio::time::timeout(Duration::from_secs(20), self.events.recv())
+            .await
+            .expect("an event within 20 s")
+            .expect("the hub lives")
+    }
+
+    /// Waits (bounded) until `algorithm` has exactly these workers.
+    async fn await_workers(&self, algorithm: &str, ids: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.hub.workers(algorithm) != ids {
+            assert!(
+                Instant::now() < deadline,
+                "workers of {algorithm}: {:?}, want {ids:?}",
+                self.hub.workers(algorithm)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Starts an SDK worker; cancelling the token stops it gracefully,
+    /// aborting the handle kills it.
+    fn worker<H, F>(
+        &self,
+        id: &str,
+        capacity: u32,
+        handler: H,
+    ) -> (
+        tokio::task::JoinHandle<Result<(), vision_worker::Error>>,
+        CancellationToken,
+    )
+    where
+        H: Fn(Value, Task) -> F + Send + Sync + 'static,
+        F: std::future::Future<Output = Result<Value, TaskError>> + Send + 'static,
+    {
+        let mut config = Config::new(self.url.clone(), "detect", capacity, id);
+        config.backoff_initial = Duration::from_millis(20);
+        config.backoff_max = Duration::from_millis(200);
+        let shutdown = CancellationToken::new();
+        (
+            tokio::spawn(vision_worker::run(config, handler, shutdown.clone())),
+            shutdown,
+        )
+    }
+}
+
+fn spec(uid: &str, attempt: i32) -> TaskSpec {
+    TaskSpec {
+        task_id: task_id(uid, attempt),
+        job_uid: uid.into(),
+        attempt,
+        algorithm: "detect".into(),
+        job_json: json!({"uid": uid, "attempt": attempt, "input": {"image": format!("{uid}.jpg")}})
+            .to_string(),
+        timeout: None,
+    }
+}
+
+async fn echo(job: Value, _task: Task) -> Result<Value, TaskError> {
+    Ok(json!({"boxes": [], "image": job["input"]["image"]}))
+}
+
+/// Runs until cancelled; reports the cancellation on `cancelled`.
+fn blocking(
+    cancelled: mpsc::UnboundedSender<String>,
+) -> impl Fn(
+    Value,
+    Task,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, TaskError>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |_job, task| {
+        let cancelled = cancelled.clone();
+        Box::pin(async move {
+            task.cancel.cancelled().await;
+            let _ = cancelled.send(task.task_id.clone());
+            Err(TaskError::new("Cancelled", "stopped"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn tasks_reach_a_worker_up_to_its_capacity_and_their_results_come_back() {
+    let mut ep = endpoint().await;
+    let (_worker, _stop) = ep.worker("w-1", 2, echo);
+    ep.await_workers("detect", &["w-1"]).await;
+    assert_eq!(ep.hub.free_slots("detect"), 2);
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-1"));
+    assert_eq!(ep.hub.dispatch(spec("b", 1)).as_deref(), Ok("w-1"));
+    // Another algorithm has no worker: the task comes back.
+    let mut other = spec("c", 1);
+    other.algorithm = "ocr".into();
+    assert_eq!(ep.hub.dispatch(other.clone()), Err(other));
+    let mut results = vec![ep.event().await, ep.event().await];
+    results.sort_by_key(|e| format!("{e:?}"));
+    assert_eq!(
+        results,
+        vec![
+            WorkerEvent::Succeeded {
+                task_id: "a-1".into(),
+                worker: "w-1".into(),
+                result: json!({"boxes": [], "image": "a.jpg"})
+            },
+            WorkerEvent::Succeeded {
+                task_id: "b-1".into(),
+                worker: "w-1".into(),
+                result: json!({"boxes": [], "image": "b.jpg"})
+            },
+        ]
+    );
+    assert_eq!(ep.hub.free_slots("detect"), 2);
+}
+
+#[tokio::test]
+async fn a_full_worker_takes_no_more_tasks_and_a_result_over_4_kib_fails_the_attempt() {
+    let mut ep = endpoint().await;
+    let (_worker, _stop) = ep.worker("w-1", 1, |_job: Value, _task: Task| async {
+        Ok(json!({"blob": "x".repeat(5000)}))
+    });
+    ep.await_workers("detect", &["w-1"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-1"));
+    assert!(ep.hub.dispatch(spec("b", 1)).is_err());
+    match ep.event().await {
+        WorkerEvent::Failed {
+            task_id,
+            worker,
+            reason,
+            message,
+        } => {
+            assert_eq!(
+                (task_id.as_str(), worker.as_str(), reason.as_str()),
+                ("a-1", "w-1", "ResultTooLarge")
+            );
+            assert!(
+                message.starts_with("the result (5011 bytes) is over the 4096-byte limit"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_killed_workers_task_is_lost_and_its_retry_runs_on_another_worker() {
+    let mut ep = endpoint().await;
+    let (cancelled, _) = mpsc::unbounded_channel();
+    let (doomed, _stop_doomed) = ep.worker("w-doomed", 1, blocking(cancelled));
+    ep.await_workers("detect", &["w-doomed"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-doomed"));
+    doomed.abort();
+    assert_eq!(
+        ep.event().await,
+        WorkerEvent::Lost {
+            task_id: "a-1".into(),
+            worker: "w-doomed".into(),
+            why: Lost::Disconnected
+        }
+    );
+    let (_healthy, _stop) = ep.worker("w-healthy", 1, echo);
+    ep.await_workers("detect", &["w-healthy"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 2)).as_deref(), Ok("w-healthy"));
+    assert_eq!(
+        ep.event().await,
+        WorkerEvent::Succeeded {
+            task_id: "a-2".into(),
+            worker: "w-healthy".into(),
+            result: json!({"boxes": [], "image": "a.jpg"})
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_reaches_the_handler_and_frees_the_slot_without_an_outcome() {
+    let mut ep = endpoint().await;
+    let (cancelled, mut seen) = mpsc::unbounded_channel();
+    let (_worker, _stop) = ep.worker("w-1", 1, blocking(cancelled));
+    ep.await_workers("detect", &["w-1"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-1"));
+    assert!(ep.hub.cancel("a-1", CancelReason::Deleted));
+    assert!(!ep.hub.cancel("a-1", CancelReason::Deleted));
+    assert_eq!(seen.recv().await.as_deref(), Some("a-1"));
+    // The worker's Failure(Cancelled) frees the slot; the next task proves it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ep.hub.free_slots("detect") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled task's slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        ep.events.try_recv().is_err(),
+        "a cancelled task has no outcome"
+    );
+}
+
+#[tokio::test]
+async fn a_hung_worker_is_declared_dead_and_its_task_cancelled_when_it_comes_back() {
+    let mut ep = endpoint().await;
+    let (cancelled, mut seen) = mpsc::unbounded_channel();
+    let (_worker, _stop) = ep.worker("w-1", 1, blocking(cancelled));
+    ep.await_workers("detect", &["w-1"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-1"));
+    // As if no heartbeat came for an hour.
+    ep.hub.tick(Instant::now() + Duration::from_secs(3600));
+    assert_eq!(
+        ep.event().await,
+        WorkerEvent::Lost {
+            task_id: "a-1".into(),
+            worker: "w-1".into(),
+            why: Lost::MissedHeartbeats
+        }
+    );
+    // The worker reconnects reporting a-1; the operator no longer knows it
+    // (its job retries elsewhere), so the worker must cancel it.
+    assert_eq!(seen.recv().await.as_deref(), Some("a-1"));
+    ep.await_workers("detect", &["w-1"]).await;
+}
+
+#[tokio::test]
+async fn forged_unknown_and_malformed_frames_get_an_error_and_change_nothing() {
+    let mut ep = endpoint().await;
+    let (cancelled, _) = mpsc::unbounded_channel();
+    let (_worker, _stop) = ep.worker("w-1", 1, blocking(cancelled));
+    ep.await_workers("detect", &["w-1"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-1"));
+
+    // A second worker forges a result for w-1's task.
+    let mut client = WorkerClient::connect(ep.url.clone()).await.unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    let send = |kind| WorkerMessage { kind: Some(kind) };
+    tx.send(send(worker_message::Kind::Register(proto::Register {
+        algorithm: "detect".into(),
+        capacity: 1,
+        worker_id: "w-evil".into(),
+        ..proto::Register::default()
+    })))
+    .await
+    .unwrap();
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(matches!(
+        inbound.message().await.unwrap().unwrap().kind,
+        Some(operator_message::Kind::Registered(_))
+    ));
+    tx.send(send(worker_message::Kind::Result(proto::Result {
+        task_id: "a-1".into(),
+        attempt: 1,
+        result_json: b"{\"forged\": true}".to_vec(),
+    })))
+    .await
+    .unwrap();
+    match inbound.message().await.unwrap().unwrap().kind {
+        Some(operator_message::Kind::Error(e)) => {
+            assert_eq!(
+                (e.code.as_str(), e.task_id.as_str()),
+                ("UnknownTask", "a-1")
+            );
+        }
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+    // A second Register breaks the protocol: an Error, then the stream ends.
+    tx.send(send(worker_message::Kind::Register(
+        proto::Register::default(),
+    )))
+    .await
+    .unwrap();
+    match inbound.message().await.unwrap().unwrap().kind {
+        Some(operator_message::Kind::Error(e)) => {
+            assert_eq!((e.code.as_str(), e.task_id.as_str()), ("BadFrame", ""))
+        }
+        other => panic!("expected an Error frame, got {other:?}"),
+    }
+    assert!(inbound.message().await.unwrap().is_none());
+    ep.await_workers("detect", &["w-1"]).await;
+
+    // A stream whose first frame is not Register is refused.
+    let (tx2, rx2) = mpsc::channel(1);
+    tx2.send(send(worker_message::Kind::Heartbeat(
+        proto::Heartbeat::default(),
+    )))
+    .await
+    .unwrap();
+    let refused = client.session(ReceiverStream::new(rx2)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // Nothing reached the controller; w-1 still owns its task.
+    assert!(ep.events.try_recv().is_err());
+    assert!(ep.hub.cancel("a-1", CancelReason::Deleted));
+}
