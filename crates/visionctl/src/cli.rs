@@ -121,6 +121,15 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Serve a live, read-only web view of the pool on 127.0.0.1 (your kubeconfig, your RBAC).
+    Ui {
+        /// Port on 127.0.0.1 (0: any free one; the URL is printed).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Open the URL in the desktop's browser too.
+        #[arg(long)]
+        open: bool,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completion { shell: clap_complete::Shell },
 }
@@ -374,6 +383,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             top,
             output,
         } => queue::queue(&s, name.as_deref(), job.as_deref(), top, output).await?,
+        Command::Ui { port, open } => crate::ui::serve(&s, port, open).await?,
         Command::Completion { .. } => unreachable!("handled before connecting"),
     }
     Ok(())
