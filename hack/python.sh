@@ -6,6 +6,9 @@
 #   hack/python.sh test [ARGS]     # venv, ruff, mypy, then pytest ARGS (all tests,
 #                                  # the e2e ones against the local cluster)
 #   hack/python.sh run CMD [ARGS]  # CMD from the venv (python, pytest, ruff, ...)
+#   hack/python.sh browser [ARGS]  # the web view's browser test (tests/browser):
+#                                  # Chromium (hack/chromium.sh), its venv, ruff,
+#                                  # mypy, then pytest ARGS
 #
 # The venv is cached outside the repo, under
 # $VISION_CACHE_DIR/python/venv-<key> (~/.cache/vision-operator by default),
@@ -54,12 +57,15 @@ ensure_python() {
   "$PYTHON" -c 'import venv, ensurepip' || die "$PYTHON still has no venv module"
 }
 
-# Prints the venv's path, building it first if needed.
+# Prints the venv's path, building it first if needed. With a project
+# directory (tests/browser) the venv has that project too, installed beside
+# the client, keyed also by its pyproject.toml and named venv-<dir>-<key>.
 ensure_venv() {
   ensure_python
-  local key venv
-  key="$({ cat "$CLIENT/pyproject.toml"; "$PYTHON" -VV; echo "$ROOT"; } | sha256sum | cut -c1-16)"
-  venv="$CACHE/venv-$key"
+  local extra="${1:-}" kind=venv key venv
+  [ -z "$extra" ] || kind="venv-$(basename "$extra")"
+  key="$({ cat "$CLIENT/pyproject.toml"; [ -z "$extra" ] || cat "$extra/pyproject.toml"; "$PYTHON" -VV; echo "$ROOT"; } | sha256sum | cut -c1-16)"
+  venv="$CACHE/$kind-$key"
   if [ ! -e "$venv/.complete" ]; then
     mkdir -p "$CACHE" "$LOGS"
     exec 9>"$venv.lock"
@@ -70,7 +76,7 @@ ensure_venv() {
       if ! {
         "$PYTHON" -m venv "$venv" &&
           "$venv/bin/python" -m pip install --disable-pip-version-check -q --upgrade pip &&
-          "$venv/bin/python" -m pip install --disable-pip-version-check -q -e "$CLIENT[test]"
+          "$venv/bin/python" -m pip install --disable-pip-version-check -q -e "$CLIENT[test]" ${extra:+-e "$extra"}
       } >"$LOGS/python-venv.log" 2>&1; then
         tail -n 30 "$LOGS/python-venv.log" >&2
         rm -rf "$venv"
@@ -80,7 +86,9 @@ ensure_venv() {
       touch "$venv/.complete"
       # Older venvs of this checkout (another pyproject.toml) are not used again.
       local old
-      for old in "$CACHE"/venv-*/.root; do
+      for old in "$CACHE/$kind"-*/.root; do
+        # Only this kind's (venv-<16 hex>, not venv-browser-<16 hex>).
+        case "${old%/.root}" in "$CACHE/$kind-"????????????????) ;; *) continue ;; esac
         [ -e "$old" ] && [ "${old%/.root}" != "$venv" ] && [ "$(cat "$old")" = "$ROOT" ] || continue
         rm -rf "${old%/.root}" "${old%/.root}.lock"
       done
@@ -111,6 +119,22 @@ case "$cmd" in
     echo "[python] mypy" >&2
     "$venv/bin/mypy" --cache-dir "$CACHE/mypy-cache" src tests
     echo "[python] pytest" >&2
+    exec "$venv/bin/pytest" -p no:cacheprovider "$@" ;;
+  browser)
+    browser="$ROOT/tests/browser"
+    chromium="$("$ROOT/hack/chromium.sh")" || die "hack/chromium.sh failed"
+    # VISION_CHROMIUM=... and VISION_CHROMEDRIVER=... (no spaces in them)
+    # shellcheck disable=SC2086
+    export $chromium
+    venv="$(ensure_venv "$browser")"
+    cd "$browser"
+    echo "[python] browser: ruff check" >&2
+    "$venv/bin/ruff" check --no-cache .
+    echo "[python] browser: ruff format --check" >&2
+    "$venv/bin/ruff" format --no-cache --check .
+    echo "[python] browser: mypy" >&2
+    "$venv/bin/mypy" --cache-dir "$CACHE/mypy-cache-browser" .
+    echo "[python] browser: pytest (screenshots: .local/artifacts/browser/)" >&2
     exec "$venv/bin/pytest" -p no:cacheprovider "$@" ;;
   *)
     sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2

@@ -12,7 +12,10 @@
 # After cargo's tests, the Python client's (clients/python: ruff, mypy,
 # pytest, its e2e tests on the same cluster) run through hack/python.sh,
 # which makes their virtualenv; not when the arguments pick cargo targets
-# (--test X, --lib, ...); PYTHON_TESTS=1 or 0 forces them on or off.
+# (--test X, --lib, ...); PYTHON_TESTS=1 or 0 forces them on or off. With
+# them, the web view's browser test (tests/browser: headless Chromium,
+# installed by hack/chromium.sh, against `visionctl ui` during a burst;
+# screenshots in .local/artifacts/browser/); BROWSER_TESTS=1 or 0 forces it.
 #
 # KEEP_CLUSTER=1 leaves the cluster running. Without KEEP_CLUSTER, a cluster
 # that was already running when this script started (a developer's, shared by
@@ -146,5 +149,10 @@ if [ "$python_tests" = 1 ]; then
   # run picked targets).
   echo "[test] clients/python: hack/python.sh test"
   { cargo build --features e2e --bin vision-operator && hack/python.sh test; } || rc=1
+fi
+if [ "${BROWSER_TESTS:-$python_tests}" = 1 ]; then
+  echo "[test] tests/browser: hack/python.sh browser (the web view in headless Chromium)"
+  { cargo build --features e2e --bin vision-operator && cargo build -p visionctl --bin visionctl &&
+    hack/python.sh browser; } || rc=1
 fi
 exit "$rc"
