@@ -83,6 +83,56 @@ pub struct VisionAlgorithmSpec {
     /// Pauses admission of this algorithm after repeated failures. Unset: no breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
+
+    /// How an admitted job runs. Pod (the default): one pod per attempt,
+    /// from the template. Worker: the attempt is sent as a task over gRPC to
+    /// a warm worker process of this algorithm that already runs (see
+    /// `workers` and docs/WORKERS.md); the job's API, phases, retries,
+    /// timeouts and result are the same. Worker mode is being built: the
+    /// operator does not yet dispatch jobs to workers.
+    #[serde(default, skip_serializing_if = "AlgorithmMode::is_pod")]
+    pub mode: AlgorithmMode,
+
+    /// The warm workers of an algorithm in Worker mode. Ignored in Pod mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkerPool>,
+}
+
+/// How an algorithm's jobs run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AlgorithmMode {
+    /// One pod per attempt of a job.
+    #[default]
+    Pod,
+    /// Attempts are tasks streamed to warm worker processes over gRPC.
+    Worker,
+}
+
+impl AlgorithmMode {
+    pub fn is_pod(&self) -> bool {
+        *self == AlgorithmMode::Pod
+    }
+}
+
+/// The warm workers of an algorithm: between min and max worker pods from
+/// the template, each running up to tasksPerWorker tasks at once.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{"rule": "self.min <= self.max", "message": "workers.min must be <= workers.max"}]))]
+pub struct WorkerPool {
+    /// Worker pods kept even when no job waits. Default 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 10_000))]
+    pub min: i32,
+    /// The most worker pods. Default 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 10_000))]
+    pub max: i32,
+    /// Tasks one worker runs at once (its Register.capacity may not exceed
+    /// it). Default 1.
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub tasks_per_worker: i32,
 }
 
 fn one() -> i32 {

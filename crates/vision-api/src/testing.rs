@@ -234,6 +234,8 @@ pub fn mk_algorithm(name: &str) -> VisionAlgorithm {
             max_running: None,
             allowed_namespaces: Vec::new(),
             circuit_breaker: None,
+            mode: crate::AlgorithmMode::Pod,
+            workers: None,
         },
     );
     algorithm.metadata.generation = Some(1);

@@ -202,6 +202,8 @@ async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> R
             max_running: None,
             allowed_namespaces: vec![],
             circuit_breaker: None,
+            mode: vision_api::AlgorithmMode::Pod,
+            workers: None,
         },
     );
     alg.metadata.managed_fields = None;
