@@ -65,7 +65,7 @@ struct Cli {
     #[arg(long, env = "VISION_RETRY_BACKOFF_MAX_MS", default_value_t = 60_000)]
     retry_backoff_max_ms: u64,
     /// Which job transitions become Kubernetes Events.
-    #[arg(long, env = "VISION_JOB_EVENTS", value_enum, default_value = "all")]
+    #[arg(long, env = "VISION_JOB_EVENTS", value_enum, default_value = "outcomes")]
     job_events: JobEvents,
 }
 

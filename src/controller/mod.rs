@@ -10,6 +10,7 @@
 mod claims;
 mod context;
 pub mod dispatch;
+pub mod events;
 mod handle;
 pub mod job;
 pub mod plan;
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -78,14 +78,16 @@ pub async fn run(
     let (algorithms_store, algorithms_writer) = reflector::store::<VisionAlgorithm>();
     let (pool, pool_inbox) = PoolHandle::new();
 
-    let reporter = Reporter {
-        controller: MANAGER.into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
+    let (events, publishing) = events::Events::new(
+        client.clone(),
+        MANAGER.into(),
+        std::env::var("POD_NAME").ok(),
+    );
+    tokio::spawn(publishing);
     let writer = Writer::new(
         client.clone(),
         metrics.clone(),
-        Recorder::new(client.clone(), reporter),
+        events,
         settings.job_events,
         validity,
     );
@@ -280,7 +282,12 @@ where
         let result: Result<(), kube::Error> = async {
             loop {
                 let page = api.list(&params).await?;
-                out.extend(page.items);
+                // Slim as the caches are: with 100,000 jobs the rebuild's
+                // copy would otherwise carry every job's managedFields.
+                out.extend(page.items.into_iter().map(|mut obj| {
+                    slim(&mut obj);
+                    obj
+                }));
                 match page.metadata.continue_.filter(|c| !c.is_empty()) {
                     Some(token) => params = params.continue_token(&token),
                     None => return Ok(()),

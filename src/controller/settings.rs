@@ -28,18 +28,24 @@ impl Default for Settings {
             retry_backoff_base: Duration::from_secs(1),
             retry_backoff_max: Duration::from_secs(60),
             max_inflight_writes: 64,
-            job_events: JobEvents::All,
+            job_events: JobEvents::Outcomes,
         }
     }
 }
 
 /// Which job transitions are published as Kubernetes Events. Each Event is
-/// one more API request per transition, so a platform running millions of
-/// short jobs may keep only the problems.
+/// one more API request per transition (a repeat of the same reason for the
+/// same job within minutes only updates the first Event's count), so the
+/// default publishes how each job ended and every problem, not the steps a
+/// job's status already shows (admittedAt, startedAt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JobEvents {
     /// Every transition: Queued, Admitted, Started, Retrying, Succeeded, Failed, Rejected, Suspended.
     All,
+    /// The default: how a job ended (Succeeded, Failed, Rejected) and its
+    /// problems (Retrying, a pod that cannot start); one Event per job that
+    /// succeeds at once.
+    Outcomes,
     /// Retrying, Failed and Rejected only.
     Problems,
     /// None.
@@ -53,6 +59,11 @@ impl JobEvents {
         use JobPhase::*;
         match self {
             JobEvents::All => true,
+            JobEvents::Outcomes => match phase {
+                Admitted | Running => retrying,
+                Succeeded | Failed | Rejected => true,
+                _ => false,
+            },
             JobEvents::Problems => match phase {
                 Admitted => retrying,
                 Failed | Rejected => true,

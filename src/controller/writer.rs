@@ -20,14 +20,14 @@ use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::claims::Claims;
+use super::events::{EventType, Events, Note};
 use super::settings::JobEvents;
 use crate::api::contract::{LABEL_LEADER_TERM, MANAGER, POD_FINALIZER};
 use crate::api::{
@@ -53,7 +53,7 @@ pub enum PodCreate {
 pub struct Writer {
     client: Client,
     metrics: Arc<Metrics>,
-    recorder: Recorder,
+    events: Events,
     job_events: JobEvents,
     claims: Mutex<Claims>,
     /// Until when this replica leads: checked before every write.
@@ -64,14 +64,14 @@ impl Writer {
     pub fn new(
         client: Client,
         metrics: Arc<Metrics>,
-        recorder: Recorder,
+        events: Events,
         job_events: JobEvents,
         validity: Validity,
     ) -> Self {
         Writer {
             client,
             metrics,
-            recorder,
+            events,
             job_events,
             claims: Mutex::default(),
             validity,
@@ -346,7 +346,8 @@ impl Writer {
         }
     }
 
-    /// Publishes a Kubernetes Event for a job's new phase, in the background.
+    /// Publishes a Kubernetes Event for a job's new phase, in the background
+    /// (aggregated and bounded: see `events`).
     fn publish(&self, job: &VisionJob, phase: Option<JobPhase>) {
         let Some(phase) = phase else { return };
         let status = job.status.clone().unwrap_or_default();
@@ -375,19 +376,12 @@ impl Writer {
             JobPhase::Rejected => (EventType::Warning, "Rejected"),
             JobPhase::Suspended => (EventType::Normal, "Suspended"),
         };
-        let event = KubeEvent {
+        self.events.publish(Note {
+            regarding: job.object_ref(&()),
             type_,
             reason: reason.into(),
             note: status.message.map(|m| m.chars().take(1000).collect()),
             action: phase.as_str().into(),
-            secondary: None,
-        };
-        let recorder = self.recorder.clone();
-        let reference = job.object_ref(&());
-        tokio::spawn(async move {
-            if let Err(e) = recorder.publish(&event, &reference).await {
-                warn!(error = %e, "publishing an event failed");
-            }
         });
     }
 }
