@@ -519,7 +519,7 @@ pub struct QueueSummary {
     pub head: Option<String>,
     /// Why the head waits, as the operator explains it (a sentence).
     pub head_reason: Option<String>,
-    /// The head job's status.reason (SlotsFull, GPUQuotaFull, ...).
+    /// The head job's status.reason (SlotsFull, GpuQuota, ...).
     pub head_wait_reason: Option<String>,
     pub admitted_total: Option<i64>,
     pub first_waiting: Option<HeadJob>,
@@ -777,7 +777,7 @@ mod tests {
                 .with_priority(5),
         );
         ix.apply_job(&waiting("team-a", "w-early", "SlotsFull").created_at_ms(1_000));
-        ix.apply_job(&waiting("team-b", "w-gpu", "GPUQuotaFull").created_at_ms(1_000));
+        ix.apply_job(&waiting("team-b", "w-gpu", "GpuQuota").created_at_ms(1_000));
         ix.apply_job(&mk_job("team-b", "fresh", "other").with_queue("gpu"));
         ix.apply_job(&waiting("team-b", "paused-one", "SlotsFull").suspended());
         ix.apply_job(&finished("team-a", "ok-1", JobPhase::Succeeded, 595_000));
@@ -808,7 +808,7 @@ mod tests {
         assert_eq!(
             q.waiting_by_reason,
             BTreeMap::from([
-                ("GPUQuotaFull".to_string(), 1),
+                ("GpuQuota".to_string(), 1),
                 (NOT_SEEN.to_string(), 1),
                 ("SlotsFull".to_string(), 2),
             ])
