@@ -9,6 +9,7 @@
 //!   projected ServiceAccount token; a test-only trust mode);
 //! - `hub`: the gRPC service and the API the controller drives.
 
+pub mod attempts;
 pub mod auth;
 pub mod hub;
 pub mod registry;
