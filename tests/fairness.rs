@@ -14,7 +14,7 @@ use harness::{Scenario, sim};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use vision_api::testing::{AlgorithmFixture, JobFixture, QueueFixture, mk_algorithm, mk_queue};
+use vision_api::testing::{AlgorithmFixture, QueueFixture, mk_algorithm, mk_queue};
 use vision_api::{JobPhase, QueueTenancy, TenantLimits, TenantSpec, VisionJob, VisionQueue};
 
 const T: Duration = Duration::from_secs(90);
