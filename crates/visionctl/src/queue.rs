@@ -113,6 +113,56 @@ pub fn namespace_note(namespace: &str, queue_waiting: Option<usize>) -> String {
     )
 }
 
+/// The `tenants` lines of `queue NAME` for a queue with spec.tenancy: each
+/// tenant's weight, holdings, waiting jobs, weighted share and usage (from
+/// the operator's status). Within a priority, the operator admits first from
+/// the tenant furthest below its share, so the waiting list below (priority,
+/// then creation) is not the exact admission order then.
+pub fn tenant_lines(q: &VisionQueue) -> Vec<String> {
+    let Some(t) = &q.spec.tenancy else {
+        return Vec::new();
+    };
+    let by = t
+        .tenant_label
+        .as_deref()
+        .map(|l| format!("label {l}"))
+        .unwrap_or_else(|| "namespace".into());
+    let preemption = q
+        .spec
+        .preemption
+        .as_ref()
+        .map(|p| format!("{:?}", p.within_queue))
+        .unwrap_or_else(|| "Never".into());
+    let mut out = vec![format!(
+        "  tenants   by {by}, usage half-life {}, preemption {preemption}",
+        humantime::format_duration(std::time::Duration::from_secs(
+            t.usage_half_life_seconds.max(0) as u64
+        ))
+    )];
+    let tenants = q
+        .status
+        .as_ref()
+        .map(|s| s.tenants.as_slice())
+        .unwrap_or_default();
+    if tenants.is_empty() {
+        out.push("            (none with jobs or recent usage)".into());
+    }
+    for s in tenants {
+        out.push(format!(
+            "  tenant    {} weight {}: {} running ({} GPUs), {} waiting, share {:.1}%, usage {:.1}% ({:.0} GPU-s decayed)",
+            s.name,
+            s.weight,
+            s.running,
+            s.gpus_in_use,
+            s.pending,
+            s.share_percent,
+            s.usage_percent,
+            s.usage_gpu_seconds
+        ));
+    }
+    out
+}
+
 fn jobs_word(n: usize) -> &'static str {
     if n == 1 { "job" } else { "jobs" }
 }
@@ -344,6 +394,9 @@ pub async fn queue(
                         .unwrap_or_default()
                 );
             }
+            for line in tenant_lines(&q) {
+                println!("{line}");
+            }
             for c in &st.conditions {
                 println!(
                     "  condition {}={} {}: {}",
@@ -499,6 +552,38 @@ mod tests {
             ..Default::default()
         });
         q
+    }
+
+    #[test]
+    fn tenants_show_weight_holdings_share_and_usage() {
+        let mut q = mk_queue("pool", 4);
+        assert!(tenant_lines(&q).is_empty(), "no tenancy, no lines");
+        q.spec.tenancy = Some(vision_api::QueueTenancy {
+            tenant_label: Some("example.com/user".into()),
+            default_weight: 1,
+            usage_half_life_seconds: 600,
+            ..Default::default()
+        });
+        q.status = Some(VisionQueueStatus {
+            tenants: vec![vision_api::TenantStatus {
+                name: "alice".into(),
+                weight: 3,
+                running: 2,
+                gpus_in_use: 2,
+                pending: 5,
+                share_percent: 75.0,
+                usage_percent: 60.25,
+                usage_gpu_seconds: 1234.4,
+            }],
+            ..Default::default()
+        });
+        assert_eq!(
+            tenant_lines(&q),
+            [
+                "  tenants   by label example.com/user, usage half-life 10m, preemption Never",
+                "  tenant    alice weight 3: 2 running (2 GPUs), 5 waiting, share 75.0%, usage 60.2% (1234 GPU-s decayed)",
+            ]
+        );
     }
 
     #[test]
