@@ -95,6 +95,7 @@ fn configure(p: &mut WorkerPool) {
                 ordering: OrderPolicy::BestEffortFifo,
                 paused: false,
                 tenancy: None,
+                preemption: Default::default(),
             },
         );
     }

@@ -31,6 +31,7 @@ fn qspec(max_running: u32, max_gpus: Option<u32>, t: TenancySpec) -> QueueSpec {
         ordering: OrderPolicy::BestEffortFifo,
         paused: false,
         tenancy: Some(t),
+        preemption: Default::default(),
     }
 }
 
@@ -400,4 +401,45 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn preemption_evicts_lower_priority_once_and_admits_after_they_are_gone() {
+    let mut spec = qspec(2, None, tenancy(&[], &[]));
+    spec.preemption = preempt::Policy::LowerPriority;
+    let mut p = pool(spec);
+    p.observe_job(job("old-low", "a", 0, 0, 1));
+    p.observe_job(job("new-low", "a", 0, 1, 1));
+    assert_eq!(p.admit(10).len(), 2);
+    p.set_started(&JobKey::new("a", "new-low"), 20);
+    p.set_started(&JobKey::new("a", "old-low"), 15);
+    p.observe_job(job("same", "b", 0, 2, 1));
+    // Nothing of lower priority than "same": no preemption.
+    assert_eq!(p.preempt(30), vec![]);
+    p.observe_job(job("urgent", "b", 5, 3, 1));
+    let got = p.preempt(30);
+    assert_eq!(
+        got,
+        vec![Preemption {
+            queue: Q.into(),
+            preemptor: JobKey::new("b", "urgent"),
+            priority: 5,
+            victims: vec![JobKey::new("a", "new-low")],
+        }]
+    );
+    // Already being evicted: not chosen again, and nothing admitted while
+    // its pod terminates.
+    assert_eq!(p.preempt(31), vec![]);
+    assert_eq!(p.admit(31), vec![]);
+    // Its pod is gone: the slot goes to the preemptor; the victim waits
+    // again at its original place (behind nobody of its priority).
+    p.remove_job(&JobKey::new("a", "new-low"));
+    p.observe_job(job("new-low", "a", 0, 1, 1));
+    let adm: Vec<_> = p.admit(40).into_iter().map(|a| a.key).collect();
+    assert_eq!(adm, vec![JobKey::new("b", "urgent")]);
+    assert_eq!(
+        p.pending_in_order(Q),
+        vec![JobKey::new("a", "new-low"), JobKey::new("b", "same")]
+    );
+    p.check_consistency();
 }

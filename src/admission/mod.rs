@@ -174,6 +174,18 @@ pub struct QueueSpec {
     /// Weighted fair share between tenants and their limits; `None`: one
     /// tenant, FIFO within a priority.
     pub tenancy: Option<TenancySpec>,
+    /// Whom a waiting job may evict (see [`preempt`]).
+    pub preemption: preempt::Policy,
+}
+
+/// Running jobs to evict so that `preemptor` can be admitted once they are
+/// gone (see [`WorkerPool::preempt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preemption {
+    pub queue: String,
+    pub preemptor: JobKey,
+    pub priority: i32,
+    pub victims: Vec<JobKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -444,6 +456,12 @@ pub struct WorkerPool {
     /// The latest time the pool was given: tenant usage is integrated up to
     /// it when what a tenant holds changes.
     clock_ms: i64,
+    /// When each holder started holding (admitted by this pool, or as the
+    /// caller said): the victims' "most recently started" order.
+    held_since: HashMap<JobId, i64>,
+    /// Holders being evicted: they still hold (their pods are terminating)
+    /// and are not chosen as victims again.
+    evicting: std::collections::BTreeSet<JobId>,
 }
 
 impl Default for WorkerPool {
@@ -479,6 +497,8 @@ impl WorkerPool {
             seq: 0,
             starvation_guard_ms: ms,
             clock_ms: 0,
+            held_since: HashMap::new(),
+            evicting: std::collections::BTreeSet::new(),
         }
     }
 
@@ -720,6 +740,7 @@ impl WorkerPool {
     }
 
     fn hold(&mut self, id: JobId) {
+        self.held_since.insert(id, self.clock_ms);
         let j = &self.jobs[id];
         let queue = &mut self.queues[j.queue as usize];
         queue.holding += 1;
@@ -736,6 +757,8 @@ impl WorkerPool {
     }
 
     fn unhold(&mut self, id: JobId) {
+        self.held_since.remove(&id);
+        self.evicting.remove(&id);
         let j = &self.jobs[id];
         let queue = &mut self.queues[j.queue as usize];
         queue.holding -= 1;
@@ -1013,6 +1036,127 @@ impl WorkerPool {
             gates[a as usize] = self.algo_gate(a, now_ms);
         }
         out
+    }
+
+    /// When a holder started (its pod's start or its admission), for the
+    /// victims' order; by default the pool's clock when it was first seen
+    /// holding. A no-op unless the pool holds the job.
+    pub fn set_started(&mut self, key: &JobKey, started_ms: i64) {
+        if let Some(&id) = self.ids.get(key)
+            && self.jobs[id].state == State::Holding
+        {
+            self.held_since.insert(id, started_ms);
+        }
+    }
+
+    /// Marks a holder as being evicted (its status says so) or not. A no-op
+    /// unless the pool holds the job.
+    pub fn set_evicting(&mut self, key: &JobKey, evicting: bool) {
+        if let Some(&id) = self.ids.get(key)
+            && self.jobs[id].state == State::Holding
+        {
+            if evicting {
+                self.evicting.insert(id);
+            } else {
+                self.evicting.remove(&id);
+            }
+        }
+    }
+
+    /// For each queue whose preemption policy allows it: the first waiting
+    /// job (fair order) that is blocked only by the queue's slots or GPU
+    /// quota even once the holders already being evicted are gone, and the
+    /// running jobs to evict for it ([`preempt::choose_victims`]), now
+    /// marked evicting. They keep holding until the caller removes them (or
+    /// observes them waiting again): the preemptor is admitted by `admit`
+    /// only once they are gone, so the limits hold at every instant. At most
+    /// one preemptor per queue per call.
+    pub fn preempt(&mut self, now_ms: i64) -> Vec<Preemption> {
+        self.advance_clock(now_ms);
+        let gates = self.algo_gates(now_ms);
+        let mut out = Vec::new();
+        for qi in 0..self.live_queues.len() {
+            let q = self.live_queues[qi];
+            if let Some(p) = self.preempt_in(q, &gates, now_ms) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn preempt_in(&mut self, q: u32, gates: &[AlgoGate], now_ms: i64) -> Option<Preemption> {
+        let queue = &self.queues[q as usize];
+        let spec = queue.spec.as_ref()?;
+        if spec.preemption == preempt::Policy::Never || spec.paused {
+            return None;
+        }
+        let scan = self.scan(q, gates, now_ms);
+        // Something fits now (slots free and within every limit): admission,
+        // not preemption.
+        if queue.holding < spec.max_running && scan.admissible.is_some() {
+            return None;
+        }
+        let head = scan.runnable?;
+        let pre = &self.jobs[head.c.id];
+        if gates[pre.algo as usize] != AlgoGate::Open {
+            return None; // its algorithm's capacity or breaker: not ours to free
+        }
+        let (mut holding, mut gpus) = (queue.holding, queue.gpus_in_use);
+        let mut running = Vec::new();
+        for (&id, &since) in &self.held_since {
+            let j = &self.jobs[id];
+            if j.queue != q {
+                continue;
+            }
+            if self.evicting.contains(&id) {
+                holding -= 1;
+                gpus -= u64::from(j.gpus);
+                continue;
+            }
+            running.push(preempt::Running {
+                key: (*j.key).clone(),
+                priority: j.priority,
+                started_ms: since,
+                gpus: j.gpus,
+                tenant: j.tenant as usize,
+            });
+        }
+        // Deterministic input order (the choice does not depend on it).
+        running.sort_by(|a, b| a.key.cmp(&b.key));
+        let slots = (holding + 1).saturating_sub(spec.max_running);
+        let gpus_to_free = spec.max_gpus.map_or(0, |m| {
+            (gpus + u64::from(pre.gpus)).saturating_sub(u64::from(m))
+        });
+        let tau = queue.tau();
+        let tenants = queue
+            .tenants
+            .iter()
+            .map(|t| preempt::TenantLoad {
+                load: tau.map_or(t.rate as f64, |tau| t.load(now_ms, tau)),
+                weight: f64::from(t.weight.max(1)),
+            })
+            .collect();
+        let req = preempt::Request {
+            policy: spec.preemption,
+            priority: pre.priority,
+            gpus: pre.gpus,
+            tenant: pre.tenant as usize,
+            slots,
+            gpus_to_free,
+            tenants,
+        };
+        let victims = preempt::choose_victims(&req, &running, 100_000)?;
+        let keys: Vec<JobKey> = victims.iter().map(|&v| running[v].key.clone()).collect();
+        for k in &keys {
+            let id = self.ids[k];
+            self.evicting.insert(id);
+        }
+        Some(Preemption {
+            queue: queue.name.clone(),
+            preemptor: (*pre.key).clone(),
+            priority: pre.priority,
+            victims: keys,
+        })
     }
 
     /// The status write of this admission failed: the job is pending again,

@@ -338,6 +338,7 @@ fn queue_spec() -> impl Strategy<Value = QueueSpec> {
                 },
                 paused,
                 tenancy: None,
+                preemption: Default::default(),
             },
         )
 }

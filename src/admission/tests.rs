@@ -42,6 +42,7 @@ fn qspec(max_running: u32, max_gpus: Option<u32>) -> QueueSpec {
         ordering: OrderPolicy::BestEffortFifo,
         paused: false,
         tenancy: None,
+        preemption: Default::default(),
     }
 }
 

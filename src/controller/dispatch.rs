@@ -27,10 +27,10 @@ use super::settings::FINALIZER;
 use super::writer::PodCreate;
 use crate::admission::{
     AlgorithmSpec, BreakerSpec, JobKey, ObservedPhase, OrderPolicy, PoolJob, PoolState, QueueSpec,
-    TenancySpec, TenantLimits, WorkerPool,
+    TenancySpec, TenantLimits, WorkerPool, preempt::Policy,
 };
 use crate::api::{
-    JobPhase, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionQueue,
+    JobPhase, PreemptionPolicy, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionQueue,
     VisionQueueStatus,
 };
 use crate::clock::{now_ms, time_at};
@@ -825,6 +825,11 @@ pub fn queue_spec(q: &VisionQueue) -> QueueSpec {
             QueueOrdering::StrictFIFO => OrderPolicy::StrictFifo,
         },
         paused: q.spec.paused,
+        preemption: match q.spec.preemption.as_ref().map(|p| p.within_queue) {
+            None | Some(PreemptionPolicy::Never) => Policy::Never,
+            Some(PreemptionPolicy::LowerPriority) => Policy::LowerPriority,
+            Some(PreemptionPolicy::LowerPriorityOrOverShare) => Policy::LowerPriorityOrOverShare,
+        },
         tenancy: q.spec.tenancy.as_ref().map(|t| TenancySpec {
             default_weight: t.default_weight.max(1) as u32,
             weights: t
