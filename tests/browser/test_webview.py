@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -64,15 +65,16 @@ def visionctl_binary() -> Path:
 
 
 class Ui:
-    """``visionctl ui`` as a child process, with the test cluster's kubeconfig."""
+    """``visionctl ui`` as a child process, with the test cluster's admin
+    kubeconfig or another one."""
 
-    def __init__(self) -> None:
+    def __init__(self, kubeconfig: Path | None = None, log: str = "visionctl-ui") -> None:
         logs = REPO / ".local" / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        self.stderr = (logs / "visionctl-ui.log").open("wb")
+        self.stderr = (logs / f"{log}.log").open("wb")
         env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         self.process = subprocess.Popen(
-            [str(visionctl_binary()), "--kubeconfig", str(kubeconfig_path()), "ui"],
+            [str(visionctl_binary()), "--kubeconfig", str(kubeconfig or kubeconfig_path()), "ui"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -288,7 +290,15 @@ def test_the_page_shows_the_pool_as_the_api_server_does(world: World, ui: Ui, br
     # cluster's counts, then compare exactly (the failure names the difference).
     def same(d: WebDriver) -> bool:
         jobs = api_jobs(world)
-        return page_phase_counts(d) == api_phase_counts(jobs) and page_queue(d, world.queue) == api_queue(world, jobs)
+        queue: Any = world.custom.get_cluster_custom_object(GROUP, VERSION, "visionqueues", world.queue)
+        shown = snapshot(d)["queues"].get(world.queue) or {}
+        return (
+            page_phase_counts(d) == api_phase_counts(jobs)
+            and page_queue(d, world.queue) == api_queue(world, jobs)
+            # The queue's status (its head) is written at most once a second.
+            and shown.get("head") == (queue.get("status") or {}).get("head")
+            and shown.get("head_reason") == "SlotsFull"
+        )
 
     try:
         until(browser, "the page's counts equal the cluster's", same, 30)
@@ -440,3 +450,75 @@ def test_the_page_escapes_what_the_cluster_says(world: World, ui: Ui, browser: W
     assert browser.find_elements(By.CSS_SELECTOR, "#detail img, #detail b") == []
     message = browser.find_element(By.CSS_SELECTOR, '[data-testid="status-message"]').text
     assert "<img src=x onerror=alert(1)><b>bold</b>" in message, message
+
+
+def namespace_user_kubeconfig(world: World) -> Path:
+    """A kubeconfig of ServiceAccount ``viewer`` of the world's namespace, which
+    may read VisionJobs, pods and Events there (not pods/log) and nothing of
+    the cluster: not the queues, not the algorithms, not other namespaces."""
+    ns = world.namespace
+    core = k8s.CoreV1Api(world.client)
+    rbac = k8s.RbacAuthorizationV1Api(world.client)
+    meta = k8s.V1ObjectMeta
+    core.create_namespaced_service_account(ns, k8s.V1ServiceAccount(metadata=meta(name="viewer")))
+    read = ["get", "list", "watch"]
+    rules = [
+        k8s.V1PolicyRule(api_groups=[GROUP], resources=["visionjobs"], verbs=read),
+        k8s.V1PolicyRule(api_groups=[""], resources=["pods", "events"], verbs=read),
+    ]
+    rbac.create_namespaced_role(ns, k8s.V1Role(metadata=meta(name="vision-viewer"), rules=rules))
+    rbac.create_namespaced_role_binding(
+        ns,
+        k8s.V1RoleBinding(
+            metadata=meta(name="vision-viewer"),
+            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="vision-viewer"),
+            subjects=[k8s.RbacV1Subject(kind="ServiceAccount", name="viewer", namespace=ns)],
+        ),
+    )
+    request = k8s.AuthenticationV1TokenRequest(spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    created = core.create_namespaced_service_account_token("viewer", ns, request)
+    assert created.status is not None
+    token = str(created.status.token)
+    admin = yaml.safe_load(kubeconfig_path().read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "viewer", "user": {"token": token}}],
+        "contexts": [{"name": "viewer", "context": {"cluster": cluster["name"], "user": "viewer", "namespace": ns}}],
+        "current-context": "viewer",
+    }
+    path = REPO / ".local" / "artifacts" / "browser" / f"kubeconfig-{ns}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def test_a_namespace_user_sees_their_namespace_and_why(world: World, browser: WebDriver) -> None:
+    """Who may not list VisionJobs in all namespaces sees their namespace's,
+    told so; the queues and algorithms they may not read, and a log they may
+    not read, are said to be forbidden rather than shown as empty."""
+    ui = Ui(namespace_user_kubeconfig(world), log="visionctl-ui-viewer")
+    try:
+        browser.get(ui.url)
+        until(browser, "synced", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-synced") == "true")
+        note = browser.find_element(By.ID, "note")
+        assert note.is_displayed()
+        assert f"showing only namespace {world.namespace}'s jobs" in note.text, note.text
+        errors = browser.find_element(By.ID, "errors").text
+        assert "watch of VisionQueues: forbidden" in errors, errors
+        assert "watch of VisionAlgorithms: forbidden" in errors, errors
+        mine = api_jobs(world, world.namespace)
+        until(browser, "the namespace's counts", lambda d: page_phase_counts(d) == api_phase_counts(mine), 30)
+        assert page_phase_counts(browser) == api_phase_counts(api_jobs(world, world.namespace))
+        shot(browser, "05-namespace-user")
+
+        open_job(browser, ui, world.namespace, "burst-020")
+        log = browser.find_element(By.ID, "d-log")
+        assert log.get_attribute("data-state") == "message"
+        assert "forbidden" in log.text or "is gone" in log.text, log.text
+    finally:
+        ui.stop()

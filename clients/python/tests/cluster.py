@@ -231,7 +231,10 @@ class Operator:
             "--identity",
             identity,
             "--lease-seconds",
-            "4",
+            # The Rust harness's 8 s (tests/harness/operator.rs, 75d3ba4): with
+            # 4 s a renewal during a burst on 2 busy cores can miss its deadline,
+            # and the lone replica steps down with nobody to replace it.
+            "8",
             "--retry-backoff-base-ms",
             "200",
             "--retry-backoff-max-ms",

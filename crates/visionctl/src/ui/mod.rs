@@ -302,10 +302,31 @@ fn set_health(shared: &Shared, f: impl FnOnce(&mut Health)) {
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Records a watch's error for the page. A list the user may not make
+/// (403) will not succeed by retrying: that kind counts as synced (and
+/// empty), and the page says why.
 fn watch_error(shared: &Shared, what: &str, e: &watcher::Error) {
-    let text = e.to_string();
+    let forbidden = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code == 403,
+        watcher::Error::WatchError(s) => s.code == 403,
+        _ => false,
+    };
+    let text = if forbidden {
+        format!("forbidden: your kubeconfig's user may not list and watch {what}")
+    } else {
+        e.to_string()
+    };
     set_health(shared, |h| {
         h.errors.insert(what.to_string(), text);
+        if forbidden {
+            match what {
+                "VisionQueues" => h.queues_synced = true,
+                "VisionAlgorithms" => h.algorithms_synced = true,
+                _ => h.jobs_synced = true,
+            }
+        }
     });
 }
 

@@ -119,7 +119,7 @@ function renderSummary(msg) {
     return el("tr", { id: "queue-" + q.name, "data-testid": "queue-row", "data-queue": q.name },
       el("td", { "data-testid": "queue-name" }, q.name,
         q.paused ? el("span", { class: "tag" }, "paused") : null,
-        q.exists ? null : el("span", { class: "tag warn" }, "no such queue")),
+        q.exists ? null : el("span", { class: "tag warn", title: "jobs name it, but it does not exist or you may not read it" }, "unknown queue")),
       el("td", { "data-testid": "queue-slots", "data-value": q.slotsUsed, "data-max": q.maxRunning ?? "" },
         ratio(q.slotsUsed, q.maxRunning), bar(q.slotsUsed, q.maxRunning)),
       el("td", { "data-testid": "queue-gpus", "data-value": q.gpusUsed, "data-max": q.maxGpus ?? "" },
@@ -136,7 +136,7 @@ function renderSummary(msg) {
     const breaker = a.hasBreaker ? (a.breaker || "Closed") : "none";
     return el("tr", { id: "algorithm-" + a.name, "data-testid": "algorithm-row", "data-algorithm": a.name },
       el("td", { "data-testid": "algorithm-name" }, a.name,
-        a.exists ? null : el("span", { class: "tag warn" }, "no such algorithm")),
+        a.exists ? null : el("span", { class: "tag warn", title: "jobs name it, but it does not exist or you may not read it" }, "unknown algorithm")),
       el("td", { "data-testid": "algorithm-running", "data-value": a.jobsRunning },
         ratio(a.jobsRunning, a.maxRunning)),
       el("td", { "data-testid": "algorithm-breaker", class: "breaker b-" + breaker }, breaker),
