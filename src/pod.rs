@@ -72,6 +72,13 @@ pub fn job_json(job: &VisionJob, attempt: i32) -> String {
         "input": job.spec.input.clone().unwrap_or_else(|| json!({})),
         "params": job.spec.params.clone().unwrap_or_else(|| json!({})),
     });
+    // The previous attempt was preempted: the algorithm may resume from its
+    // own checkpoint.
+    if attempt > 1
+        && job.status.as_ref().and_then(|s| s.last_preempted_attempt) == Some(attempt - 1)
+    {
+        payload["previousAttempt"] = json!({"attempt": attempt - 1, "preempted": true});
+    }
     if let Some(location) = job.output_location(attempt) {
         payload["output"] = json!({
             "dir": OUTPUT_DIR,

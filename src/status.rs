@@ -93,8 +93,9 @@ pub fn may_transition(from: Option<JobPhase>, to: JobPhase) -> bool {
         None => matches!(to, Queued | Admitted | Failed | Rejected | Suspended),
         Some(f) if f.is_final() => false,
         Some(Queued) => matches!(to, Queued | Admitted | Failed | Suspended),
+        // Queued again: preempted (its pod is gone, it waits in its place).
         Some(Admitted) | Some(Running) => {
-            matches!(to, Admitted | Running | Succeeded | Failed | Suspended)
+            matches!(to, Queued | Admitted | Running | Succeeded | Failed | Suspended)
         }
         Some(Suspended) => matches!(to, Queued | Suspended | Failed),
         Some(_) => false,
@@ -181,6 +182,55 @@ pub fn queued(job: &VisionJob, now: &Time, reason: &str, message: String) -> Vis
         now,
     );
     finish(&mut s, now);
+    s
+}
+
+/// `status.reason` of a holder whose pod is being stopped for a preemptor.
+pub const REASON_PREEMPTING: &str = "Preempting";
+/// `status.reason` of a job waiting again after its attempt was preempted.
+pub const REASON_PREEMPTED: &str = "Preempted";
+
+/// A holder chosen as a victim: same phase, reason Preempting; the
+/// reconciler stops its pod, then writes [`preempted`].
+pub fn preempting(job: &VisionJob, now: &Time, by: &str, priority: i32) -> VisionJobStatus {
+    let mut s = base(job, now);
+    s.reason = Some(REASON_PREEMPTING.into());
+    s.message = Some(format!(
+        "preempted by {by} (priority {priority}) in queue {}: its pod is being stopped with its grace period; it then waits again in its place, spending no retry",
+        job.spec.queue
+    ));
+    s
+}
+
+/// A preempted job whose pod is gone: Queued again (its queuedAt and
+/// creation time keep its place), reason Preempted, the attempt counted as
+/// preempted so that it spends no retry and the next attempt is told.
+pub fn preempted(job: &VisionJob, now: &Time) -> VisionJobStatus {
+    let attempt = current(job).attempts.unwrap_or(0);
+    let mut s = queued(
+        job,
+        now,
+        REASON_PREEMPTED,
+        format!(
+            "attempt {attempt} was preempted; waiting in queue {} again in its original place (no retry spent)",
+            job.spec.queue
+        ),
+    );
+    s.preemptions = Some(s.preemptions.unwrap_or(0) + 1);
+    s.last_preempted_attempt = Some(attempt);
+    s.started_at = None;
+    let generation = s.observed_generation;
+    if s.conditions.iter().any(|c| c.type_ == CONDITION_RUNNING) {
+        set_condition(
+            &mut s.conditions,
+            CONDITION_RUNNING,
+            false,
+            REASON_PREEMPTED,
+            "preempted",
+            generation,
+            now,
+        );
+    }
     s
 }
 

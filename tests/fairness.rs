@@ -14,8 +14,11 @@ use harness::{Scenario, sim};
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use vision_api::testing::{AlgorithmFixture, QueueFixture, mk_algorithm, mk_queue};
-use vision_api::{JobPhase, QueueTenancy, TenantLimits, TenantSpec, VisionJob, VisionQueue};
+use vision_api::testing::{AlgorithmFixture, JobFixture, QueueFixture, mk_algorithm, mk_queue};
+use vision_api::{
+    JobPhase, PreemptionPolicy, QueuePreemption, QueueTenancy, TenantLimits, TenantSpec, VisionJob,
+    VisionQueue,
+};
 
 const T: Duration = Duration::from_secs(90);
 const LABEL: &str = "example.com/tenant";
@@ -168,4 +171,82 @@ async fn weights_three_to_one_order_admission_on_a_one_slot_queue() {
     for win in tenants[..=light_last].windows(5) {
         assert!(win.contains(&"light"), "{tenants:?}");
     }
+}
+
+#[tokio::test]
+async fn an_urgent_job_preempts_a_lower_priority_one_which_resumes_without_spending_a_retry() {
+    let mut queue = mk_queue("pool", 1);
+    queue.spec.preemption = Some(QueuePreemption {
+        within_queue: PreemptionPolicy::LowerPriority,
+    });
+    let w = Scenario::new("preempt")
+        .queue(queue)
+        .algorithm(mk_algorithm("slow").with_template_annotations(&[(sim::DURATION, "8s")]))
+        .algorithm(mk_algorithm("fast").with_template_annotations(&[(sim::DURATION, "1s")]))
+        .operator()
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    w.submit(w.job("low", "slow")).await;
+    w.wait_phase("low", JobPhase::Running, T).await;
+    w.submit(w.job("urgent", "fast").with_priority(10)).await;
+    // The victim waits again, in its place, told why.
+    let requeued = harness::wait_for(T, || async {
+        let j = w.get("low").await;
+        j.status.and_then(|s| s.preemptions) == Some(1)
+    })
+    .await;
+    assert!(requeued, "low must be preempted once");
+    let jobs = w.wait_all_final(Duration::from_secs(120)).await;
+    for j in &jobs {
+        let s = j.status.as_ref().unwrap();
+        assert_eq!(
+            j.phase(),
+            Some(JobPhase::Succeeded),
+            "{}: {:?}",
+            j.name_any(),
+            s.message
+        );
+    }
+    let low = w.get("low").await.status.unwrap();
+    assert_eq!(
+        (low.attempts, low.preemptions, low.last_preempted_attempt),
+        (Some(2), Some(1), Some(1)),
+        "a preempted attempt, then a whole one"
+    );
+    let urgent = w.get("urgent").await.status.unwrap();
+    assert_eq!(urgent.attempts, Some(1));
+    // Limits held at every instant: the urgent pod started only once the
+    // victim's was gone.
+    assert_eq!(pods.max_live(), 1, "one slot, never two live pods");
+    // The next attempt is told its predecessor was preempted.
+    let pod = w
+        .pods()
+        .get(&vision_api::contract::pod_name("low", 2))
+        .await
+        .unwrap();
+    let job_json: serde_json::Value =
+        serde_json::from_str(&pod.annotations()[vision_api::contract::ANNOTATION_JOB_JSON])
+            .unwrap();
+    assert_eq!(
+        job_json["previousAttempt"],
+        json!({"attempt": 1, "preempted": true})
+    );
+    // An Event says it was preempted.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), &w.namespace);
+    let preempted = harness::wait_for(T, || async {
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("Preempted")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("low")
+            })
+    })
+    .await;
+    assert!(preempted, "an Event with reason Preempted on low");
 }

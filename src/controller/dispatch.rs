@@ -185,7 +185,15 @@ impl Dispatcher {
             PoolEvent::PoolStatusWritten(write) => self.pool_status_written(write),
             PoolEvent::Released(key) => {
                 self.outcomes_counted.remove(&key);
-                self.pool.remove_job(&key)
+                self.pool.remove_job(&key);
+                // A preempted job waits again: if the cache already has it
+                // Queued, it is pending again now (else its watch event does it).
+                let r = ObjectRef::new(&key.name).within(&key.namespace);
+                if let Some(job) = self.ctx.jobs.get(&r)
+                    && job.phase() == Some(JobPhase::Queued)
+                {
+                    self.on_job(&job);
+                }
             }
             PoolEvent::Outcome {
                 algorithm,
@@ -350,6 +358,18 @@ impl Dispatcher {
             Some(JobPhase::Admitted) | Some(JobPhase::Running) => {
                 self.pool
                     .observe_job(self.pool_job(job, ObservedPhase::Holding));
+                let s = job.status.as_ref();
+                if let Some(at) = s.and_then(|s| s.started_at.as_ref().or(s.admitted_at.as_ref())) {
+                    self.pool.set_started(&key, crate::clock::ms_of(at));
+                }
+                // The status is the record of a preemption in progress (a
+                // rebuilt pool learns it here); a write still in flight is
+                // not contradicted by an older copy.
+                if !self.inflight.contains(&key) {
+                    let preempting =
+                        s.and_then(|s| s.reason.as_deref()) == Some(status::REASON_PREEMPTING);
+                    self.pool.set_evicting(&key, preempting);
+                }
             }
             Some(_) => self.pool.remove_job(&key),
         }
@@ -412,6 +432,21 @@ impl Dispatcher {
             status.gpus = Some(admission.gpus as i32);
             debug!(job = %admission.key, queue = %admission.queue, "admitted");
             self.write(&job, status, Some(admission.queue));
+        }
+        // Preemption (queues that opt in): mark the victims; the reconciler
+        // stops their pods and queues them again, which frees the slots.
+        for p in self.pool.preempt(now_ms) {
+            for victim in &p.victims {
+                let r = ObjectRef::new(&victim.name).within(&victim.namespace);
+                let Some(job) = self.ctx.jobs.get(&r) else {
+                    self.pool.set_evicting(victim, false);
+                    continue;
+                };
+                info!(job = %victim, preemptor = %p.preemptor, queue = %p.queue, "preempting");
+                let status =
+                    status::preempting(&job, &now, &p.preemptor.to_string(), p.priority);
+                self.write(&job, status, None);
+            }
         }
         // Queued writes take a write permit before they are spawned: in a
         // burst the rest wait here as bare keys, not as tasks holding a copy

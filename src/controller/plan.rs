@@ -242,6 +242,18 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
         }
         return stop_pods(view, Then::RequeueAfterMs(SUSPENDING_RECHECK_MS));
     }
+    // Preempted (the dispatcher chose it as a victim): its pod is stopped
+    // with its grace period, then it waits again and frees its slot; the
+    // preemptor is admitted only then.
+    if status.reason.as_deref() == Some(status::REASON_PREEMPTING) {
+        if !live_pods(view).is_empty() {
+            return stop_pods(view, Then::PodsTerminating);
+        }
+        if view.creating {
+            return Step::Wait(Then::RequeueAfterMs(STOPPING_RECHECK_MS));
+        }
+        return write_release(status::preempted(job, &now), None);
+    }
     // The attempt's container can never start (see `start_failure`): its
     // pod goes first, then the job fails with the reason already shown and
     // frees its slot.
@@ -539,7 +551,9 @@ fn attempt_failed(
         .map(|a| job_retries(job, a))
         .or(job.spec.retries)
         .unwrap_or(0);
-    if attempt <= retries {
+    // Preempted attempts spend no retry.
+    let preempted = job.status.as_ref().and_then(|s| s.preemptions).unwrap_or(0);
+    if attempt - preempted <= retries {
         let backoff = status::backoff_ms(
             attempt,
             settings.retry_backoff_base.as_millis() as u64,

@@ -54,18 +54,19 @@ pub enum JobEvents {
 
 impl JobEvents {
     /// Whether a job entering `phase` may get an Event (`retrying`: the
-    /// phase Admitted again after a failed attempt).
+    /// phase Admitted again after a failed attempt, or a holder's problem,
+    /// or Queued again after a preemption).
     pub fn covers(self, phase: JobPhase, retrying: bool) -> bool {
         use JobPhase::*;
         match self {
             JobEvents::All => true,
             JobEvents::Outcomes => match phase {
-                Admitted | Running => retrying,
+                Queued | Admitted | Running => retrying,
                 Succeeded | Failed | Rejected => true,
                 _ => false,
             },
             JobEvents::Problems => match phase {
-                Admitted => retrying,
+                Queued | Admitted => retrying,
                 Failed | Rejected => true,
                 _ => false,
             },

@@ -352,6 +352,7 @@ impl Writer {
         let Some(phase) = phase else { return };
         let status = job.status.clone().unwrap_or_default();
         let retrying = status.reason.as_deref() == Some("Retrying");
+        let preempted = status.reason.as_deref() == Some(crate::status::REASON_PREEMPTED);
         // A holder whose pod cannot start (`status::cannot_start`): the
         // kubelet's reason, or the one the job is about to fail with.
         let cannot_start = matches!(phase, JobPhase::Admitted | JobPhase::Running)
@@ -359,10 +360,11 @@ impl Writer {
                 status.reason.as_deref(),
                 None | Some("Admitted" | "Retrying" | "PodRunning")
             );
-        if !self.job_events.covers(phase, retrying || cannot_start) {
+        if !self.job_events.covers(phase, retrying || cannot_start || preempted) {
             return;
         }
         let (type_, reason) = match phase {
+            JobPhase::Queued if preempted => (EventType::Warning, "Preempted"),
             JobPhase::Queued => (EventType::Normal, "Queued"),
             JobPhase::Admitted if retrying => (EventType::Warning, "Retrying"),
             JobPhase::Admitted | JobPhase::Running if cannot_start => (

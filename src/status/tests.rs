@@ -921,11 +921,11 @@ fn may_transition_table() {
         (Some(Queued), &[Queued, Admitted, Failed, Suspended]),
         (
             Some(Admitted),
-            &[Admitted, Running, Succeeded, Failed, Suspended],
+            &[Queued, Admitted, Running, Succeeded, Failed, Suspended],
         ),
         (
             Some(Running),
-            &[Admitted, Running, Succeeded, Failed, Suspended],
+            &[Queued, Admitted, Running, Succeeded, Failed, Suspended],
         ),
         (Some(Succeeded), &[]),
         (Some(Failed), &[]),

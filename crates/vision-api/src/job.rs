@@ -327,6 +327,19 @@ pub struct VisionJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<Time>,
 
+    /// Attempts of this job that were preempted (stopped so that a job of
+    /// higher priority, or of a tenant below its share, could run: see the
+    /// queue's spec.preemption). They spend no retry; the job waited again
+    /// in its original place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemptions: Option<i32>,
+
+    /// The last attempt that was preempted. The next attempt's job JSON
+    /// says so (`"previousAttempt": {"attempt": N, "preempted": true}`), so
+    /// that the algorithm can resume from its own checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_preempted_attempt: Option<i32>,
+
     /// The algorithm's result: the JSON it wrote to /dev/termination-log, or
     /// the text itself if it was not JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
