@@ -142,6 +142,7 @@ fn cached_pods(job: &VisionJob, ctx: &Context) -> Vec<Arc<Pod>> {
     attempt_pod_names(job)
         .iter()
         .filter_map(|name| ctx.pod(&namespace, name))
+        .chain(ctx.writer.worker_pods(job))
         .collect()
 }
 

@@ -109,6 +109,20 @@ pub async fn run(
     // channels, so each object is watched and cached once.
     let (job_trigger_tx, job_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pod_trigger_tx, pod_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(workers) = ctx.settings.workers.clone() {
+        let trigger = pod_trigger_tx.clone();
+        crate::workers::start(
+            &ctx.client,
+            workers,
+            algorithms_store.clone(),
+            move |pod| {
+                let _ = trigger.send(Ok(pod));
+            },
+            |mode| ctx.writer.set_workers(mode),
+        )
+        .await
+        .map_err(Error::Listen)?;
+    }
     let wc = watcher::Config::default();
     let pod_wc = watcher::Config::default().labels(crate::pod::LABEL_JOB_UID);
     let jobs = watcher(Api::<VisionJob>::all(client.clone()), wc.clone())

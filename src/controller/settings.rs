@@ -20,6 +20,8 @@ pub struct Settings {
     pub max_inflight_writes: usize,
     /// Which job transitions become Kubernetes Events.
     pub job_events: JobEvents,
+    /// The worker endpoint (worker mode, docs/WORKERS.md); `None`: off.
+    pub workers: Option<crate::workers::WorkerSettings>,
 }
 
 impl Default for Settings {
@@ -29,6 +31,7 @@ impl Default for Settings {
             retry_backoff_max: Duration::from_secs(60),
             max_inflight_writes: 64,
             job_events: JobEvents::Outcomes,
+            workers: None,
         }
     }
 }

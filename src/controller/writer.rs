@@ -58,6 +58,9 @@ pub struct Writer {
     claims: Mutex<Claims>,
     /// Until when this replica leads: checked before every write.
     validity: Validity,
+    /// Worker mode, when enabled: attempt pods of worker-mode algorithms
+    /// are kept in memory and sent to workers instead of created.
+    workers: std::sync::OnceLock<Arc<crate::workers::WorkerMode>>,
 }
 
 impl Writer {
@@ -75,6 +78,25 @@ impl Writer {
             job_events,
             claims: Mutex::default(),
             validity,
+            workers: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Turns worker mode on (once, at start).
+    pub fn set_workers(&self, workers: Arc<crate::workers::WorkerMode>) {
+        let _ = self.workers.set(workers);
+    }
+
+    /// Worker mode, if on and `pod` is an attempt of a worker-mode algorithm.
+    fn worker_mode(&self, pod: &Pod) -> Option<&crate::workers::WorkerMode> {
+        self.workers.get().map(|w| &**w).filter(|w| w.handles(pod))
+    }
+
+    /// The in-memory attempt pods of a worker-mode job.
+    pub fn worker_pods(&self, job: &VisionJob) -> Vec<Arc<Pod>> {
+        match (self.workers.get(), job.metadata.uid.as_deref()) {
+            (Some(w), Some(uid)) => w.pods_of(uid),
+            _ => Vec::new(),
         }
     }
 
@@ -174,6 +196,10 @@ impl Writer {
     /// claimed. The caller has seen no such pod in the cache.
     pub async fn create_pod(&self, job: &VisionJob, pod: &Pod) -> Result<PodCreate> {
         self.fence()?;
+        if let Some(workers) = self.worker_mode(pod) {
+            workers.create(pod);
+            return Ok(PodCreate::Created);
+        }
         let namespace = pod.namespace().unwrap_or_default();
         let key = format!("{namespace}/{}", pod.name_any());
         if !self.claims().claim(&key) {
@@ -250,6 +276,10 @@ impl Writer {
     /// already gone is not an error.
     pub async fn delete_pod(&self, pod: &Pod) -> Result<()> {
         self.fence()?;
+        if let Some(workers) = self.worker_mode(pod) {
+            workers.delete(pod);
+            return Ok(());
+        }
         let api: Api<Pod> =
             Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         delete_exact(&api, pod, DeleteParams::default()).await
@@ -261,6 +291,10 @@ impl Writer {
     /// A stale read (the test fails: 422, or 409) is a conflict: planned again.
     pub async fn release_pod(&self, pod: &Pod) -> Result<()> {
         self.fence()?;
+        if let Some(workers) = self.worker_mode(pod) {
+            workers.release(pod);
+            return Ok(());
+        }
         let key = key_of(pod);
         let Some(index) = pod
             .metadata

@@ -88,8 +88,9 @@ pub struct VisionAlgorithmSpec {
     /// from the template. Worker: the attempt is sent as a task over gRPC to
     /// a warm worker process of this algorithm that already runs (see
     /// `workers` and docs/WORKERS.md); the job's API, phases, retries,
-    /// timeouts and result are the same. Worker mode is being built: the
-    /// operator does not yet dispatch jobs to workers.
+    /// timeouts and result are the same. Needs the operator's worker
+    /// endpoint (--worker-addr); the operator does not start worker pods
+    /// yet: they are run beside it (a Deployment of the template).
     #[serde(default, skip_serializing_if = "AlgorithmMode::is_pod")]
     pub mode: AlgorithmMode,
 

@@ -1,0 +1,261 @@
+//! Worker mode in the running operator: the in-memory attempt pods
+//! (`super::attempts`) of worker-mode jobs, their dispatch to the hub, and
+//! the loop that turns the hub's events into pod changes the reconciler
+//! sees (through the same trigger channel as the pod watch).
+//!
+//! The writer routes an attempt pod of a worker-mode algorithm here instead
+//! of to the API server: `create` (dispatch, or wait for a free worker slot),
+//! `delete` (cancel the task), `release` (forget the finished attempt).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc;
+
+use super::attempts::{AttemptState, task_for, with_state};
+use super::hub::{Hub, WorkerEvent};
+use crate::api::contract::LABEL_ALGORITHM;
+use crate::api::{AlgorithmMode, VisionAlgorithm};
+use vision_worker::proto::CancelReason;
+
+/// How often attempts waiting for a free worker slot are offered again
+/// (also right after any task ends).
+const WAITING_RETRY: Duration = Duration::from_millis(200);
+
+pub struct WorkerMode {
+    hub: Hub,
+    algorithms: Store<VisionAlgorithm>,
+    state: Mutex<Attempts>,
+    /// Wakes the reconciler of the pod's job (the pod watch's channel).
+    trigger: Box<dyn Fn(Pod) + Send + Sync>,
+}
+
+#[derive(Default)]
+struct Attempts {
+    /// By `namespace/name`.
+    pods: BTreeMap<String, Arc<Pod>>,
+    /// Task id -> pod key.
+    tasks: HashMap<String, String>,
+    /// Pod keys of attempts no worker had room for yet, oldest first.
+    waiting: Vec<String>,
+}
+
+fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+    crate::clock::time_at(crate::clock::now_ms())
+}
+
+fn key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+impl WorkerMode {
+    pub fn new(
+        hub: Hub,
+        algorithms: Store<VisionAlgorithm>,
+        trigger: impl Fn(Pod) + Send + Sync + 'static,
+    ) -> Self {
+        WorkerMode {
+            hub,
+            algorithms,
+            state: Mutex::default(),
+            trigger: Box::new(trigger),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Attempts> {
+        self.state.lock().expect("worker attempts lock")
+    }
+
+    /// Whether this pod is an attempt of a worker-mode algorithm's job.
+    pub fn handles(&self, pod: &Pod) -> bool {
+        pod.labels()
+            .get(LABEL_ALGORITHM)
+            .and_then(|a| self.algorithms.get(&ObjectRef::new(a)))
+            .is_some_and(|a| a.spec.mode == AlgorithmMode::Worker)
+    }
+
+    /// The in-memory attempt pods owned by the job with this UID.
+    pub fn pods_of(&self, job_uid: &str) -> Vec<Arc<Pod>> {
+        self.state()
+            .pods
+            .values()
+            .filter(|p| p.owner_references().iter().any(|o| o.uid == job_uid))
+            .cloned()
+            .collect()
+    }
+
+    /// A new attempt: sent to a worker now, or kept waiting for a slot.
+    pub fn create(&self, pod: &Pod) {
+        let mut pod = pod.clone();
+        let Some(task) = task_for(&pod) else {
+            tracing::error!(pod = %key(&pod), "an attempt pod without the labels of a task");
+            return;
+        };
+        pod.metadata.uid = Some(task.task_id.clone());
+        let key = key(&pod);
+        let mut state = self.state();
+        if state.pods.contains_key(&key) {
+            return;
+        }
+        state.tasks.insert(task.task_id.clone(), key.clone());
+        let task_id = task.task_id.clone();
+        let dispatched = self.hub.dispatch(task);
+        tracing::debug!(pod = %key, task = %task_id, worker = ?dispatched.as_ref().ok(), "attempt on a worker");
+        let pod = match dispatched {
+            Ok(worker) => with_state(
+                pod,
+                &AttemptState::Running {
+                    worker,
+                    since: now(),
+                },
+            ),
+            Err(_) => {
+                state.waiting.push(key.clone());
+                with_state(pod, &AttemptState::Waiting)
+            }
+        };
+        self.set(&mut state, key, pod);
+    }
+
+    fn set(&self, state: &mut Attempts, key: String, pod: Pod) {
+        (self.trigger)(pod.clone());
+        state.pods.insert(key, Arc::new(pod));
+    }
+
+    /// The attempt is stopped (job deleted, suspended, timed out): its task
+    /// is cancelled and the attempt forgotten.
+    pub fn delete(&self, pod: &Pod) {
+        let key = key(pod);
+        tracing::debug!(pod = %key, "attempt on a worker stopped");
+        let mut state = self.state();
+        state.waiting.retain(|k| *k != key);
+        if let Some(removed) = state.pods.remove(&key) {
+            if let Some(task_id) = removed.metadata.uid.clone() {
+                state.tasks.remove(&task_id);
+                self.hub.cancel(&task_id, CancelReason::Unspecified);
+            }
+            // The reconciler sees the pod gone.
+            let mut gone = (*removed).clone();
+            gone.metadata.deletion_timestamp = Some(now());
+            (self.trigger)(gone);
+        }
+    }
+
+    /// The job's status holds the attempt's outcome: forget it.
+    pub fn release(&self, pod: &Pod) {
+        let key = key(pod);
+        tracing::debug!(pod = %key, "attempt on a worker released");
+        let mut state = self.state();
+        if let Some(removed) = state.pods.get(&key).cloned() {
+            let finished = matches!(
+                removed.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded") | Some("Failed")
+            );
+            if finished {
+                state.pods.remove(&key);
+                if let Some(task_id) = &removed.metadata.uid {
+                    state.tasks.remove(task_id);
+                }
+                // As the pod watch would show the released pod: plan again.
+                (self.trigger)((*removed).clone());
+            }
+        }
+    }
+
+    /// Applies the hub's events to the attempts, and offers waiting
+    /// attempts again, until the hub is gone.
+    pub async fn run(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<WorkerEvent>) {
+        let mut retry = tokio::time::interval(WAITING_RETRY);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => { self.on_event(event); self.offer_waiting(); }
+                    None => return,
+                },
+                _ = retry.tick() => self.offer_waiting(),
+            }
+        }
+    }
+
+    fn on_event(&self, event: WorkerEvent) {
+        let (task_id, state) = match event {
+            WorkerEvent::Progress { .. } | WorkerEvent::TimedOut { .. } => return,
+            WorkerEvent::Succeeded {
+                task_id,
+                worker,
+                result,
+            } => (task_id, AttemptState::Succeeded { worker, result }),
+            WorkerEvent::Failed {
+                task_id,
+                worker,
+                reason,
+                message,
+            } => (
+                task_id,
+                AttemptState::Failed {
+                    worker,
+                    reason,
+                    message,
+                },
+            ),
+            WorkerEvent::Lost {
+                task_id,
+                worker,
+                why,
+            } => (task_id, AttemptState::Lost { worker, why }),
+        };
+        let mut attempts = self.state();
+        tracing::debug!(task = %task_id, ?state, "worker reported");
+        let Some(key) = attempts.tasks.get(&task_id).cloned() else {
+            return;
+        };
+        let Some(pod) = attempts.pods.get(&key).cloned() else {
+            return;
+        };
+        let pod = with_state((*pod).clone(), &state);
+        self.set(&mut attempts, key, pod);
+    }
+
+    fn offer_waiting(&self) {
+        let mut state = self.state();
+        if state.waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut state.waiting);
+        for key in waiting {
+            let Some(pod) = state.pods.get(&key).cloned() else {
+                continue;
+            };
+            let Some(task) = task_for(&pod) else { continue };
+            match self.hub.dispatch(task) {
+                Ok(worker) => {
+                    let pod = with_state(
+                        (*pod).clone(),
+                        &AttemptState::Running {
+                            worker,
+                            since: now(),
+                        },
+                    );
+                    self.set(&mut state, key, pod);
+                }
+                Err(_) => state.waiting.push(key),
+            }
+        }
+    }
+}
+
+/// How the operator serves workers (`--worker-addr` and friends).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Where the worker endpoint listens.
+    pub addr: std::net::SocketAddr,
+    /// The namespace whose pods may be workers (TokenReview mode).
+    pub namespace: String,
+    /// TEST ONLY: trust every worker (see `Auth::TrustLocalTestOnly`).
+    pub trust_local_test_only: bool,
+    pub hub: super::hub::HubSettings,
+}

@@ -1,0 +1,160 @@
+//! End-to-end: worker mode (docs/WORKERS.md). The operator serves workers
+//! on a local port in its test-only trust mode; workers of the Rust SDK run
+//! in the test process (KWOK pods run no process). Jobs of a worker-mode
+//! algorithm get their results from the workers with no pod created; a
+//! killed worker's attempt is retried on another worker; deleting a running
+//! job cancels its task on the worker.
+#![cfg(feature = "e2e")]
+
+mod harness;
+
+use std::time::Duration;
+
+use harness::{Operator, Scenario, operator::free_port};
+use kube::ResourceExt;
+use kube::api::{DeleteParams, ListParams};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use vision_api::testing::{mk_algorithm, mk_queue};
+use vision_api::{AlgorithmMode, JobPhase, VisionJob};
+use vision_worker::{CancellationToken, Config, Task, TaskError};
+
+const T: Duration = Duration::from_secs(60);
+
+/// Starts an SDK worker of `algorithm` in this process; cancel the token to
+/// stop it gracefully, abort the handle to kill it.
+fn worker<H, F>(
+    url: &str,
+    algorithm: &str,
+    id: &str,
+    capacity: u32,
+    handler: H,
+) -> (
+    tokio::task::JoinHandle<Result<(), vision_worker::Error>>,
+    CancellationToken,
+)
+where
+    H: Fn(Value, Task) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Result<Value, TaskError>> + Send + 'static,
+{
+    let mut config = Config::new(url, algorithm, capacity, id);
+    config.backoff_initial = Duration::from_millis(50);
+    config.backoff_max = Duration::from_millis(500);
+    let stop = CancellationToken::new();
+    (
+        tokio::spawn(vision_worker::run(config, handler, stop.clone())),
+        stop,
+    )
+}
+
+async fn echo(job: Value, _task: Task) -> Result<Value, TaskError> {
+    Ok(json!({"echo": job["name"], "input": job["input"]}))
+}
+
+/// Runs until cancelled, then reports the task's id.
+fn until_cancelled(
+    cancelled: mpsc::UnboundedSender<String>,
+) -> impl Fn(
+    Value,
+    Task,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Value, TaskError>> + Send>>
++ Send
++ Sync
++ 'static {
+    move |_job, task| {
+        let cancelled = cancelled.clone();
+        Box::pin(async move {
+            task.cancel.cancelled().await;
+            let _ = cancelled.send(task.task_id.clone());
+            Err(TaskError::new("Cancelled", "stopped"))
+        })
+    }
+}
+
+fn task_of(job: &VisionJob, attempt: i32) -> String {
+    format!("{}-{attempt}", job.uid().expect("a created job has a uid"))
+}
+
+#[tokio::test]
+async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_delete() {
+    let mut detect = mk_algorithm("detect");
+    detect.spec.mode = AlgorithmMode::Worker;
+    let w = Scenario::new("workers")
+        .queue(mk_queue("pool", 4))
+        .algorithm(detect)
+        .start()
+        .await;
+    let algorithm = w.algorithm("detect");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut options = w.operator_options("workers");
+    options.args.extend(
+        [
+            "--worker-addr",
+            &format!("127.0.0.1:{port}"),
+            "--worker-trust-local-test-only",
+        ]
+        .map(String::from),
+    );
+    let _operator = Operator::start(&options).await;
+
+    // Results come back from a worker; no pod is created.
+    let (_a, stop_a) = worker(&url, &algorithm, "w-a", 2, echo);
+    for name in ["img-1", "img-2", "img-3"] {
+        w.submit(w.job(name, "detect")).await;
+    }
+    for name in ["img-1", "img-2", "img-3"] {
+        let job = w.wait_phase(name, JobPhase::Succeeded, T).await;
+        let status = job.status.unwrap();
+        assert_eq!(
+            status.result,
+            Some(json!({"echo": name, "input": {"uri": format!("s3://frames/{name}.jpg")}}))
+        );
+        assert_eq!(status.attempts, Some(1));
+    }
+    assert_eq!(
+        w.pods()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+    stop_a.cancel();
+
+    // A worker killed mid-task: the attempt fails, the job retries on another worker.
+    let (cancelled, mut seen) = mpsc::unbounded_channel();
+    let (doomed, _stop_doomed) = worker(
+        &url,
+        &algorithm,
+        "w-doomed",
+        1,
+        until_cancelled(cancelled.clone()),
+    );
+    w.submit(w.job("killed", "detect")).await;
+    w.wait_phase("killed", JobPhase::Running, T).await;
+    doomed.abort();
+    let (_c, stop_c) = worker(&url, &algorithm, "w-c", 1, echo);
+    let job = w.wait_phase("killed", JobPhase::Succeeded, T).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.attempts, Some(2));
+    assert_eq!(
+        status.result,
+        Some(json!({"echo": "killed", "input": {"uri": "s3://frames/killed.jpg"}}))
+    );
+    stop_c.cancel();
+
+    // Deleting a running job cancels its task on the worker.
+    let (_d, _stop_d) = worker(&url, &algorithm, "w-d", 1, until_cancelled(cancelled));
+    let job = w.submit(w.job("deleted", "detect")).await;
+    w.wait_phase("deleted", JobPhase::Running, T).await;
+    w.jobs()
+        .delete("deleted", &DeleteParams::default())
+        .await
+        .unwrap();
+    let task = tokio::time::timeout(T, seen.recv())
+        .await
+        .expect("the cancel reached the worker");
+    assert_eq!(task, Some(task_of(&job, 1)));
+}
