@@ -501,7 +501,8 @@ def test_a_namespace_user_sees_their_namespace_and_why(world: World, browser: We
     """Who may not list VisionJobs in all namespaces sees their namespace's,
     told so; the queues and algorithms they may not read, and a log they may
     not read, are said to be forbidden rather than shown as empty."""
-    ui = Ui(namespace_user_kubeconfig(world), log="visionctl-ui-viewer")
+    kubeconfig = namespace_user_kubeconfig(world)
+    ui = Ui(kubeconfig, log="visionctl-ui-viewer")
     try:
         browser.get(ui.url)
         until(browser, "synced", lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-synced") == "true")
@@ -516,9 +517,25 @@ def test_a_namespace_user_sees_their_namespace_and_why(world: World, browser: We
         assert page_phase_counts(browser) == api_phase_counts(api_jobs(world, world.namespace))
         shot(browser, "05-namespace-user")
 
-        open_job(browser, ui, world.namespace, "burst-020")
+        # A job with a pod (the burst's, or one made here when this test runs alone).
+        with_pod = [j for j in api_jobs(world, world.namespace) if (j.get("status") or {}).get("podName")]
+        if not with_pod:
+            world.custom.create_namespaced_custom_object(
+                GROUP, VERSION, world.namespace, "visionjobs", job(world, "viewer-job", {})
+            )
+
+            def has_pod() -> bool:
+                got: Any = world.custom.get_namespaced_custom_object(
+                    GROUP, VERSION, world.namespace, "visionjobs", "viewer-job"
+                )
+                return bool((got.get("status") or {}).get("podName"))
+
+            assert wait_for(T, has_pod)
+        name = str(with_pod[0]["metadata"]["name"]) if with_pod else "viewer-job"
+        open_job(browser, ui, world.namespace, name)
         log = browser.find_element(By.ID, "d-log")
         assert log.get_attribute("data-state") == "message"
         assert "forbidden" in log.text or "is gone" in log.text, log.text
     finally:
         ui.stop()
+        kubeconfig.unlink()  # it holds a token (of a ServiceAccount deleted with the namespace)
