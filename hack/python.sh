@@ -9,6 +9,9 @@
 #   hack/python.sh browser [ARGS]  # the web view's browser test (tests/browser):
 #                                  # Chromium (hack/chromium.sh), its venv, ruff,
 #                                  # mypy, then pytest ARGS
+#   hack/python.sh worker [ARGS]   # the worker SDK (clients/python-worker): its
+#                                  # venv, ruff, mypy, then pytest ARGS (with the
+#                                  # drift test of the generated gRPC code)
 #
 # The venv is cached outside the repo, under
 # $VISION_CACHE_DIR/python/venv-<key> (~/.cache/vision-operator by default),
@@ -119,6 +122,24 @@ case "$cmd" in
     echo "[python] mypy" >&2
     "$venv/bin/mypy" --cache-dir "$CACHE/mypy-cache" src tests
     echo "[python] pytest" >&2
+    exec "$venv/bin/pytest" -p no:cacheprovider "$@" ;;
+  worker)
+    worker="$ROOT/clients/python-worker"
+    venv="$(ensure_venv "$worker")"
+    # Its test extra (grpcio-tools for gen.py and the drift test).
+    if ! "$venv/bin/python" -c 'import grpc_tools' 2>/dev/null; then
+      mkdir -p "$LOGS"
+      "$venv/bin/python" -m pip install --disable-pip-version-check -q -e "$worker[test]" >>"$LOGS/python-venv.log" 2>&1 ||
+        die "installing clients/python-worker[test] failed (log: $LOGS/python-venv.log)"
+    fi
+    cd "$worker"
+    echo "[python] worker: ruff check" >&2
+    "$venv/bin/ruff" check --no-cache src tests gen.py
+    echo "[python] worker: ruff format --check" >&2
+    "$venv/bin/ruff" format --no-cache --check src tests gen.py
+    echo "[python] worker: mypy" >&2
+    "$venv/bin/mypy" --cache-dir "$CACHE/mypy-cache-worker" src tests gen.py
+    echo "[python] worker: pytest" >&2
     exec "$venv/bin/pytest" -p no:cacheprovider "$@" ;;
   browser)
     browser="$ROOT/tests/browser"

@@ -149,6 +149,8 @@ if [ "$python_tests" = 1 ]; then
   # run picked targets).
   echo "[test] clients/python: hack/python.sh test"
   { cargo build --features e2e --bin vision-operator && hack/python.sh test; } || rc=1
+  echo "[test] clients/python-worker: hack/python.sh worker"
+  hack/python.sh worker || rc=1
 fi
 if [ "${BROWSER_TESTS:-$python_tests}" = 1 ]; then
   echo "[test] tests/browser: hack/python.sh browser (the web view in headless Chromium)"
