@@ -158,3 +158,66 @@ async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_de
         .expect("the cancel reached the worker");
     assert_eq!(task, Some(task_of(&job, 1)));
 }
+
+#[tokio::test]
+async fn after_a_leader_kill_the_new_leader_adopts_the_running_task_and_it_runs_once() {
+    let mut detect = mk_algorithm("detect");
+    detect.spec.mode = AlgorithmMode::Worker;
+    let w = Scenario::new("workers-failover")
+        .queue(mk_queue("pool", 4))
+        .algorithm(detect)
+        .start()
+        .await;
+    let algorithm = w.algorithm("detect");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let options = |identity: &str| {
+        let mut options = w.operator_options(identity);
+        options.args.extend(
+            [
+                "--worker-addr",
+                &format!("127.0.0.1:{port}"),
+                "--worker-trust-local-test-only",
+            ]
+            .map(String::from),
+        );
+        options
+    };
+    let mut first = Operator::start(&options("first")).await;
+
+    // The handler runs until the test lets it finish, and counts its runs.
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (finish, finished) = tokio::sync::watch::channel(false);
+    let handler = {
+        let runs = runs.clone();
+        move |job: Value, _task: Task| {
+            let runs = runs.clone();
+            let mut finished = finished.clone();
+            async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = finished.wait_for(|f| *f).await;
+                Ok(json!({"done": job["name"]}))
+            }
+        }
+    };
+    let (_worker, stop) = worker(&url, &algorithm, "w-1", 1, handler);
+    w.submit(w.job("long", "detect")).await;
+    w.wait_phase("long", JobPhase::Running, T).await;
+
+    // The leader dies mid-task; a new one takes the lease and the port.
+    first.kill();
+    let second = Operator::start(&options("second")).await;
+    let became_leader = harness::wait_for(T, || second.is_leader()).await;
+    assert!(became_leader, "the second operator never led");
+    finish.send(true).unwrap();
+    let job = w.wait_phase("long", JobPhase::Succeeded, T).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.result, Some(json!({"done": "long"})));
+    assert_eq!(status.attempts, Some(1));
+    assert_eq!(
+        runs.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the task ran twice"
+    );
+    stop.cancel();
+}

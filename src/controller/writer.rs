@@ -94,9 +94,9 @@ impl Writer {
 
     /// The in-memory attempt pods of a worker-mode job.
     pub fn worker_pods(&self, job: &VisionJob) -> Vec<Arc<Pod>> {
-        match (self.workers.get(), job.metadata.uid.as_deref()) {
-            (Some(w), Some(uid)) => w.pods_of(uid),
-            _ => Vec::new(),
+        match self.workers.get() {
+            Some(w) => w.pods_of(job),
+            None => Vec::new(),
         }
     }
 

@@ -83,6 +83,10 @@ pub fn lost_reason(why: &Lost) -> (&'static str, &'static str) {
         Lost::Disconnected => ("WorkerLost", "the worker's stream ended mid-task"),
         Lost::MissedHeartbeats => ("WorkerLost", "the worker missed its heartbeats mid-task"),
         Lost::Timeout => ("DeadlineExceeded", "the attempt ran past its timeout"),
+        Lost::NotReported => (
+            "WorkerLost",
+            "no worker reported the task after the operator's failover",
+        ),
     }
 }
 

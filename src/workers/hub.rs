@@ -33,6 +33,9 @@ pub struct HubSettings {
     pub missed_heartbeats: u32,
     /// How long a new stream may take to send its Register frame.
     pub register_timeout: Duration,
+    /// After a failover, how long a task a worker reports and the new
+    /// leader's adoption of it may wait for each other.
+    pub adopt_grace: Duration,
 }
 
 impl Default for HubSettings {
@@ -41,6 +44,7 @@ impl Default for HubSettings {
             heartbeat_interval: Duration::from_secs(2),
             missed_heartbeats: 3,
             register_timeout: Duration::from_secs(10),
+            adopt_grace: Duration::from_secs(30),
         }
     }
 }
@@ -120,6 +124,20 @@ struct State {
     registry: Registry,
     /// The current stream of each worker, with its generation.
     streams: HashMap<String, (u64, Outbound)>,
+    /// Outcomes of orphans (tasks reported by a worker, not yet adopted),
+    /// for their adoption; dropped after the grace period.
+    stash: HashMap<String, (Instant, WorkerEvent)>,
+}
+
+/// What adopting a task found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adopted {
+    /// A worker runs it: its outcome will come as an event.
+    Running(String),
+    /// It ended before the adoption: its outcome was emitted now.
+    Ended(String),
+    /// No worker reported it yet: it is lost if none does within the grace.
+    Awaiting,
 }
 
 fn out(kind: operator_message::Kind) -> Result<OperatorMessage, Status> {
@@ -213,10 +231,35 @@ impl Hub {
         }
     }
 
-    /// Records a task that ran before this replica led (a Running job of a
-    /// worker-mode algorithm): its worker keeps it when it reconnects.
-    pub fn adopt(&self, task_id: &str, algorithm: &str, deadline: Option<Instant>) {
-        self.state().registry.adopt(task_id, algorithm, deadline);
+    /// Adopts a task that may have been sent before this replica led (a
+    /// started attempt of a worker-mode job, or one about to be sent): it
+    /// is never sent again, its worker's outcome counts.
+    pub fn adopt(&self, task_id: &str, algorithm: &str, deadline: Option<Instant>) -> Adopted {
+        let mut state = self.state();
+        if let Some((_, event)) = state.stash.remove(task_id) {
+            let worker = match &event {
+                WorkerEvent::Succeeded { worker, .. } | WorkerEvent::Failed { worker, .. } => {
+                    worker.clone()
+                }
+                _ => String::new(),
+            };
+            self.emit(event);
+            return Adopted::Ended(worker);
+        }
+        match state
+            .registry
+            .adopt(task_id, algorithm, deadline, Instant::now())
+        {
+            Some(worker) => Adopted::Running(worker),
+            None => Adopted::Awaiting,
+        }
+    }
+
+    /// Whether a worker reported this task without the operator knowing it
+    /// (or its outcome is stashed): then it is adopted, not sent again.
+    pub fn is_orphan(&self, task_id: &str) -> bool {
+        let state = self.state();
+        state.stash.contains_key(task_id) || state.registry.orphan(task_id).is_some()
     }
 
     /// Declares workers silent for too long dead (their tasks lost) and
@@ -226,7 +269,26 @@ impl Hub {
         let settings = &self.inner.settings;
         let timeout = settings.heartbeat_interval * settings.missed_heartbeats;
         let mut state = self.state();
-        let expired = state.registry.expire(now, timeout);
+        let grace = settings.adopt_grace;
+        let expired = state.registry.expire(now, timeout, grace);
+        state
+            .stash
+            .retain(|_, (since, _)| now.saturating_duration_since(*since) <= grace);
+        for (task_id, worker) in expired.orphans {
+            if let Some((_, stream)) = state.streams.get(&worker) {
+                let _ = stream.send(out(operator_message::Kind::Cancel(proto::Cancel {
+                    task_id,
+                    reason: CancelReason::UnknownTask.into(),
+                })));
+            }
+        }
+        for task_id in expired.unclaimed {
+            self.emit(WorkerEvent::Lost {
+                task_id,
+                worker: String::new(),
+                why: Lost::NotReported,
+            });
+        }
         for (worker, lost) in expired.dead {
             if let Some((_, stream)) = state.streams.remove(&worker) {
                 let _ = stream.send(error_frame(
@@ -331,47 +393,56 @@ impl Hub {
                     serde_json::from_slice::<serde_json::Value>(&r.result_json)
                         .map_err(|e| ("InvalidResult", format!("the result is not JSON: {e}")))
                 };
-                if !state.registry.owns(worker, generation, &r.task_id) {
-                    // A cancelled task's late result is dropped quietly.
-                    if state.registry.finish(worker, generation, &r.task_id) == Finish::NotYours {
-                        refuse(
-                            "UnknownTask",
-                            format!("task {:?} is not this worker's", r.task_id),
-                            &r.task_id,
-                        );
-                    }
+                let finish = state.registry.finish(worker, generation, &r.task_id);
+                if finish == Finish::NotYours {
+                    refuse(
+                        "UnknownTask",
+                        format!("task {:?} is not this worker's", r.task_id),
+                        &r.task_id,
+                    );
                     return true;
                 }
-                let _ = state.registry.finish(worker, generation, &r.task_id);
-                match verdict {
-                    Ok(result) => self.emit(WorkerEvent::Succeeded {
-                        task_id: r.task_id,
+                if let Err((code, message)) = &verdict {
+                    refuse(code, message.clone(), &r.task_id);
+                }
+                let event = match verdict {
+                    Ok(result) => WorkerEvent::Succeeded {
+                        task_id: r.task_id.clone(),
                         worker: worker.into(),
                         result,
-                    }),
-                    Err((code, message)) => {
-                        refuse(code, message.clone(), &r.task_id);
-                        self.emit(WorkerEvent::Failed {
-                            task_id: r.task_id,
-                            worker: worker.into(),
-                            reason: code.into(),
-                            message,
-                        });
+                    },
+                    Err((code, message)) => WorkerEvent::Failed {
+                        task_id: r.task_id.clone(),
+                        worker: worker.into(),
+                        reason: code.into(),
+                        message,
+                    },
+                };
+                match finish {
+                    Finish::Counts => self.emit(event),
+                    Finish::Orphan => {
+                        state.stash.insert(r.task_id, (Instant::now(), event));
                     }
+                    // A cancelled task's late result is dropped quietly.
+                    Finish::Cancelled | Finish::NotYours => {}
                 }
             }
             Some(worker_message::Kind::Failure(f)) => {
+                let event = WorkerEvent::Failed {
+                    task_id: f.task_id.clone(),
+                    worker: worker.into(),
+                    reason: if f.reason.is_empty() {
+                        "AlgorithmError".into()
+                    } else {
+                        f.reason
+                    },
+                    message: f.message,
+                };
                 match state.registry.finish(worker, generation, &f.task_id) {
-                    Finish::Counts => self.emit(WorkerEvent::Failed {
-                        task_id: f.task_id,
-                        worker: worker.into(),
-                        reason: if f.reason.is_empty() {
-                            "AlgorithmError".into()
-                        } else {
-                            f.reason
-                        },
-                        message: f.message,
-                    }),
+                    Finish::Counts => self.emit(event),
+                    Finish::Orphan => {
+                        state.stash.insert(f.task_id, (Instant::now(), event));
+                    }
                     Finish::Cancelled => {}
                     Finish::NotYours => refuse(
                         "UnknownTask",

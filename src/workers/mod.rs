@@ -16,7 +16,7 @@ pub mod mode;
 pub mod registry;
 
 pub use auth::{Auth, TOKEN_AUDIENCE};
-pub use hub::{Hub, HubSettings, TaskSpec, WorkerEvent, task_id};
+pub use hub::{Adopted, Hub, HubSettings, TaskSpec, WorkerEvent, task_id};
 pub use mode::{WorkerMode, WorkerSettings};
 pub use registry::Lost;
 pub use vision_worker::proto::CancelReason;

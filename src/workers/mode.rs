@@ -17,9 +17,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::mpsc;
 
 use super::attempts::{AttemptState, task_for, with_state};
-use super::hub::{Hub, WorkerEvent};
+use super::hub::{Adopted, Hub, WorkerEvent};
 use crate::api::contract::LABEL_ALGORITHM;
-use crate::api::{AlgorithmMode, VisionAlgorithm};
+use crate::api::{AlgorithmMode, JobPhase, VisionAlgorithm, VisionJob};
+use crate::pod::build_pod;
 use vision_worker::proto::CancelReason;
 
 /// How often attempts waiting for a free worker slot are offered again
@@ -42,7 +43,12 @@ struct Attempts {
     tasks: HashMap<String, String>,
     /// Pod keys of attempts no worker had room for yet, oldest first.
     waiting: Vec<String>,
+    /// Tasks released lately (newest last, at most [`RELEASED_KEPT`]): a
+    /// stale read of their job must not adopt them again.
+    released: std::collections::VecDeque<String>,
 }
+
+const RELEASED_KEPT: usize = 10_000;
 
 fn now() -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
     crate::clock::time_at(crate::clock::now_ms())
@@ -78,14 +84,62 @@ impl WorkerMode {
             .is_some_and(|a| a.spec.mode == AlgorithmMode::Worker)
     }
 
-    /// The in-memory attempt pods owned by the job with this UID.
-    pub fn pods_of(&self, job_uid: &str) -> Vec<Arc<Pod>> {
-        self.state()
+    /// The in-memory attempt pods of a job. A started attempt of a
+    /// worker-mode job without one ran before this replica led: it is
+    /// adopted (see [`Hub::adopt`]), never sent again.
+    pub fn pods_of(&self, job: &VisionJob) -> Vec<Arc<Pod>> {
+        let Some(uid) = job.metadata.uid.as_deref() else {
+            return Vec::new();
+        };
+        let mut state = self.state();
+        let mut pods: Vec<Arc<Pod>> = state
             .pods
             .values()
-            .filter(|p| p.owner_references().iter().any(|o| o.uid == job_uid))
+            .filter(|p| p.owner_references().iter().any(|o| o.uid == uid))
             .cloned()
-            .collect()
+            .collect();
+        if let Some(adopted) = self.adopt_started(&mut state, job, &pods) {
+            pods.push(adopted);
+        }
+        pods
+    }
+
+    fn adopt_started(
+        &self,
+        state: &mut Attempts,
+        job: &VisionJob,
+        pods: &[Arc<Pod>],
+    ) -> Option<Arc<Pod>> {
+        let status = job.status.as_ref()?;
+        let since = status.started_at.clone()?;
+        if job.metadata.deletion_timestamp.is_some() || job.phase() != Some(JobPhase::Running) {
+            return None;
+        }
+        let attempt = status.attempts.unwrap_or(1);
+        let algorithm = self.algorithms.get(&ObjectRef::new(&job.spec.algorithm))?;
+        if algorithm.spec.mode != AlgorithmMode::Worker {
+            return None;
+        }
+        let pod = build_pod(job, &algorithm, attempt).ok()?;
+        if pods.iter().any(|p| p.name_any() == pod.name_any()) {
+            return None;
+        }
+        let task = task_for(&pod)?;
+        if state.released.contains(&task.task_id) {
+            return None;
+        }
+        let mut pod = pod;
+        pod.metadata.uid = Some(task.task_id.clone());
+        let worker = match self.hub.adopt(&task.task_id, &task.algorithm, None) {
+            Adopted::Running(worker) | Adopted::Ended(worker) => worker,
+            Adopted::Awaiting => String::new(),
+        };
+        tracing::info!(pod = %key(&pod), task = %task.task_id, %worker, "adopted a running attempt");
+        let key = key(&pod);
+        state.tasks.insert(task.task_id, key.clone());
+        let pod = Arc::new(with_state(pod, &AttemptState::Running { worker, since }));
+        state.pods.insert(key, pod.clone());
+        Some(pod)
     }
 
     /// A new attempt: sent to a worker now, or kept waiting for a slot.
@@ -103,7 +157,15 @@ impl WorkerMode {
         }
         state.tasks.insert(task.task_id.clone(), key.clone());
         let task_id = task.task_id.clone();
-        let dispatched = self.hub.dispatch(task);
+        // Sent by a former leader, and its worker reported it: adopt it.
+        let dispatched = if self.hub.is_orphan(&task_id) {
+            match self.hub.adopt(&task_id, &task.algorithm, None) {
+                Adopted::Running(worker) | Adopted::Ended(worker) => Ok(worker),
+                Adopted::Awaiting => self.hub.dispatch(task),
+            }
+        } else {
+            self.hub.dispatch(task)
+        };
         tracing::debug!(pod = %key, task = %task_id, worker = ?dispatched.as_ref().ok(), "attempt on a worker");
         let pod = match dispatched {
             Ok(worker) => with_state(
@@ -159,6 +221,10 @@ impl WorkerMode {
                 state.pods.remove(&key);
                 if let Some(task_id) = &removed.metadata.uid {
                     state.tasks.remove(task_id);
+                    state.released.push_back(task_id.clone());
+                    if state.released.len() > RELEASED_KEPT {
+                        state.released.pop_front();
+                    }
                 }
                 // As the pod watch would show the released pod: plan again.
                 (self.trigger)((*removed).clone());

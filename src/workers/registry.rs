@@ -36,6 +36,13 @@ pub struct TaskEntry {
     pub deadline: Option<Instant>,
     /// Cancelled by the operator: its outcome is ignored.
     pub cancelled: bool,
+    /// Not matched yet, since then: a task a worker reported running that
+    /// the operator has not (yet) adopted (an orphan, `worker` set), or one
+    /// the operator adopted whose worker has not reported it yet (`worker`
+    /// unset). After a failover both sides come back in either order;
+    /// unmatched past a grace period, an orphan is cancelled and an
+    /// adopted task is lost.
+    pub unmatched_since: Option<Instant>,
 }
 
 /// Why a task's attempt ended without an outcome from its worker.
@@ -47,6 +54,8 @@ pub enum Lost {
     MissedHeartbeats,
     /// The attempt ran past its time limit (the worker got a Cancel).
     Timeout,
+    /// Adopted after a failover, and no worker reported it in time.
+    NotReported,
 }
 
 /// What a reported outcome means.
@@ -58,6 +67,9 @@ pub enum Finish {
     Cancelled,
     /// Not this worker's task (unknown, or another worker's): nothing changes.
     NotYours,
+    /// An orphan's end: the slot is free; the outcome is kept by the hub
+    /// for the adoption that may yet come.
+    Orphan,
 }
 
 /// What a registration decided.
@@ -66,9 +78,13 @@ pub struct Registration {
     pub generation: u64,
     /// Running tasks the operator knows and now counts on this worker.
     pub adopted: Vec<String>,
-    /// Running tasks the operator does not know (or that belong to another
-    /// worker): the worker must cancel them.
+    /// Running tasks of another algorithm or another worker: the worker
+    /// must cancel them.
     pub unknown: Vec<String>,
+    /// Running tasks the operator does not know yet: kept (and counted on
+    /// the worker) for the adoption grace period, in case this replica just
+    /// became leader and has not adopted them yet.
+    pub orphaned: Vec<String>,
     /// Tasks the previous connection of the same worker id held but the
     /// worker no longer reports: their attempts are lost.
     pub lost: Vec<String>,
@@ -122,23 +138,40 @@ impl Registry {
         let previous = self.workers.remove(id);
         let mut adopted = Vec::new();
         let mut unknown = Vec::new();
+        let mut orphaned = Vec::new();
         for task_id in running {
             match self.tasks.get_mut(task_id) {
                 Some(task)
                     if task.algorithm == algorithm
                         && task.worker.as_deref().is_none_or(|w| w == id) =>
                 {
+                    if task.worker.is_none() {
+                        task.unmatched_since = None;
+                    }
                     task.worker = Some(id.to_string());
                     adopted.push(task_id.clone());
                 }
-                _ => unknown.push(task_id.clone()),
+                Some(_) => unknown.push(task_id.clone()),
+                None => {
+                    self.tasks.insert(
+                        task_id.clone(),
+                        TaskEntry {
+                            algorithm: algorithm.to_string(),
+                            worker: Some(id.to_string()),
+                            deadline: None,
+                            cancelled: false,
+                            unmatched_since: Some(now),
+                        },
+                    );
+                    orphaned.push(task_id.clone());
+                }
             }
         }
         let lost = previous
             .map(|p| {
                 p.tasks
                     .into_iter()
-                    .filter(|t| !adopted.contains(t))
+                    .filter(|t| !adopted.contains(t) && !orphaned.contains(t))
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
@@ -152,13 +185,14 @@ impl Registry {
                 capacity,
                 generation,
                 last_seen: now,
-                tasks: adopted.iter().cloned().collect(),
+                tasks: adopted.iter().chain(&orphaned).cloned().collect(),
             },
         );
         Registration {
             generation,
             adopted,
             unknown,
+            orphaned,
             lost,
         }
     }
@@ -200,22 +234,51 @@ impl Registry {
                 worker: Some(id.clone()),
                 deadline,
                 cancelled: false,
+                unmatched_since: None,
             },
         );
         Some(id.clone())
     }
 
-    /// Records a task that runs on some worker the operator cannot see yet
-    /// (after a failover): its worker adopts it when it registers.
-    pub fn adopt(&mut self, task_id: &str, algorithm: &str, deadline: Option<Instant>) {
+    /// Adopts a task that ran before this replica led: the orphan a worker
+    /// reported (returns that worker), or else a task awaiting its worker's
+    /// report (`None`), lost if none reports it within the grace period.
+    pub fn adopt(
+        &mut self,
+        task_id: &str,
+        algorithm: &str,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<String> {
+        match self.tasks.get_mut(task_id) {
+            Some(t) if t.algorithm == algorithm && t.worker.is_some() => {
+                t.unmatched_since = None;
+                t.deadline = deadline;
+                t.worker.clone()
+            }
+            Some(_) => None,
+            None => {
+                self.tasks.insert(
+                    task_id.to_string(),
+                    TaskEntry {
+                        algorithm: algorithm.to_string(),
+                        worker: None,
+                        deadline,
+                        cancelled: false,
+                        unmatched_since: Some(now),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// An orphan's worker, if `task_id` is one (see [`TaskEntry::unmatched_since`]).
+    pub fn orphan(&self, task_id: &str) -> Option<&str> {
         self.tasks
-            .entry(task_id.to_string())
-            .or_insert_with(|| TaskEntry {
-                algorithm: algorithm.to_string(),
-                worker: None,
-                deadline,
-                cancelled: false,
-            });
+            .get(task_id)
+            .filter(|t| t.unmatched_since.is_some())
+            .and_then(|t| t.worker.as_deref())
     }
 
     /// A worker reported a task's outcome; see [`Finish`].
@@ -227,11 +290,14 @@ impl Registry {
         match self.tasks.get(task_id) {
             Some(t) if current && t.worker.as_deref() == Some(worker) => {
                 let cancelled = t.cancelled;
+                let orphan = t.unmatched_since.is_some();
                 self.tasks.remove(task_id);
                 if let Some(w) = self.workers.get_mut(worker) {
                     w.tasks.remove(task_id);
                 }
-                if cancelled {
+                if orphan {
+                    Finish::Orphan
+                } else if cancelled {
                     Finish::Cancelled
                 } else {
                     Finish::Counts
@@ -246,10 +312,9 @@ impl Registry {
         self.workers
             .get(worker)
             .is_some_and(|w| w.generation == generation)
-            && self
-                .tasks
-                .get(task_id)
-                .is_some_and(|t| t.worker.as_deref() == Some(worker) && !t.cancelled)
+            && self.tasks.get(task_id).is_some_and(|t| {
+                t.worker.as_deref() == Some(worker) && !t.cancelled && t.unmatched_since.is_none()
+            })
     }
 
     /// The operator cancels a task: its outcome will be ignored; it keeps
@@ -288,7 +353,12 @@ impl Registry {
     fn drop_tasks(&mut self, tasks: BTreeSet<String>) -> Vec<String> {
         tasks
             .into_iter()
-            .filter(|t| self.tasks.remove(t).is_some_and(|t| !t.cancelled))
+            // Orphans are dropped quietly: their worker reports them again.
+            .filter(|t| {
+                self.tasks
+                    .remove(t)
+                    .is_some_and(|t| !t.cancelled && t.unmatched_since.is_none())
+            })
             .collect()
     }
 
@@ -296,7 +366,12 @@ impl Registry {
     /// are removed, and their uncancelled tasks returned as lost (with the
     /// worker, whose stream the hub closes). Tasks past their deadline are
     /// cancelled and returned as timed out (with their worker to tell).
-    pub fn expire(&mut self, now: Instant, heartbeat_timeout: Duration) -> Expired {
+    pub fn expire(
+        &mut self,
+        now: Instant,
+        heartbeat_timeout: Duration,
+        grace: Duration,
+    ) -> Expired {
         let dead: Vec<String> = self
             .workers
             .iter()
@@ -320,6 +395,28 @@ impl Registry {
             self.cancel(task_id);
         }
         expired.timed_out = timed_out;
+        let mut unmatched: Vec<(String, Option<String>)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                t.unmatched_since
+                    .is_some_and(|since| now.saturating_duration_since(since) > grace)
+            })
+            .map(|(id, t)| (id.clone(), t.worker.clone()))
+            .collect();
+        unmatched.sort();
+        for (task_id, worker) in unmatched {
+            self.tasks.remove(&task_id);
+            match worker {
+                Some(worker) => {
+                    if let Some(w) = self.workers.get_mut(&worker) {
+                        w.tasks.remove(&task_id);
+                    }
+                    expired.orphans.push((task_id, worker));
+                }
+                None => expired.unclaimed.push(task_id),
+            }
+        }
         expired
     }
 }
@@ -331,11 +428,17 @@ pub struct Expired {
     pub dead: Vec<(String, Vec<String>)>,
     /// Tasks past their deadline, with the worker to send a Cancel to.
     pub timed_out: Vec<(String, Option<String>)>,
+    /// Orphans nobody adopted in time, with their worker (to cancel them).
+    pub orphans: Vec<(String, String)>,
+    /// Adopted tasks no worker reported in time: lost.
+    pub unclaimed: Vec<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const GRACE: Duration = Duration::from_secs(3600);
 
     fn ids(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
@@ -395,7 +498,8 @@ mod tests {
         // The worker reconnects still running t1; t2 ended while it was cut off.
         let again = r.register("w1", "detect", 3, &ids(&["t1", "zz"]), now);
         assert_eq!(again.adopted, ids(&["t1"]));
-        assert_eq!(again.unknown, ids(&["zz"]));
+        assert_eq!(again.unknown, Vec::<String>::new());
+        assert_eq!(again.orphaned, ids(&["zz"]));
         assert_eq!(again.lost, ids(&["t2", "t3"]));
         // The old stream's end changes nothing now.
         assert_eq!(r.disconnect("w1", g1), Vec::<String>::new());
@@ -417,10 +521,10 @@ mod tests {
         r.assign("t2", "detect", None);
         r.heartbeat("w1", g1, t0 + Duration::from_secs(2));
         assert_eq!(
-            r.expire(t0 + Duration::from_secs(3), timeout),
+            r.expire(t0 + Duration::from_secs(3), timeout, GRACE),
             Expired::default()
         );
-        let expired = r.expire(t0 + Duration::from_secs(4), timeout);
+        let expired = r.expire(t0 + Duration::from_secs(4), timeout, GRACE);
         assert_eq!(expired.dead, vec![("w2".to_string(), ids(&["t2"]))]);
         assert_eq!(r.workers_of("detect"), ids(&["w1"]));
         // A heartbeat of a replaced connection does not keep the worker alive.
@@ -434,7 +538,7 @@ mod tests {
             )
             .generation;
         r.heartbeat("w1", g1, t0 + Duration::from_secs(9));
-        let expired = r.expire(t0 + Duration::from_secs(8), timeout);
+        let expired = r.expire(t0 + Duration::from_secs(8), timeout, GRACE);
         assert_eq!(expired.dead, vec![("w1".to_string(), ids(&["t1"]))]);
         assert!(!r.owns("w1", g2, "t1"));
     }
@@ -447,26 +551,49 @@ mod tests {
         r.assign("t1", "detect", Some(t0 + Duration::from_secs(10)));
         r.assign("t2", "detect", None);
         let hb = Duration::from_secs(60);
-        assert_eq!(r.expire(t0 + Duration::from_secs(9), hb).timed_out, vec![]);
         assert_eq!(
-            r.expire(t0 + Duration::from_secs(10), hb).timed_out,
+            r.expire(t0 + Duration::from_secs(9), hb, GRACE).timed_out,
+            vec![]
+        );
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(10), hb, GRACE).timed_out,
             vec![("t1".to_string(), Some("w1".to_string()))]
         );
-        assert_eq!(r.expire(t0 + Duration::from_secs(11), hb).timed_out, vec![]);
+        assert_eq!(
+            r.expire(t0 + Duration::from_secs(11), hb, GRACE).timed_out,
+            vec![]
+        );
         assert!(r.task("t1").is_some_and(|t| t.cancelled));
     }
 
     #[test]
-    fn after_a_failover_a_reconnecting_worker_keeps_the_tasks_the_operator_adopted() {
-        let now = Instant::now();
+    fn after_a_failover_adoption_and_the_workers_report_meet_in_either_order() {
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(30);
+        let hb = Duration::from_secs(3600);
         let mut r = Registry::default();
-        r.adopt("t1", "detect", None);
-        r.adopt("t9", "ocr", None);
-        let reg = r.register("w1", "detect", 2, &ids(&["t1", "t9", "t5"]), now);
+        // The new leader adopts t1 before its worker reconnects, t5 after.
+        assert_eq!(r.adopt("t1", "detect", None, t0), None);
+        assert_eq!(r.adopt("t9", "ocr", None, t0), None);
+        let reg = r.register("w1", "detect", 3, &ids(&["t1", "t9", "t5"]), t0);
         assert_eq!(reg.adopted, ids(&["t1"]));
-        // Another algorithm's task, and one the operator does not know.
-        assert_eq!(reg.unknown, ids(&["t9", "t5"]));
+        // Another algorithm's task: cancelled at once; an unknown one: an orphan, for now.
+        assert_eq!(reg.unknown, ids(&["t9"]));
+        assert_eq!(reg.orphaned, ids(&["t5"]));
         assert_eq!(r.free_slots("detect"), 1);
+        assert_eq!(r.orphan("t5"), Some("w1"));
+        assert!(!r.owns("w1", reg.generation, "t5"));
+        assert_eq!(r.adopt("t5", "detect", None, t0), Some("w1".to_string()));
+        assert!(r.owns("w1", reg.generation, "t5"));
         assert_eq!(r.finish("w1", reg.generation, "t1"), Finish::Counts);
+        assert_eq!(r.finish("w1", reg.generation, "t5"), Finish::Counts);
+        // An orphan that ends before its adoption: its slot frees, the hub keeps the outcome.
+        let reg = r.register("w1", "detect", 3, &ids(&["t6", "t7"]), t0);
+        assert_eq!(r.finish("w1", reg.generation, "t6"), Finish::Orphan);
+        // Past the grace: the orphan nobody adopted is cancelled, t9 (adopted, never reported) is lost.
+        let expired = r.expire(t0 + grace + Duration::from_secs(1), hb, grace);
+        assert_eq!(expired.orphans, vec![("t7".to_string(), "w1".to_string())]);
+        assert_eq!(expired.unclaimed, ids(&["t9"]));
+        assert_eq!(r.free_slots("detect"), 3);
     }
 }

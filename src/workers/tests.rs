@@ -28,7 +28,11 @@ impl Drop for Endpoint {
 }
 
 async fn endpoint() -> Endpoint {
-    let (hub, events) = Hub::new(Auth::TrustLocalTestOnly, HubSettings::default());
+    endpoint_with(HubSettings::default()).await
+}
+
+async fn endpoint_with(settings: HubSettings) -> Endpoint {
+    let (hub, events) = Hub::new(Auth::TrustLocalTestOnly, settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -243,7 +247,11 @@ async fn a_cancel_reaches_the_handler_and_frees_the_slot_without_an_outcome() {
 
 #[tokio::test]
 async fn a_hung_worker_is_declared_dead_and_its_task_cancelled_when_it_comes_back() {
-    let mut ep = endpoint().await;
+    let mut ep = endpoint_with(HubSettings {
+        adopt_grace: Duration::ZERO,
+        ..HubSettings::default()
+    })
+    .await;
     let (cancelled, mut seen) = mpsc::unbounded_channel();
     let (_worker, _stop) = ep.worker("w-1", 1, blocking(cancelled));
     ep.await_workers("detect", &["w-1"]).await;
@@ -259,9 +267,11 @@ async fn a_hung_worker_is_declared_dead_and_its_task_cancelled_when_it_comes_bac
         }
     );
     // The worker reconnects reporting a-1; the operator no longer knows it
-    // (its job retries elsewhere), so the worker must cancel it.
-    assert_eq!(seen.recv().await.as_deref(), Some("a-1"));
+    // (its job retries elsewhere): once the adoption grace is over, the
+    // worker is told to cancel it.
     ep.await_workers("detect", &["w-1"]).await;
+    ep.hub.tick(Instant::now() + Duration::from_millis(1));
+    assert_eq!(seen.recv().await.as_deref(), Some("a-1"));
 }
 
 #[tokio::test]
@@ -337,4 +347,104 @@ async fn forged_unknown_and_malformed_frames_get_an_error_and_change_nothing() {
     // Nothing reached the controller; w-1 still owns its task.
     assert!(ep.events.try_recv().is_err());
     assert!(ep.hub.cancel("a-1", CancelReason::Deleted));
+}
+
+/// A raw stream registered as `worker` reporting `running` tasks.
+async fn raw_worker(
+    url: &str,
+    worker: &str,
+    running: &[&str],
+) -> (
+    mpsc::Sender<WorkerMessage>,
+    tonic::Streaming<proto::OperatorMessage>,
+) {
+    let mut client = WorkerClient::connect(url.to_string()).await.unwrap();
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(WorkerMessage {
+        kind: Some(worker_message::Kind::Register(proto::Register {
+            algorithm: "detect".into(),
+            capacity: 2,
+            worker_id: worker.into(),
+            running_task_ids: running.iter().map(|s| s.to_string()).collect(),
+            ..proto::Register::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    match inbound.message().await.unwrap().unwrap().kind {
+        Some(operator_message::Kind::Registered(r)) => {
+            assert_eq!(r.unknown_task_ids, Vec::<String>::new())
+        }
+        other => panic!("expected Registered, got {other:?}"),
+    }
+    (tx, inbound)
+}
+
+fn result(task_id: &str, json: &str) -> WorkerMessage {
+    WorkerMessage {
+        kind: Some(worker_message::Kind::Result(proto::Result {
+            task_id: task_id.into(),
+            attempt: 1,
+            result_json: json.as_bytes().to_vec(),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn after_a_failover_the_new_leader_adopts_running_tasks_and_accepts_their_results_once() {
+    let mut ep = endpoint().await;
+    // A worker reconnects to the new leader still running x-1 and x-2.
+    let (tx, _inbound) = raw_worker(&ep.url, "w-raw", &["x-1", "x-2"]).await;
+    ep.await_workers("detect", &["w-raw"]).await;
+    assert!(ep.hub.is_orphan("x-1"));
+    // x-1 ends before the leader adopts it: its result is kept, not lost.
+    tx.send(result("x-1", r#"{"n": 1}"#)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ep.hub.free_slots("detect") != 1 {
+        assert!(Instant::now() < deadline, "x-1's end never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ep.events.try_recv().is_err());
+    assert_eq!(
+        ep.hub.adopt("x-1", "detect", None),
+        Adopted::Ended("w-raw".into())
+    );
+    assert_eq!(
+        ep.event().await,
+        WorkerEvent::Succeeded {
+            task_id: "x-1".into(),
+            worker: "w-raw".into(),
+            result: json!({"n": 1})
+        }
+    );
+    // x-2 is adopted while it runs; its result then counts, once.
+    assert_eq!(
+        ep.hub.adopt("x-2", "detect", None),
+        Adopted::Running("w-raw".into())
+    );
+    tx.send(result("x-2", r#"{"n": 2}"#)).await.unwrap();
+    assert_eq!(
+        ep.event().await,
+        WorkerEvent::Succeeded {
+            task_id: "x-2".into(),
+            worker: "w-raw".into(),
+            result: json!({"n": 2})
+        }
+    );
+    // Adopted and never reported by any worker: lost after the grace period.
+    assert_eq!(ep.hub.adopt("x-3", "detect", None), Adopted::Awaiting);
+    ep.hub.tick(Instant::now() + Duration::from_secs(31));
+    assert_eq!(
+        ep.event().await,
+        WorkerEvent::Lost {
+            task_id: "x-3".into(),
+            worker: String::new(),
+            why: Lost::NotReported
+        }
+    );
 }
