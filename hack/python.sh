@@ -12,6 +12,8 @@
 #   hack/python.sh worker [ARGS]   # the worker SDK (clients/python-worker): its
 #                                  # venv, ruff, mypy, then pytest ARGS (with the
 #                                  # drift test of the generated gRPC code)
+#   hack/python.sh worker-venv     # make (or reuse) the worker SDK's venv; prints
+#                                  # its path (tests/workers.rs runs a Python worker)
 #
 # The venv is cached outside the repo, under
 # $VISION_CACHE_DIR/python/venv-<key> (~/.cache/vision-operator by default),
@@ -123,6 +125,8 @@ case "$cmd" in
     "$venv/bin/mypy" --cache-dir "$CACHE/mypy-cache" src tests
     echo "[python] pytest" >&2
     exec "$venv/bin/pytest" -p no:cacheprovider "$@" ;;
+  worker-venv)
+    ensure_venv "$ROOT/clients/python-worker" ;;
   worker)
     worker="$ROOT/clients/python-worker"
     venv="$(ensure_venv "$worker")"

@@ -221,3 +221,91 @@ async fn after_a_leader_kill_the_new_leader_adopts_the_running_task_and_it_runs_
     );
     stop.cancel();
 }
+
+/// A Python worker process (clients/python-worker) from its cached venv;
+/// killed when dropped.
+struct PythonWorker(std::process::Child);
+
+impl Drop for PythonWorker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const PYTHON_WORKER: &str = r#"
+import sys
+import vision_worker
+
+def detect(job, task):
+    return {"sdk": "python", "name": job["name"], "attempt": task.attempt}
+
+vision_worker.run(detect, algorithm=sys.argv[1], capacity=2)
+"#;
+
+#[tokio::test]
+async fn a_python_sdk_worker_serves_worker_mode_jobs() {
+    // The venv is made once and cached (hack/python.sh); first time: minutes.
+    let root = harness::repo_root();
+    let venv = std::process::Command::new(root.join("hack/python.sh"))
+        .arg("worker-venv")
+        .output()
+        .expect("running hack/python.sh worker-venv");
+    assert!(
+        venv.status.success(),
+        "hack/python.sh worker-venv: {}",
+        String::from_utf8_lossy(&venv.stderr)
+    );
+    let python =
+        std::path::PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
+
+    let mut detect = mk_algorithm("detect");
+    detect.spec.mode = AlgorithmMode::Worker;
+    let w = Scenario::new("workers-python")
+        .queue(mk_queue("pool", 4))
+        .algorithm(detect)
+        .start()
+        .await;
+    let port = free_port();
+    let mut options = w.operator_options("workers-python");
+    options.args.extend(
+        [
+            "--worker-addr",
+            &format!("127.0.0.1:{port}"),
+            "--worker-trust-local-test-only",
+        ]
+        .map(String::from),
+    );
+    let _operator = Operator::start(&options).await;
+    let log = std::fs::File::create(root.join(".local/logs/python-worker.log")).unwrap();
+    let _worker = PythonWorker(
+        std::process::Command::new(python)
+            .args(["-c", PYTHON_WORKER, &w.algorithm("detect")])
+            .env("VISION_WORKER_ENDPOINT", format!("http://127.0.0.1:{port}"))
+            .env("VISION_WORKER_ID", "py-1")
+            .env("VISION_WORKER_TOKEN_FILE", "")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting the Python worker"),
+    );
+    for name in ["py-1", "py-2", "py-3"] {
+        w.submit(w.job(name, "detect")).await;
+    }
+    for name in ["py-1", "py-2", "py-3"] {
+        let job = w.wait_phase(name, JobPhase::Succeeded, T).await;
+        assert_eq!(
+            job.status.unwrap().result,
+            Some(json!({"sdk": "python", "name": name, "attempt": 1}))
+        );
+    }
+    assert_eq!(
+        w.pods()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        0
+    );
+}

@@ -61,9 +61,13 @@ impl Config {
         let worker_id = std::env::var(ENV_WORKER_ID)
             .or_else(|_| std::env::var("HOSTNAME"))
             .map_err(|_| Error::Config(format!("neither {ENV_WORKER_ID} nor HOSTNAME is set")))?;
-        let token_file =
-            std::env::var(ENV_TOKEN_FILE).unwrap_or_else(|_| DEFAULT_TOKEN_FILE.into());
-        Ok(Self::new(endpoint, algorithm, capacity, worker_id).with_token_file(token_file))
+        let config = Self::new(endpoint, algorithm, capacity, worker_id);
+        // Set but empty: no token (only test-only operators accept that).
+        Ok(match std::env::var(ENV_TOKEN_FILE) {
+            Ok(path) if path.is_empty() => config,
+            Ok(path) => config.with_token_file(path),
+            Err(_) => config.with_token_file(DEFAULT_TOKEN_FILE),
+        })
     }
 
     /// A configuration without a token, with default backoff.

@@ -119,7 +119,8 @@ class Config:
             algorithm=algorithm,
             capacity=capacity,
             worker_id=os.environ.get("VISION_WORKER_ID") or socket.gethostname(),
-            token_file=os.environ.get("VISION_WORKER_TOKEN_FILE", DEFAULT_TOKEN_FILE),
+            # Set but empty: no token (only test-only operators accept that).
+            token_file=os.environ.get("VISION_WORKER_TOKEN_FILE", DEFAULT_TOKEN_FILE) or None,
         )
 
 
