@@ -162,6 +162,12 @@ class VisionJobStatus(_Model):
     finished_at: datetime | None = None
     retry_after: datetime | None = None
     """Earliest time of the next attempt while a failed attempt backs off."""
+    preemptions: int | None = None
+    """Attempts that were preempted (stopped for a job of higher priority or
+    of a tenant below its share); they spend no retry."""
+    last_preempted_attempt: int | None = None
+    """The last preempted attempt; the next attempt's job JSON says so
+    (``previousAttempt``)."""
     result: Any = None
     """The algorithm's result: its JSON, or the text it wrote if not JSON."""
     conditions: list[Condition] = Field(default_factory=list)
