@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vision_api::testing::{mk_algorithm, mk_queue};
-use vision_api::{AlgorithmMode, JobPhase, VisionJob};
+use vision_api::{AlgorithmMode, JobPhase, VisionJob, WorkerPool};
 use vision_worker::{CancellationToken, Config, Task, TaskError};
 
 const T: Duration = Duration::from_secs(60);
@@ -79,6 +79,11 @@ fn task_of(job: &VisionJob, attempt: i32) -> String {
 async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_delete() {
     let mut detect = mk_algorithm("detect");
     detect.spec.mode = AlgorithmMode::Worker;
+    detect.spec.workers = Some(WorkerPool {
+        min: 1,
+        max: 4,
+        tasks_per_worker: 2,
+    });
     let w = Scenario::new("workers")
         .queue(mk_queue("pool", 4))
         .algorithm(detect)
@@ -163,6 +168,11 @@ async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_de
 async fn after_a_leader_kill_the_new_leader_adopts_the_running_task_and_it_runs_once() {
     let mut detect = mk_algorithm("detect");
     detect.spec.mode = AlgorithmMode::Worker;
+    detect.spec.workers = Some(WorkerPool {
+        min: 1,
+        max: 4,
+        tasks_per_worker: 2,
+    });
     let w = Scenario::new("workers-failover")
         .queue(mk_queue("pool", 4))
         .algorithm(detect)
@@ -261,6 +271,11 @@ async fn a_python_sdk_worker_serves_worker_mode_jobs() {
 
     let mut detect = mk_algorithm("detect");
     detect.spec.mode = AlgorithmMode::Worker;
+    detect.spec.workers = Some(WorkerPool {
+        min: 1,
+        max: 4,
+        tasks_per_worker: 2,
+    });
     let w = Scenario::new("workers-python")
         .queue(mk_queue("pool", 4))
         .algorithm(detect)

@@ -115,6 +115,9 @@ struct Inner {
     events: mpsc::UnboundedSender<WorkerEvent>,
     auth: Auth,
     settings: HubSettings,
+    /// What may register: given an algorithm, the most tasks one of its
+    /// workers may run, or why it may have no workers. Unset: anything.
+    admit: std::sync::OnceLock<Box<dyn Fn(&str) -> Result<u32, String> + Send + Sync>>,
 }
 
 type Outbound = mpsc::UnboundedSender<Result<OperatorMessage, Status>>;
@@ -161,9 +164,21 @@ impl Hub {
                 events,
                 auth,
                 settings,
+                admit: std::sync::OnceLock::new(),
             }),
         };
         (hub, receiver)
+    }
+
+    /// Restricts registrations: `admit(algorithm)` is the most tasks a
+    /// worker of it may declare, or why it may have no workers (refused
+    /// with FAILED_PRECONDITION: the worker retries, the algorithm may yet
+    /// be created or switched to worker mode).
+    pub fn set_admission(
+        &self,
+        admit: impl Fn(&str) -> Result<u32, String> + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.admit.set(Box::new(admit));
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -526,6 +541,15 @@ impl Worker for Hub {
                 "Register.capacity must be 1..={MAX_CAPACITY}, not {}",
                 register.capacity
             )));
+        }
+        if let Some(admit) = self.inner.admit.get() {
+            let most = admit(&register.algorithm).map_err(Status::failed_precondition)?;
+            if register.capacity > most {
+                return Err(Status::invalid_argument(format!(
+                    "Register.capacity {} is over algorithm {}'s workers.tasksPerWorker ({most})",
+                    register.capacity, register.algorithm
+                )));
+            }
         }
         let identity = self
             .inner

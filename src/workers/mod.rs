@@ -47,6 +47,22 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving workers (gRPC)");
     let (hub, events) = Hub::new(auth, settings.hub);
+    let admitted = algorithms.clone();
+    hub.set_admission(move |name| {
+        let algorithm = admitted
+            .get(&kube::runtime::reflector::ObjectRef::new(name))
+            .ok_or_else(|| format!("algorithm {name} does not exist"))?;
+        if algorithm.spec.mode != crate::api::AlgorithmMode::Worker {
+            return Err(format!(
+                "algorithm {name} is not in worker mode (spec.mode)"
+            ));
+        }
+        Ok(algorithm
+            .spec
+            .workers
+            .as_ref()
+            .map_or(1, |w| u32::try_from(w.tasks_per_worker).unwrap_or(1)))
+    });
     let mode = std::sync::Arc::new(WorkerMode::new(hub.clone(), algorithms, trigger));
     install(mode.clone());
     tokio::spawn(mode.run(events));

@@ -448,3 +448,41 @@ async fn after_a_failover_the_new_leader_adopts_running_tasks_and_accepts_their_
         }
     );
 }
+
+#[tokio::test]
+async fn registrations_beyond_the_algorithms_limits_are_refused() {
+    let ep = endpoint().await;
+    ep.hub.set_admission(|algorithm| match algorithm {
+        "detect" => Ok(2),
+        other => Err(format!(
+            "algorithm {other} is not in worker mode (spec.mode)"
+        )),
+    });
+    let register = |algorithm: &str, capacity: u32| WorkerMessage {
+        kind: Some(worker_message::Kind::Register(proto::Register {
+            algorithm: algorithm.into(),
+            capacity,
+            worker_id: "w".into(),
+            ..proto::Register::default()
+        })),
+    };
+    let mut client = WorkerClient::connect(ep.url.clone()).await.unwrap();
+    for (frame, code, message) in [
+        (
+            register("detect", 3),
+            tonic::Code::InvalidArgument,
+            "Register.capacity 3 is over algorithm detect's workers.tasksPerWorker (2)",
+        ),
+        (
+            register("ocr", 1),
+            tonic::Code::FailedPrecondition,
+            "algorithm ocr is not in worker mode (spec.mode)",
+        ),
+    ] {
+        let (tx, rx) = mpsc::channel(1);
+        tx.send(frame).await.unwrap();
+        let refused = client.session(ReceiverStream::new(rx)).await.unwrap_err();
+        assert_eq!((refused.code(), refused.message()), (code, message));
+    }
+    assert_eq!(ep.hub.workers("detect"), Vec::<String>::new());
+}

@@ -340,7 +340,10 @@ where
 
 fn status_failure(status: tonic::Status) -> Failed {
     match status.code() {
-        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+        // A capacity over the algorithm's tasksPerWorker: retrying cannot help.
+        tonic::Code::Unauthenticated
+        | tonic::Code::PermissionDenied
+        | tonic::Code::InvalidArgument => {
             Failed::Refused(format!("{:?}", status.code()), status.message().to_string())
         }
         _ => Failed::Retry(status.to_string()),

@@ -150,7 +150,12 @@ class _Worker:
                     if await self._session(shutdown):
                         backoff = self.config.backoff_initial
                 except grpc.aio.AioRpcError as e:
-                    if e.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                    # INVALID_ARGUMENT: a capacity over the algorithm's tasksPerWorker.
+                    if e.code() in (
+                        grpc.StatusCode.UNAUTHENTICATED,
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                    ):
                         raise Refused(f"{e.code().name}: {e.details()}") from e
                     log.warning("cannot reach the operator: %s; retrying in %.1fs", e.details(), backoff)
                 except OSError as e:
