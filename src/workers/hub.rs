@@ -117,10 +117,13 @@ struct Inner {
     settings: HubSettings,
     /// What may register: given an algorithm, the most tasks one of its
     /// workers may run, or why it may have no workers. Unset: anything.
-    admit: std::sync::OnceLock<Box<dyn Fn(&str) -> Result<u32, String> + Send + Sync>>,
+    admit: std::sync::OnceLock<Box<AdmitFn>>,
 }
 
 type Outbound = mpsc::UnboundedSender<Result<OperatorMessage, Status>>;
+
+/// See [`Hub::set_admission`].
+type AdmitFn = dyn Fn(&str) -> Result<u32, String> + Send + Sync;
 
 #[derive(Default)]
 struct State {
