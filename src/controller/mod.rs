@@ -265,6 +265,12 @@ pub async fn run(
     let reconciler = Controller::for_stream(receiver_stream(job_trigger_rx), jobs_store)
         .owns_stream(receiver_stream(pod_trigger_rx))
         .reconcile_all_on(receiver_stream(reconcile_all_rx).map(|_| ()))
+        // Bounded: a new leader reconciles every job at once otherwise, and
+        // with 45,000 jobs that starved the lease renewal until the leader
+        // stepped down (docs/PERFORMANCE.md, Scale).
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(RECONCILE_CONCURRENCY),
+        )
         .graceful_shutdown_on(stopping)
         .run(job::reconcile, job::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -383,6 +389,9 @@ async fn forward<K>(
         }
     }
 }
+
+/// Reconciles running at once (the rest wait in the controller's queue).
+const RECONCILE_CONCURRENCY: u16 = 64;
 
 /// How often pods whose job is gone are looked for without a hint.
 const ORPHAN_SWEEP_EVERY: Duration = Duration::from_secs(30);
