@@ -5,7 +5,7 @@
 #
 #   hack/bench.sh [--jobs N] [--max-running M] [--gpus G] [--runtime-ms R]
 #                 [--nodes K] [--gpus-per-node X] [--memory-jobs N]
-#                 [--no-ceiling] [--no-memory]
+#                 [--no-ceiling] [--no-memory] [--scenario all|queued]
 #
 # Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
 # on 4 nodes x 8 GPUs (ideal makespan ceil(1000/32) x 2 s = 64 s); the
@@ -13,6 +13,12 @@
 # jobs queued into a paused queue for the operator's memory. 8-12 minutes on
 # a busy 2-core machine with the build cached (--no-memory saves about 4). Results: .local/bench/<time>/ (report.txt and one JSON per
 # scenario). Scenarios: see docs/PERFORMANCE.md.
+#
+# --scenario queued (the long one, e.g. with --memory-jobs 100000): only the
+# memory scenario (RSS every 10,000 jobs Queued, creation-to-Queued lag
+# against the API server's own rate), then a failover: the operator stops
+# (releasing its lease), the queue is unpaused, a new operator starts, and
+# the time from its start to its lease and to its first admission is taken.
 #
 # Environment: BENCH_HTTP_ADDR (operator's /metrics, default 127.0.0.1:18090),
 # VISION_CLUSTER_DIR (cluster state, default .local/cluster), BENCH_FORCE=1
@@ -25,7 +31,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 JOBS=1000 MAX_RUNNING=32 GPUS=1 RUNTIME_MS=2000 NODES=4 GPUS_PER_NODE=8 MEMORY_JOBS=10000
-CEILING=1 MEMORY=1
+CEILING=1 MEMORY=1 SCENARIO=all
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 int() { [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1 takes an integer, got '$2'" >&2; exit 2; }; echo "$2"; }
 while [ $# -gt 0 ]; do
@@ -39,6 +45,8 @@ while [ $# -gt 0 ]; do
     --memory-jobs) MEMORY_JOBS="$(int "$1" "${2:-}")"; shift 2 ;;
     --no-ceiling) CEILING=0; shift ;;
     --no-memory) MEMORY=0; shift ;;
+    --scenario) SCENARIO="${2:-}"; shift 2
+      case "$SCENARIO" in all|queued) ;; *) echo "--scenario takes all or queued" >&2; exit 2 ;; esac ;;
     -h|--help) usage ;;
     *) echo "unknown flag $1" >&2; usage ;;
   esac
@@ -141,9 +149,67 @@ vdev() { "$VISIONDEV" --kubeconfig "$KCFG" "$@"; }
   echo "# vision-operator end-to-end benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ {print $2}') GiB"
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' (with local changes in src/)')"
-  echo "command: hack/bench.sh --jobs $JOBS --max-running $MAX_RUNNING --gpus $GPUS --runtime-ms $RUNTIME_MS --nodes $NODES --gpus-per-node $GPUS_PER_NODE --memory-jobs $MEMORY_JOBS$([ $CEILING = 1 ] || echo ' --no-ceiling')$([ $MEMORY = 1 ] || echo ' --no-memory')"
+  echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the start"
+  echo "command: hack/bench.sh --scenario $SCENARIO --jobs $JOBS --max-running $MAX_RUNNING --gpus $GPUS --runtime-ms $RUNTIME_MS --nodes $NODES --gpus-per-node $GPUS_PER_NODE --memory-jobs $MEMORY_JOBS$([ $CEILING = 1 ] || echo ' --no-ceiling')$([ $MEMORY = 1 ] || echo ' --no-memory')"
   echo "cluster: $("${kubectl[@]}" version -o json 2>/dev/null | grep -m1 gitVersion | tr -d ' ",' | sed 's/gitVersion://' | tail -1), $NODES fake nodes x $GPUS_PER_NODE GPUs (KWOK)"
 } | tee "$OUT/report.txt"
+
+# A new leader with the memory scenario's jobs queued: from the process's
+# start to its lease, its rebuild and its first admission (polled from its
+# /metrics every 50 ms). The former operator stops gracefully first, so the
+# lease is free at once.
+failover() {
+  local from t0 t_admit lines
+  stop_operator
+  "${kubectl[@]}" patch visionqueue vision-bench-paused --type merge -p '{"spec":{"paused":false}}' >/dev/null
+  lines="$(wc -l <"$LOG")"
+  t0="$(date +%s.%N)"
+  "$OPERATOR" --kubeconfig "$KCFG" --http-addr "$HTTP_ADDR" \
+    --leader-election true --lease-name vision-operator-bench --lease-namespace default \
+    >>"$LOG" 2>&1 </dev/null &
+  OP_PID=$!
+  t_admit=""
+  for _ in $(seq 1 6000); do
+    if curl -fsS "http://$HTTP_ADDR/metrics" 2>/dev/null |
+      awk '/^vision_operator_admissions_total/ {s += $NF} END {exit !(s > 0)}'; then
+      t_admit="$(date +%s.%N)"; break
+    fi
+    kill -0 "$OP_PID" 2>/dev/null || die "the new operator exited"
+    sleep 0.05
+  done
+  from() { tail -n +"$((lines + 1))" "$LOG" | grep -m1 "$1" | grep -o '^[0-9T:.-]*Z' || true; }
+  local lease rebuilt
+  lease="$(from 'acquired the lease')"
+  rebuilt="$(tail -n +"$((lines + 1))" "$LOG" | grep -m1 'worker pool rebuilt' | grep -o 'elapsed_ms=[0-9]*' || true)"
+  echo
+  echo "Failover with $MEMORY_JOBS jobs queued"
+  if [ -n "$t_admit" ]; then
+    echo "  new operator started -> first admission: $(echo "$t_admit - $t0" | bc) s"
+  else
+    echo "  no admission within 300 s"
+  fi
+  if [ -n "$lease" ]; then
+    echo "  new operator started -> acquired the lease: $(echo "$(date -d "$lease" +%s.%N) - $t0" | bc) s"
+    [ -n "$t_admit" ] && echo "  acquired the lease -> first admission: $(echo "$t_admit - $(date -d "$lease" +%s.%N)" | bc) s"
+  fi
+  echo "  rebuild of the worker pool: ${rebuilt:-?}"
+  echo "  operator RSS after the rebuild: $(awk '/^VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null), peak $(awk '/^VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null)"
+}
+
+if [ "$SCENARIO" = queued ]; then
+  say "scenario queued: $MEMORY_JOBS jobs into a paused queue, then a failover"
+  start_operator
+  vdev bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
+    --concurrency 32 "${common[@]}" --operator-pid "$OP_PID" --out "$OUT/memory.json" | tee -a "$OUT/report.txt"
+  echo "API server: $(uptime | sed 's/.*load average/load average/') after the submissions" | tee -a "$OUT/report.txt"
+  failover | tee -a "$OUT/report.txt"
+  say "cleaning up the $MEMORY_JOBS jobs"
+  vdev bench cleanup --namespace vision-bench-mem ||
+    say "cleanup of vision-bench-mem failed: rerun vision-dev bench cleanup --namespace vision-bench-mem with an operator running"
+  stop_operator
+  say "results in ${OUT#"$ROOT"/}/ (report.txt, memory.json); operator log .local/logs/bench-operator.log"
+  exit 0
+fi
 
 say "scenario 1/3: throughput ($JOBS jobs, maxRunning $MAX_RUNNING)"
 start_operator

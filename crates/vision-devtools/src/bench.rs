@@ -413,6 +413,10 @@ pub struct Memory {
     pub all_queued_s: f64,
     pub operator: OperatorMemory,
     pub submit_errors: BTreeMap<String, u32>,
+    /// The operator's RSS (MiB) when the driver first saw this many jobs
+    /// Queued (every 10,000), to read the growth per job.
+    #[serde(rename = "rssAtQueuedMiB", default)]
+    pub rss_at_queued_mib: BTreeMap<usize, f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -900,12 +904,25 @@ pub async fn memory(client: &Client, a: &BenchArgs) -> Result<Memory> {
     drop(tx);
     let mut last_print = Instant::now();
     let mut submitted_s = None;
+    let mut rss_at_queued = BTreeMap::new();
     let queued = loop {
         let queued = tr
             .jobs
             .values()
             .filter(|j| j.phase == Some(JobPhase::Queued))
             .count();
+        let mark = queued / 10_000 * 10_000;
+        if mark > 0
+            && !rss_at_queued.contains_key(&mark)
+            && let Some(p) = a.operator_pid.and_then(proc_sample)
+        {
+            rss_at_queued.insert(mark, p.rss_kib as f64 / 1024.0);
+            eprintln!(
+                "[{:>6.1}s] {mark} Queued: operator RSS {:.1} MiB",
+                t0.elapsed().as_secs_f64(),
+                p.rss_kib as f64 / 1024.0
+            );
+        }
         if submitted_s.is_none()
             && tr.submitted + tr.submit_errors.values().sum::<u32>() as usize >= a.jobs
         {
@@ -964,6 +981,7 @@ pub async fn memory(client: &Client, a: &BenchArgs) -> Result<Memory> {
             peak_rss_mib: mib(after, |p| p.hwm_kib),
         },
         submit_errors: tr.submit_errors.clone(),
+        rss_at_queued_mib: rss_at_queued,
     };
     println!();
     println!("Memory scenario");
@@ -974,6 +992,9 @@ pub async fn memory(client: &Client, a: &BenchArgs) -> Result<Memory> {
         show(result.operator.rss_before_mib, ""),
         show(result.operator.peak_rss_mib, ""),
     );
+    for (n, mib) in &result.rss_at_queued_mib {
+        println!("  RSS when {n} jobs were seen Queued: {mib:.1} MiB");
+    }
     write_out(a, &result)?;
     Ok(result)
 }
