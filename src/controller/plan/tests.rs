@@ -975,3 +975,127 @@ fn a_pod_of_an_attempt_the_status_does_not_count_yet_keeps_its_finalizer() {
         release(&[&pod], Then::AwaitChange)
     );
 }
+
+/// Chosen as a victim by the dispatcher while running attempt 1.
+fn preempting() -> VisionJob {
+    let job = running(T0 + 1000);
+    let status = status::preempting(&job, &at_ms(T0 + 5000), "team-b/urgent", 10);
+    job.with_status(status)
+}
+
+#[test]
+fn a_preempted_job_stops_its_pod_then_waits_again_and_frees_its_slot() {
+    let job = preempting();
+    let pod = running_pod(&job, 1, T0 + 1000);
+    // Its pod is stopped (SIGTERM and the grace period of its template).
+    assert_eq!(
+        plan_at(&job, std::slice::from_ref(&pod), T0 + 5000),
+        Step::DeletePods {
+            pods: vec![pod.clone()],
+            then: Then::PodsTerminating,
+        }
+    );
+    // While it terminates (and even if it exits with a failure meanwhile),
+    // the job holds its slot: no retry, no failure.
+    assert_eq!(
+        plan_at(&job, &[terminating(&pod)], T0 + 6000),
+        Step::Wait(Then::PodsTerminating)
+    );
+    // Gone: Queued again, in its place, counted as preempted, slot released.
+    let step = plan_at(&job, &[], T0 + 7000);
+    let s = status_of(&step);
+    assert_eq!(
+        (
+            s.phase,
+            s.reason.as_deref(),
+            s.attempts,
+            s.preemptions,
+            s.last_preempted_attempt,
+            s.queued_at.clone()
+        ),
+        (
+            Some(JobPhase::Queued),
+            Some("Preempted"),
+            Some(1),
+            Some(1),
+            Some(1),
+            job.status.as_ref().unwrap().queued_at.clone()
+        )
+    );
+    assert!(matches!(
+        step,
+        Step::Write {
+            release: true,
+            outcome: None,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_attempt_after_a_preemption_is_told_and_spends_no_retry() {
+    let preempted = preempting();
+    let queued = preempted
+        .clone()
+        .with_status(status::preempted(&preempted, &at_ms(T0 + 7000)));
+    let again = queued
+        .clone()
+        .with_status(status::admitted(&queued, &at_ms(T0 + 8000), "default"));
+    assert_eq!(again.status.as_ref().unwrap().attempts, Some(2));
+    let json: serde_json::Value = serde_json::from_str(&crate::pod::job_json(&again, 2)).unwrap();
+    assert_eq!(
+        json["previousAttempt"],
+        json!({"attempt": 1, "preempted": true})
+    );
+    let first: serde_json::Value =
+        serde_json::from_str(&crate::pod::job_json(&admitted(), 1)).unwrap();
+    assert_eq!(first.get("previousAttempt"), None);
+    // Attempt 2 fails. Attempt 1 was preempted, so attempt 2 was the first
+    // real one: with no retries the job fails, with one it retries.
+    let mut no_retries = again.clone();
+    no_retries.spec.retries = Some(0);
+    let step = attempt_failed(
+        &View {
+            job: &no_retries,
+            pods: &[],
+            algorithm: None,
+            pod_read: true,
+            creating: false,
+            queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
+            now_ms: T0 + 9000,
+        },
+        &settings(),
+        "exit code 1".into(),
+        FailReason::BackoffLimitExceeded,
+        Some(Outcome::Failed),
+    );
+    assert_eq!(
+        status_of(&step).phase,
+        Some(JobPhase::Failed),
+        "retries 0: the one real attempt failed"
+    );
+    let mut one_retry = again;
+    one_retry.spec.retries = Some(1);
+    let step = attempt_failed(
+        &View {
+            job: &one_retry,
+            pods: &[],
+            algorithm: None,
+            pod_read: true,
+            creating: false,
+            queue_default_ttl_seconds: None,
+            pod_retention: Default::default(),
+            now_ms: T0 + 9000,
+        },
+        &settings(),
+        "exit code 1".into(),
+        FailReason::BackoffLimitExceeded,
+        Some(Outcome::Failed),
+    );
+    assert_eq!(
+        status_of(&step).reason.as_deref(),
+        Some("Retrying"),
+        "attempt 2 is its first real attempt: its one retry is left"
+    );
+}
