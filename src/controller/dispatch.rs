@@ -30,8 +30,8 @@ use crate::admission::{
     TenancySpec, TenantLimits, WorkerPool, preempt::Policy,
 };
 use crate::api::{
-    JobPhase, PreemptionPolicy, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob, VisionQueue,
-    VisionQueueStatus,
+    JobPhase, PreemptionPolicy, QueueOrdering, VisionAlgorithm, VisionAlgorithmStatus, VisionJob,
+    VisionQueue, VisionQueueStatus,
 };
 use crate::clock::{now_ms, time_at};
 use crate::error::Error;
@@ -443,8 +443,7 @@ impl Dispatcher {
                     continue;
                 };
                 info!(job = %victim, preemptor = %p.preemptor, queue = %p.queue, "preempting");
-                let status =
-                    status::preempting(&job, &now, &p.preemptor.to_string(), p.priority);
+                let status = status::preempting(&job, &now, &p.preemptor.to_string(), p.priority);
                 self.write(&job, status, None);
             }
         }
