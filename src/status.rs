@@ -95,7 +95,10 @@ pub fn may_transition(from: Option<JobPhase>, to: JobPhase) -> bool {
         Some(Queued) => matches!(to, Queued | Admitted | Failed | Suspended),
         // Queued again: preempted (its pod is gone, it waits in its place).
         Some(Admitted) | Some(Running) => {
-            matches!(to, Queued | Admitted | Running | Succeeded | Failed | Suspended)
+            matches!(
+                to,
+                Queued | Admitted | Running | Succeeded | Failed | Suspended
+            )
         }
         Some(Suspended) => matches!(to, Queued | Suspended | Failed),
         Some(_) => false,
@@ -676,9 +679,7 @@ mod tests;
 
 /// `status.tenants` of a queue from the pool's view of its tenants
 /// (percentages to one decimal, usage to the millisecond).
-pub fn tenant_statuses(
-    tenants: &[crate::admission::TenantStats],
-) -> Vec<crate::api::TenantStatus> {
+pub fn tenant_statuses(tenants: &[crate::admission::TenantStats]) -> Vec<crate::api::TenantStatus> {
     let tenth = |x: f64| (x * 10.0).round() / 10.0;
     tenants
         .iter()
