@@ -65,7 +65,12 @@ struct Cli {
     #[arg(long, env = "VISION_RETRY_BACKOFF_MAX_MS", default_value_t = 60_000)]
     retry_backoff_max_ms: u64,
     /// Which job transitions become Kubernetes Events.
-    #[arg(long, env = "VISION_JOB_EVENTS", value_enum, default_value = "outcomes")]
+    #[arg(
+        long,
+        env = "VISION_JOB_EVENTS",
+        value_enum,
+        default_value = "outcomes"
+    )]
     job_events: JobEvents,
     /// Serve warm workers of worker-mode algorithms (gRPC) on this address,
     /// e.g. 0.0.0.0:9090 (docs/WORKERS.md). Unset: worker mode is off.
@@ -77,7 +82,11 @@ struct Cli {
     /// TEST ONLY: accept every worker without a token (for workers run as
     /// local processes by the tests). Never in a cluster: any process that
     /// can reach the endpoint could then receive jobs and forge results.
-    #[arg(long, env = "VISION_WORKER_TRUST_LOCAL_TEST_ONLY", default_value_t = false)]
+    #[arg(
+        long,
+        env = "VISION_WORKER_TRUST_LOCAL_TEST_ONLY",
+        default_value_t = false
+    )]
     worker_trust_local_test_only: bool,
 }
 
@@ -156,15 +165,17 @@ async fn run(cli: Cli) -> Result<()> {
         retry_backoff_base: Duration::from_millis(cli.retry_backoff_base_ms),
         retry_backoff_max: Duration::from_millis(cli.retry_backoff_max_ms),
         job_events: cli.job_events,
-        workers: cli.worker_addr.map(|addr| vision_operator::workers::WorkerSettings {
-            addr,
-            namespace: cli
-                .worker_namespace
-                .clone()
-                .unwrap_or_else(|| cli.lease_namespace.clone()),
-            trust_local_test_only: cli.worker_trust_local_test_only,
-            hub: Default::default(),
-        }),
+        workers: cli
+            .worker_addr
+            .map(|addr| vision_operator::workers::WorkerSettings {
+                addr,
+                namespace: cli
+                    .worker_namespace
+                    .clone()
+                    .unwrap_or_else(|| cli.lease_namespace.clone()),
+                trust_local_test_only: cli.worker_trust_local_test_only,
+                hub: Default::default(),
+            }),
         ..Settings::default()
     };
     let result = controller::run(
