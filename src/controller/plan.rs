@@ -142,8 +142,9 @@ pub fn plan(view: &View<'_>, settings: &Settings) -> Step {
         Some(JobPhase::Admitted) | Some(JobPhase::Running) => attempt_of(job) - 1,
         _ => status::current(job).attempts.unwrap_or(0),
     };
-    let is_closed =
-        |p: &Pod| closed == i32::MAX || (1..=closed).any(|a| p.name_any() == pod_name(&job.name_any(), a));
+    let is_closed = |p: &Pod| {
+        closed == i32::MAX || (1..=closed).any(|a| p.name_any() == pod_name(&job.name_any(), a))
+    };
     let recorded = tracked(view, is_closed);
     if !recorded.is_empty() {
         return Step::ReleasePods {

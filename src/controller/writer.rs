@@ -394,7 +394,10 @@ impl Writer {
                 status.reason.as_deref(),
                 None | Some("Admitted" | "Retrying" | "PodRunning")
             );
-        if !self.job_events.covers(phase, retrying || cannot_start || preempted) {
+        if !self
+            .job_events
+            .covers(phase, retrying || cannot_start || preempted)
+        {
             return;
         }
         let (type_, reason) = match phase {
