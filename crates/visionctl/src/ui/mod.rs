@@ -91,8 +91,8 @@ pub async fn serve(s: &Session, port: u16, open: bool) -> Result<()> {
         summary: tx,
     });
     let tasks = [
-        tokio::spawn(watch_queues(shared.clone())),
-        tokio::spawn(watch_algorithms(shared.clone())),
+        tokio::spawn(watch_cluster_scoped::<VisionQueue>(shared.clone())),
+        tokio::spawn(watch_cluster_scoped::<VisionAlgorithm>(shared.clone())),
         tokio::spawn(watch_jobs(shared.clone(), s.namespace.clone())),
         tokio::spawn(publish(shared.clone())),
     ];
@@ -344,29 +344,74 @@ fn watch_ok(shared: &Shared, what: &str) {
     }
 }
 
-async fn watch_queues(shared: AppState) {
-    let api: Api<VisionQueue> = Api::all(shared.client.clone());
+/// How a cluster-scoped kind (queues, algorithms) enters the index: one
+/// watch loop serves both.
+trait ClusterScoped:
+    Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static
+{
+    /// The kind's plural, as the page names it in a watch's health.
+    const WHAT: &'static str;
+    fn set_all(ix: &mut Index, all: Vec<Self>);
+    fn apply(ix: &mut Index, obj: &Self);
+    fn delete(ix: &mut Index, name: &str);
+    fn synced(health: &mut Health);
+}
+
+impl ClusterScoped for VisionQueue {
+    const WHAT: &'static str = "VisionQueues";
+    fn set_all(ix: &mut Index, all: Vec<Self>) {
+        ix.set_queues(all)
+    }
+    fn apply(ix: &mut Index, obj: &Self) {
+        ix.apply_queue(obj)
+    }
+    fn delete(ix: &mut Index, name: &str) {
+        ix.delete_queue(name)
+    }
+    fn synced(health: &mut Health) {
+        health.queues_synced = true
+    }
+}
+
+impl ClusterScoped for VisionAlgorithm {
+    const WHAT: &'static str = "VisionAlgorithms";
+    fn set_all(ix: &mut Index, all: Vec<Self>) {
+        ix.set_algorithms(all)
+    }
+    fn apply(ix: &mut Index, obj: &Self) {
+        ix.apply_algorithm(obj)
+    }
+    fn delete(ix: &mut Index, name: &str) {
+        ix.delete_algorithm(name)
+    }
+    fn synced(health: &mut Health) {
+        health.algorithms_synced = true
+    }
+}
+
+async fn watch_cluster_scoped<K: ClusterScoped>(shared: AppState) {
+    let api: Api<K> = Api::all(shared.client.clone());
     let mut buffer = Vec::new();
     let mut events = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
     while let Some(ev) = events.next().await {
         match ev {
-            Err(e) => watch_error(&shared, "VisionQueues", &e),
+            Err(e) => watch_error(&shared, K::WHAT, &e),
             Ok(ev) => {
-                watch_ok(&shared, "VisionQueues");
+                watch_ok(&shared, K::WHAT);
                 let mut ix = shared.index.lock().expect("index lock");
                 match ev {
                     watcher::Event::Init => buffer.clear(),
-                    watcher::Event::InitApply(q) => buffer.push(q),
+                    watcher::Event::InitApply(obj) => buffer.push(obj),
                     watcher::Event::InitDone => {
-                        ix.set_queues(std::mem::take(&mut buffer));
+                        K::set_all(&mut ix, std::mem::take(&mut buffer));
                         drop(ix);
-                        set_health(&shared, |h| h.queues_synced = true);
+                        set_health(&shared, K::synced);
                     }
-                    watcher::Event::Apply(q) => ix.apply_queue(&q),
-                    watcher::Event::Delete(q) => {
-                        ix.delete_queue(q.metadata.name.as_deref().unwrap_or_default())
+                    watcher::Event::Apply(obj) => K::apply(&mut ix, &obj),
+                    watcher::Event::Delete(obj) => {
+                        K::delete(&mut ix, obj.meta().name.as_deref().unwrap_or_default())
                     }
                 }
             }
@@ -374,38 +419,6 @@ async fn watch_queues(shared: AppState) {
     }
 }
 
-async fn watch_algorithms(shared: AppState) {
-    let api: Api<VisionAlgorithm> = Api::all(shared.client.clone());
-    let mut buffer = Vec::new();
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    while let Some(ev) = events.next().await {
-        match ev {
-            Err(e) => watch_error(&shared, "VisionAlgorithms", &e),
-            Ok(ev) => {
-                watch_ok(&shared, "VisionAlgorithms");
-                let mut ix = shared.index.lock().expect("index lock");
-                match ev {
-                    watcher::Event::Init => buffer.clear(),
-                    watcher::Event::InitApply(a) => buffer.push(a),
-                    watcher::Event::InitDone => {
-                        ix.set_algorithms(std::mem::take(&mut buffer));
-                        drop(ix);
-                        set_health(&shared, |h| h.algorithms_synced = true);
-                    }
-                    watcher::Event::Apply(a) => ix.apply_algorithm(&a),
-                    watcher::Event::Delete(a) => {
-                        ix.delete_algorithm(a.metadata.name.as_deref().unwrap_or_default())
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The jobs, decoded one at a time into the index's rows (a relist comes
-/// in pages of 500; no full object is kept).
 async fn watch_jobs(shared: AppState, namespace: String) {
     let api: Api<VisionJob> = match &shared.scope {
         JobScope::Cluster => Api::all(shared.client.clone()),
