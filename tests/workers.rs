@@ -10,13 +10,13 @@ mod harness;
 
 use std::time::Duration;
 
-use harness::{Operator, Scenario, operator::free_port};
+use harness::{Operator, OperatorOptions, Scenario, operator::free_port};
 use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vision_api::testing::{mk_algorithm, mk_queue};
-use vision_api::{AlgorithmMode, JobPhase, VisionJob, WorkerPool};
+use vision_api::{AlgorithmMode, JobPhase, VisionAlgorithm, VisionJob, WorkerPool};
 use vision_worker::{CancellationToken, Config, Task, TaskError};
 
 const T: Duration = Duration::from_secs(60);
@@ -71,28 +71,22 @@ fn until_cancelled(
     }
 }
 
-fn task_of(job: &VisionJob, attempt: i32) -> String {
-    format!("{}-{attempt}", job.uid().expect("a created job has a uid"))
-}
-
-#[tokio::test]
-async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_delete() {
-    let mut detect = mk_algorithm("detect");
-    detect.spec.mode = AlgorithmMode::Worker;
-    detect.spec.workers = Some(WorkerPool {
+/// An algorithm `name` in worker mode: 1 to 4 workers of 2 tasks each.
+fn worker_algorithm(name: &str) -> VisionAlgorithm {
+    let mut algorithm = mk_algorithm(name);
+    algorithm.spec.mode = AlgorithmMode::Worker;
+    algorithm.spec.workers = Some(WorkerPool {
         min: 1,
         max: 4,
         tasks_per_worker: 2,
     });
-    let w = Scenario::new("workers")
-        .queue(mk_queue("pool", 4))
-        .algorithm(detect)
-        .start()
-        .await;
-    let algorithm = w.algorithm("detect");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut options = w.operator_options("workers");
+    algorithm
+}
+
+/// Options for an operator of the scenario (`identity`) that serves
+/// workers on `port` in the test-only trust mode.
+fn serving_workers(w: &Scenario, identity: &str, port: u16) -> OperatorOptions {
+    let mut options = w.operator_options(identity);
     options.args.extend(
         [
             "--worker-addr",
@@ -101,7 +95,24 @@ async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_de
         ]
         .map(String::from),
     );
-    let _operator = Operator::start(&options).await;
+    options
+}
+
+fn task_of(job: &VisionJob, attempt: i32) -> String {
+    format!("{}-{attempt}", job.uid().expect("a created job has a uid"))
+}
+
+#[tokio::test]
+async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_delete() {
+    let w = Scenario::new("workers")
+        .queue(mk_queue("pool", 4))
+        .algorithm(worker_algorithm("detect"))
+        .start()
+        .await;
+    let algorithm = w.algorithm("detect");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let _operator = Operator::start(&serving_workers(&w, "workers", port)).await;
 
     // Results come back from a worker; no pod is created.
     let (_a, stop_a) = worker(&url, &algorithm, "w-a", 2, echo);
@@ -166,33 +177,15 @@ async fn worker_mode_jobs_run_on_sdk_workers_retry_after_a_kill_and_cancel_on_de
 
 #[tokio::test]
 async fn after_a_leader_kill_the_new_leader_adopts_the_running_task_and_it_runs_once() {
-    let mut detect = mk_algorithm("detect");
-    detect.spec.mode = AlgorithmMode::Worker;
-    detect.spec.workers = Some(WorkerPool {
-        min: 1,
-        max: 4,
-        tasks_per_worker: 2,
-    });
     let w = Scenario::new("workers-failover")
         .queue(mk_queue("pool", 4))
-        .algorithm(detect)
+        .algorithm(worker_algorithm("detect"))
         .start()
         .await;
     let algorithm = w.algorithm("detect");
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let options = |identity: &str| {
-        let mut options = w.operator_options(identity);
-        options.args.extend(
-            [
-                "--worker-addr",
-                &format!("127.0.0.1:{port}"),
-                "--worker-trust-local-test-only",
-            ]
-            .map(String::from),
-        );
-        options
-    };
+    let options = |identity: &str| serving_workers(&w, identity, port);
     let mut first = Operator::start(&options("first")).await;
 
     // The handler runs until the test lets it finish, and counts its runs.
@@ -269,29 +262,13 @@ async fn a_python_sdk_worker_serves_worker_mode_jobs() {
     let python =
         std::path::PathBuf::from(String::from_utf8(venv.stdout).unwrap().trim()).join("bin/python");
 
-    let mut detect = mk_algorithm("detect");
-    detect.spec.mode = AlgorithmMode::Worker;
-    detect.spec.workers = Some(WorkerPool {
-        min: 1,
-        max: 4,
-        tasks_per_worker: 2,
-    });
     let w = Scenario::new("workers-python")
         .queue(mk_queue("pool", 4))
-        .algorithm(detect)
+        .algorithm(worker_algorithm("detect"))
         .start()
         .await;
     let port = free_port();
-    let mut options = w.operator_options("workers-python");
-    options.args.extend(
-        [
-            "--worker-addr",
-            &format!("127.0.0.1:{port}"),
-            "--worker-trust-local-test-only",
-        ]
-        .map(String::from),
-    );
-    let _operator = Operator::start(&options).await;
+    let _operator = Operator::start(&serving_workers(&w, "workers-python", port)).await;
     let log = std::fs::File::create(root.join(".local/logs/python-worker.log")).unwrap();
     let _worker = PythonWorker(
         std::process::Command::new(python)
