@@ -5,7 +5,8 @@
 #
 #   hack/bench.sh [--jobs N] [--max-running M] [--gpus G] [--runtime-ms R]
 #                 [--nodes K] [--gpus-per-node X] [--memory-jobs N]
-#                 [--no-ceiling] [--no-memory] [--scenario all|queued]
+#                 [--no-ceiling] [--no-memory] [--scenario all|queued|fairness]
+#                 [--minutes M]
 #
 # Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
 # on 4 nodes x 8 GPUs (ideal makespan ceil(1000/32) x 2 s = 64 s); the
@@ -20,6 +21,12 @@
 # (releasing its lease), the queue is unpaused, a new operator starts, and
 # the time from its start to its lease and to its first admission is taken.
 #
+# --scenario fairness (issue 17, docs/FAIRNESS.md): tenants alice and bob,
+# weights 3:1, keep a 32-slot queue saturated with 5 s jobs for --minutes
+# (default 10); carol (weight 1) starts at minute 5 (or half of a shorter
+# run); an urgent job of priority 10 every 20 s with preemption LowerPriority.
+# vision-dev takes the e2e tests' cluster turn, then starts the operator.
+#
 # Environment: BENCH_HTTP_ADDR (operator's /metrics, default 127.0.0.1:18090),
 # VISION_CLUSTER_DIR (cluster state, default .local/cluster), BENCH_FORCE=1
 # (run even while e2e tests use the cluster: the numbers will be noisy and
@@ -31,7 +38,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 JOBS=1000 MAX_RUNNING=32 GPUS=1 RUNTIME_MS=2000 NODES=4 GPUS_PER_NODE=8 MEMORY_JOBS=10000
-CEILING=1 MEMORY=1 SCENARIO=all
+CEILING=1 MEMORY=1 SCENARIO=all MINUTES=10
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 int() { [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1 takes an integer, got '$2'" >&2; exit 2; }; echo "$2"; }
 while [ $# -gt 0 ]; do
@@ -44,9 +51,10 @@ while [ $# -gt 0 ]; do
     --gpus-per-node) GPUS_PER_NODE="$(int "$1" "${2:-}")"; shift 2 ;;
     --memory-jobs) MEMORY_JOBS="$(int "$1" "${2:-}")"; shift 2 ;;
     --no-ceiling) CEILING=0; shift ;;
+    --minutes) MINUTES="$(int "$1" "${2:-}")"; shift 2 ;;
     --no-memory) MEMORY=0; shift ;;
     --scenario) SCENARIO="${2:-}"; shift 2
-      case "$SCENARIO" in all|queued) ;; *) echo "--scenario takes all or queued" >&2; exit 2 ;; esac ;;
+      case "$SCENARIO" in all|queued|fairness) ;; *) echo "--scenario takes all, queued or fairness" >&2; exit 2 ;; esac ;;
     -h|--help) usage ;;
     *) echo "unknown flag $1" >&2; usage ;;
   esac
@@ -105,7 +113,8 @@ tests_running() {
 }
 
 command -v curl >/dev/null || die "curl is not installed"
-if tests_running && [ "${BENCH_FORCE:-0}" != 1 ]; then
+# The fairness scenario waits for the tests' turn (a Lease) instead.
+if [ "$SCENARIO" != fairness ] && tests_running && [ "${BENCH_FORCE:-0}" != 1 ]; then
   die "e2e tests are using the local cluster; wait for them, use VISION_CLUSTER_DIR=$ROOT/.local/bench-cluster, or BENCH_FORCE=1"
 fi
 if [ -f "$ROOT/.local/demo-operator.pid" ] && kill -0 "$(cat "$ROOT/.local/demo-operator.pid")" 2>/dev/null; then
@@ -195,6 +204,21 @@ failover() {
   echo "  rebuild of the worker pool: ${rebuilt:-?}"
   echo "  operator RSS after the rebuild: $(awk '/^VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null), peak $(awk '/^VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null)"
 }
+
+if [ "$SCENARIO" = fairness ]; then
+  late="$(( MINUTES >= 10 ? 5 : MINUTES / 2 ))"
+  [ "$late" -ge 1 ] || late=0.5
+  say "scenario fairness: $MINUTES min, tenants 3:1, a third tenant from minute $late, urgent jobs with preemption"
+  echo "command: hack/bench.sh --scenario fairness --minutes $MINUTES" >>"$OUT/report.txt"
+  vdev bench fairness --minutes "$MINUTES" --late-minute "$late" --max-running "$MAX_RUNNING" \
+    --operator-bin "$OPERATOR" --operator-log "$LOG" --ready-url "http://$HTTP_ADDR/readyz" \
+    --out "$OUT/fairness.json" -- --kubeconfig "$KCFG" --http-addr "$HTTP_ADDR" \
+    --leader-election true --lease-name vision-operator-bench --lease-namespace default |
+    tee -a "$OUT/report.txt"
+  echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end" | tee -a "$OUT/report.txt"
+  say "results in ${OUT#"$ROOT"/}/ (report.txt, fairness.json); operator log .local/logs/bench-operator.log"
+  exit 0
+fi
 
 if [ "$SCENARIO" = queued ]; then
   say "scenario queued: $MEMORY_JOBS jobs into a paused queue, then a failover"

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod demo;
 pub mod error;
+pub mod fairness;
 pub mod run;
 pub mod stats;
 

@@ -103,6 +103,51 @@ struct BenchCommon {
     metrics_url: Option<String>,
 }
 
+#[derive(Debug, clap::Args)]
+struct Fairness {
+    #[arg(short, long, default_value = "vision-bench-fair")]
+    namespace: String,
+    #[arg(long, default_value = "vision-bench-fair")]
+    queue: String,
+    #[arg(long, default_value = "vision-bench-fair-sim")]
+    algorithm: String,
+    /// Length of the saturated run, minutes (issue 17: 10).
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    #[arg(long, default_value_t = 32)]
+    max_running: i32,
+    /// Simulated run time of each job, ms.
+    #[arg(long, default_value_t = 5000)]
+    job_ms: u64,
+    /// Jobs each tenant keeps waiting.
+    #[arg(long, default_value_t = 40)]
+    backlog: usize,
+    /// When the third tenant starts submitting, minutes.
+    #[arg(long, default_value_t = 5.0)]
+    late_minute: f64,
+    /// One urgent job every this many seconds (0: none).
+    #[arg(long, default_value_t = 20)]
+    urgent_every: u64,
+    /// terminationGracePeriodSeconds of the jobs' pods.
+    #[arg(long, default_value_t = 1)]
+    grace_seconds: i64,
+    /// Share window, seconds.
+    #[arg(long, default_value_t = 120)]
+    window: u64,
+    /// Start this operator binary once the turn is held (args after --).
+    #[arg(long)]
+    operator_bin: Option<PathBuf>,
+    #[arg(long, default_value = ".local/logs/bench-operator.log")]
+    operator_log: PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:18090/readyz")]
+    ready_url: String,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The operator's arguments.
+    #[arg(last = true)]
+    operator_args: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Jobs through the operator into a queue with maxRunning slots.
@@ -111,6 +156,9 @@ enum Bench {
     Ceiling(BenchCommon),
     /// Jobs into a paused queue; the operator's RSS once all are Queued.
     Memory(BenchCommon),
+    /// Tenants 3:1 on a saturated queue, a late third tenant, urgent jobs with
+    /// preemption (issue 17, docs/FAIRNESS.md). Takes the tests' cluster turn.
+    Fairness(Fairness),
     /// Delete every VisionJob and pod of a namespace and wait until gone.
     Cleanup {
         #[arg(short, long)]
@@ -204,6 +252,31 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Bench::Memory(c) => {
                 bench::memory(&client, &bench_args(c)).await?;
+            }
+            Bench::Fairness(f) => {
+                let args = vision_devtools::fairness::FairnessArgs {
+                    namespace: f.namespace,
+                    queue: f.queue,
+                    algorithm: f.algorithm,
+                    minutes: f.minutes,
+                    max_running: f.max_running,
+                    job_ms: f.job_ms,
+                    backlog: f.backlog,
+                    late_minute: f.late_minute,
+                    urgent_every: Duration::from_secs(f.urgent_every),
+                    grace_seconds: f.grace_seconds,
+                    window_seconds: f.window,
+                    operator: f
+                        .operator_bin
+                        .map(|bin| vision_devtools::fairness::OperatorCmd {
+                            bin,
+                            args: f.operator_args,
+                            log: f.operator_log,
+                            ready_url: f.ready_url,
+                        }),
+                    out: f.out,
+                };
+                vision_devtools::fairness::fairness(&client, &args).await?;
             }
             Bench::Cleanup { namespace } => {
                 vision_devtools::run::delete_all(&client, &namespace, Duration::from_secs(900))
