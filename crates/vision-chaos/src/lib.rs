@@ -21,7 +21,7 @@ pub mod proxy;
 pub mod replicas;
 pub mod report;
 pub mod run;
-pub mod turn;
+pub use vision_devtools::turn;
 pub mod watch;
 
 pub use error::Error;

@@ -257,7 +257,11 @@ pub async fn run(o: Options) -> Result<Report, Error> {
     let turn = if o.take_turn {
         let holder = format!("vision-chaos-{}-{}", o.seed, std::process::id());
         t.log("waiting for the cluster turn");
-        Some(crate::turn::Turn::take(&client, &holder, Duration::from_secs(1800)).await?)
+        Some(
+            crate::turn::Turn::take(&client, &holder, Duration::from_secs(1800))
+                .await
+                .map_err(Error::Setup)?,
+        )
     } else {
         None
     };

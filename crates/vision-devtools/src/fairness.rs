@@ -28,10 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use kube::api::{DeleteParams, PostParams, Preconditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::PostParams;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
@@ -40,6 +39,7 @@ use serde_json::json;
 use crate::error::{Error, Result, fail};
 use crate::run::{RUN_KEY, apply, delete_all, run_id};
 use crate::stats::Percentiles;
+use crate::turn::Turn;
 use vision_api::{
     JobPhase, PreemptionPolicy, QueueOrdering, QueuePreemption, QueueTenancy, TenantSpec,
     VisionAlgorithm, VisionAlgorithmSpec, VisionJob, VisionJobSpec, VisionQueue, VisionQueueSpec,
@@ -49,9 +49,6 @@ use visionctl::cluster::ensure_namespace;
 const SIM: &str = "sim.vision.zjlab.io/";
 /// The label that names a job's tenant (the platform case: one namespace).
 pub const TENANT_LABEL: &str = "bench.vision.zjlab.io/tenant";
-const TURN_LEASE: &str = "vision-e2e-turn";
-const TURN_NAMESPACE: &str = "default";
-const TURN_SECONDS: i32 = 30;
 
 /// How vision-dev starts the operator once it holds the turn.
 #[derive(Debug, Clone)]
@@ -272,124 +269,6 @@ pub fn windows(
     out
 }
 
-/// The tests' cluster turn, held while the value lives (renewed by a task).
-struct Turn {
-    leases: Api<Lease>,
-    holder: String,
-    uid: String,
-    renewal: tokio::task::JoinHandle<()>,
-}
-
-fn micro_now() -> MicroTime {
-    MicroTime(k8s_openapi::jiff::Timestamp::now())
-}
-
-async fn try_take(leases: &Api<Lease>, holder: &str) -> std::result::Result<String, String> {
-    let spec = LeaseSpec {
-        holder_identity: Some(holder.to_string()),
-        lease_duration_seconds: Some(TURN_SECONDS),
-        acquire_time: Some(micro_now()),
-        renew_time: Some(micro_now()),
-        ..Default::default()
-    };
-    let current = leases
-        .get_opt(TURN_LEASE)
-        .await
-        .map_err(|e| e.to_string())?;
-    let taken = match current {
-        None => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(TURN_LEASE.to_string()),
-                    ..Default::default()
-                },
-                spec: Some(spec),
-            };
-            leases.create(&PostParams::default(), &lease).await
-        }
-        Some(mut current) => {
-            let held = current.spec.as_ref().and_then(|s| {
-                let renewed = s.renew_time.as_ref()?.0.as_millisecond();
-                let expires = renewed + i64::from(s.lease_duration_seconds?) * 1000;
-                (expires > now_ms()).then(|| s.holder_identity.clone().unwrap_or_default())
-            });
-            if let Some(other) = held {
-                return Err(other);
-            }
-            current.spec = Some(spec);
-            leases
-                .replace(TURN_LEASE, &PostParams::default(), &current)
-                .await
-        }
-    };
-    taken
-        .map_err(|e| e.to_string())?
-        .metadata
-        .uid
-        .ok_or_else(|| "a Lease without uid".to_string())
-}
-
-impl Turn {
-    async fn take(client: &Client) -> Result<Turn> {
-        let leases: Api<Lease> = Api::namespaced(client.clone(), TURN_NAMESPACE);
-        let holder = format!("bench-fairness-{}", run_id());
-        let mut said = false;
-        let uid = loop {
-            match try_take(&leases, &holder).await {
-                Ok(uid) => break uid,
-                Err(other) => {
-                    if !said {
-                        eprintln!("waiting for the cluster turn (held by {other})");
-                        said = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        };
-        let (l, h) = (leases.clone(), holder.clone());
-        let renewal = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                let Ok(mut lease) = l.get(TURN_LEASE).await else {
-                    continue;
-                };
-                let Some(spec) = lease.spec.as_mut() else {
-                    continue;
-                };
-                if spec.holder_identity.as_deref() != Some(h.as_str()) {
-                    return;
-                }
-                spec.renew_time = Some(micro_now());
-                let _ = l.replace(TURN_LEASE, &PostParams::default(), &lease).await;
-            }
-        });
-        Ok(Turn {
-            leases,
-            holder,
-            uid,
-            renewal,
-        })
-    }
-
-    async fn release(self) {
-        self.renewal.abort();
-        let Ok(lease) = self.leases.get(TURN_LEASE).await else {
-            return;
-        };
-        if lease.spec.and_then(|s| s.holder_identity).as_deref() != Some(self.holder.as_str()) {
-            return;
-        }
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: Some(self.uid.clone()),
-                resource_version: lease.metadata.resource_version,
-            }),
-            ..Default::default()
-        };
-        let _ = self.leases.delete(TURN_LEASE, &dp).await;
-    }
-}
-
 fn start_operator(op: &OperatorCmd) -> Result<Child> {
     let file = |source| Error::File {
         path: op.log.clone(),
@@ -561,7 +440,10 @@ async fn create(api: &Api<VisionJob>, state: &Arc<Mutex<State>>, j: VisionJob) -
 
 /// Runs the scenario; prints and returns its result.
 pub async fn fairness(client: &Client, a: &FairnessArgs) -> Result<Fairness> {
-    let turn = Turn::take(client).await?;
+    let holder = format!("bench-fairness-{}", run_id());
+    let turn = Turn::take(client, &holder, Duration::from_secs(30 * 60))
+        .await
+        .map_err(fail)?;
     eprintln!("holding the cluster turn");
     let mut operator = match &a.operator {
         Some(op) => {

@@ -10,5 +10,6 @@ pub mod error;
 pub mod fairness;
 pub mod run;
 pub mod stats;
+pub mod turn;
 
 pub use error::{Error, Result, fail};

@@ -1,7 +1,7 @@
 //! The cluster turn of the end-to-end tests (`tests/harness/turn.rs`): a
 //! Lease `default/vision-e2e-turn` that every test run holding operators
 //! takes before its scenario, because an operator acts on every job of the
-//! cluster. `vision-chaos run` takes it too (the same protocol: create, or
+//! cluster. `vision-chaos run` and `vision-dev bench fairness` take it too (the same protocol: create, or
 //! take over once expired, renew every 5 s, delete on release), so its
 //! replicas never meet another run's scenario, nor its restarts hit one.
 //! The test harness uses these functions too: one implementation of the
@@ -14,8 +14,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{DeleteParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use tokio::task::JoinHandle;
-
-use crate::Error;
 
 pub const LEASE_NAME: &str = "vision-e2e-turn";
 pub const LEASE_NAMESPACE: &str = "default";
@@ -37,7 +35,7 @@ fn now() -> MicroTime {
 
 impl Turn {
     /// Waits up to `wait` for the turn; Err names the holder if it stays taken.
-    pub async fn take(client: &Client, holder: &str, wait: Duration) -> Result<Turn, Error> {
+    pub async fn take(client: &Client, holder: &str, wait: Duration) -> Result<Turn, String> {
         let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -52,9 +50,9 @@ impl Turn {
                     });
                 }
                 Err(other) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::Setup(format!(
+                    return Err(format!(
                         "the cluster turn ({LEASE_NAMESPACE}/{LEASE_NAME}) stayed with {other} for {wait:?}"
-                    )));
+                    ));
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
             }
@@ -118,7 +116,7 @@ pub async fn try_take(leases: &Api<Lease>, holder: &str) -> Result<String, Strin
             let held = current.spec.as_ref().and_then(|s| {
                 let renewed = s.renew_time.as_ref()?.0.as_millisecond();
                 let expires = renewed + i64::from(s.lease_duration_seconds?) * 1000;
-                (expires > crate::watch::now_ms())
+                (expires > now().0.as_millisecond())
                     .then(|| s.holder_identity.clone().unwrap_or_default())
             });
             if let Some(other) = held {
