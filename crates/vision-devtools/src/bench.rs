@@ -183,20 +183,19 @@ fn sum(d: &RequestCounts, f: impl Fn(&str, &str, &str) -> bool) -> f64 {
 const WRITE_VERBS: [&str; 5] = ["PATCH", "APPLY", "PUT", "DELETE", "DELETECOLLECTION"];
 
 /// The benchmark's algorithm and queue.
-async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> Result<()> {
-    let template: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(json!({
-        "metadata": {"annotations": {
-            format!("{SIM}duration"): format!("{}ms", a.runtime_ms),
-            format!("{SIM}message"): "{\"ok\":true}",
-        }},
-        "spec": {"containers": [{"name": "algorithm", "image": "bench.invalid/sim:1"}]}
-    }))?;
-    let mut alg = VisionAlgorithm::new(
-        &a.algorithm,
+/// The benchmarks' algorithm: pods of `template` on KWOK nodes, `gpus` per
+/// job, no retries, no limit of its own.
+pub(crate) fn sim_algorithm(
+    name: &str,
+    template: k8s_openapi::api::core::v1::PodTemplateSpec,
+    gpus: i32,
+) -> VisionAlgorithm {
+    VisionAlgorithm::new(
+        name,
         VisionAlgorithmSpec {
             template,
-            gpus_per_job: a.gpus,
-            max_gpus_per_job: Some(a.gpus),
+            gpus_per_job: gpus,
+            max_gpus_per_job: Some(gpus),
             timeout_seconds: 3600,
             retries: 0,
             max_running: None,
@@ -205,8 +204,18 @@ async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> R
             mode: vision_api::AlgorithmMode::Pod,
             workers: None,
         },
-    );
-    alg.metadata.managed_fields = None;
+    )
+}
+
+async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> Result<()> {
+    let template: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(json!({
+        "metadata": {"annotations": {
+            format!("{SIM}duration"): format!("{}ms", a.runtime_ms),
+            format!("{SIM}message"): "{\"ok\":true}",
+        }},
+        "spec": {"containers": [{"name": "algorithm", "image": "bench.invalid/sim:1"}]}
+    }))?;
+    let alg = sim_algorithm(&a.algorithm, template, a.gpus);
     apply(
         &Api::<VisionAlgorithm>::all(client.clone()),
         &a.algorithm,

@@ -42,7 +42,7 @@ use crate::stats::Percentiles;
 use crate::turn::Turn;
 use vision_api::{
     JobPhase, PreemptionPolicy, QueueOrdering, QueuePreemption, QueueTenancy, TenantSpec,
-    VisionAlgorithm, VisionAlgorithmSpec, VisionJob, VisionJobSpec, VisionQueue, VisionQueueSpec,
+    VisionAlgorithm, VisionJob, VisionJobSpec, VisionQueue, VisionQueueSpec,
 };
 use visionctl::cluster::ensure_namespace;
 
@@ -335,22 +335,7 @@ async fn install(client: &Client, a: &FairnessArgs) -> Result<()> {
             "containers": [{"name": "algorithm", "image": "bench.invalid/sim:1"}]
         }
     }))?;
-    let mut alg = VisionAlgorithm::new(
-        &a.algorithm,
-        VisionAlgorithmSpec {
-            template,
-            gpus_per_job: 1,
-            max_gpus_per_job: Some(1),
-            timeout_seconds: 3600,
-            retries: 0,
-            max_running: None,
-            allowed_namespaces: vec![],
-            circuit_breaker: None,
-            mode: vision_api::AlgorithmMode::Pod,
-            workers: None,
-        },
-    );
-    alg.metadata.managed_fields = None;
+    let alg = crate::bench::sim_algorithm(&a.algorithm, template, 1);
     apply(
         &Api::<VisionAlgorithm>::all(client.clone()),
         &a.algorithm,
