@@ -29,7 +29,7 @@
 #
 # The e2e tests need a running cluster (hack/cluster.sh up) and the operator
 # binary (target/debug/vision-operator, built by cargo test or
-# `cargo build --features e2e --bin vision-operator`); hack/test.sh runs
+# `cargo build --workspace --bins --tests --features e2e`); hack/test.sh runs
 # them after the cargo tests.
 set -euo pipefail
 

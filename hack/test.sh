@@ -144,17 +144,20 @@ if [ ${#test_args[@]} -gt 0 ]; then
 else
   cargo test --workspace --no-fail-fast "${targets[@]}" --features e2e "${cargo_args[@]}" || rc=$?
 fi
+# Every binary with the features of the `cargo test` above (the dev-
+# dependencies' included), so nothing is compiled twice; the same build as
+# WORKSPACE_BUILD in tests/harness/mod.rs.
+workspace_build=(build --workspace --bins --tests --features e2e)
 if [ "$python_tests" = 1 ]; then
   # Its e2e tests start target/debug/vision-operator (built above unless the
   # run picked targets).
   echo "[test] clients/python: hack/python.sh test"
-  { cargo build --features e2e --bin vision-operator && hack/python.sh test; } || rc=1
+  { cargo "${workspace_build[@]}" && hack/python.sh test; } || rc=1
   echo "[test] clients/python-worker: hack/python.sh worker"
   hack/python.sh worker || rc=1
 fi
 if [ "${BROWSER_TESTS:-$python_tests}" = 1 ]; then
   echo "[test] tests/browser: hack/python.sh browser (the web view in headless Chromium)"
-  { cargo build --features e2e --bin vision-operator && cargo build -p visionctl --bin visionctl &&
-    hack/python.sh browser; } || rc=1
+  { cargo "${workspace_build[@]}" && hack/python.sh browser; } || rc=1
 fi
 exit "$rc"

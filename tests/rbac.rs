@@ -204,7 +204,7 @@ struct Run {
 
 /// Runs visionctl with the kubeconfig of a user.
 fn visionctl(kubeconfig: &Path, args: &[&str]) -> Run {
-    let out = Command::new(harness::workspace_binary("visionctl", "visionctl"))
+    let out = Command::new(harness::workspace_binary("visionctl"))
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)

@@ -4,49 +4,23 @@
 //! job that fails while waited on, a client timeout).
 //!
 //! The binary belongs to another package of the workspace, so Cargo gives
-//! this test no `CARGO_BIN_EXE_visionctl`. The test builds it once with
-//! `cargo build -p visionctl --bins` into the target directory this test
-//! binary runs from (two levels above it: `target/<profile>/deps/..`), so it
-//! runs the current sources whether the workspace or only this test was
-//! built; an up-to-date build takes a second.
+//! this test no `CARGO_BIN_EXE_visionctl`: `harness::workspace_binary`
+//! builds it from the current sources.
 #![cfg(feature = "e2e")]
 
 mod harness;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use harness::{Scenario, sim};
 use serde_json::Value;
 use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
 
-/// `target/<profile>`: where this test binary's `deps/` is.
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps")
-        .to_path_buf()
-}
-
 /// The binary `name` of package visionctl, built from the current sources.
 fn binary(name: &str) -> PathBuf {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    let dir = profile_dir();
-    BUILT.get_or_init(|| {
-        let target = dir.parent().expect("target/").to_path_buf();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "visionctl", "--bins"])
-            .env("CARGO_TARGET_DIR", &target);
-        if dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("running cargo build -p visionctl");
-        assert!(status.success(), "cargo build -p visionctl failed");
-    });
-    dir.join(name)
+    harness::workspace_binary(name)
 }
 
 /// What a run of the CLI did.

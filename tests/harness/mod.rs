@@ -48,35 +48,36 @@ pub mod sim {
     pub const FAIL_ATTEMPTS: &str = "sim.vision.zjlab.io/fail-attempts";
 }
 
-/// The binary `name` of the workspace package `package`, built from the
-/// current sources (`cargo build -p <package> --bins`, once per test process)
-/// into the target directory this test binary runs from
-/// (`target/<profile>/deps/..`). Cargo gives a test no `CARGO_BIN_EXE_` of
-/// another package's binaries; an up-to-date build takes a second.
-pub fn workspace_binary(package: &str, name: &str) -> std::path::PathBuf {
-    use std::collections::BTreeSet;
-    use std::sync::Mutex;
-    static BUILT: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The arguments of `cargo build` that build every binary of the workspace
+/// with the same features as `cargo test --workspace --features e2e`
+/// (hack/test.sh): `--tests` turns on the dev-dependencies' features, so
+/// after the test run's build nothing is rebuilt. A narrower build (`-p
+/// visionctl`) unifies features differently and compiled kube and
+/// k8s-openapi a second and third time, which filled CI's disk.
+pub const WORKSPACE_BUILD: [&str; 6] = ["build", "--workspace", "--bins", "--tests", "--features", "e2e"];
+
+/// The workspace binary `name`, built from the current sources
+/// ([`WORKSPACE_BUILD`], once per test process) into the target directory
+/// this test binary runs from (`target/<profile>/deps/..`). Cargo gives a
+/// test no `CARGO_BIN_EXE_` of another package's binaries; an up-to-date
+/// build takes a second.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     let exe = std::env::current_exe().expect("the test binary's path");
     let dir = exe
         .parent()
         .and_then(std::path::Path::parent)
         .expect("the test binary lives in target/<profile>/deps")
         .to_path_buf();
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if !built.contains(package) {
+    BUILT.get_or_init(|| {
         let target = dir.parent().expect("target/").to_path_buf();
         let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", package, "--bins"])
-            .env("CARGO_TARGET_DIR", &target);
+        cmd.args(WORKSPACE_BUILD).env("CARGO_TARGET_DIR", &target);
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
-        let status = cmd
-            .status()
-            .unwrap_or_else(|e| panic!("running cargo build -p {package}: {e}"));
-        assert!(status.success(), "cargo build -p {package} failed");
-        built.insert(package.to_string());
-    }
+        let status = cmd.status().expect("running cargo build");
+        assert!(status.success(), "cargo {} failed", WORKSPACE_BUILD.join(" "));
+    });
     dir.join(name)
 }
