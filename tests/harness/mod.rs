@@ -54,7 +54,14 @@ pub mod sim {
 /// after the test run's build nothing is rebuilt. A narrower build (`-p
 /// visionctl`) unifies features differently and compiled kube and
 /// k8s-openapi a second and third time, which filled CI's disk.
-pub const WORKSPACE_BUILD: [&str; 6] = ["build", "--workspace", "--bins", "--tests", "--features", "e2e"];
+pub const WORKSPACE_BUILD: [&str; 6] = [
+    "build",
+    "--workspace",
+    "--bins",
+    "--tests",
+    "--features",
+    "e2e",
+];
 
 /// The workspace binary `name`, built from the current sources
 /// ([`WORKSPACE_BUILD`], once per test process) into the target directory
@@ -77,7 +84,11 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
             cmd.arg("--release");
         }
         let status = cmd.status().expect("running cargo build");
-        assert!(status.success(), "cargo {} failed", WORKSPACE_BUILD.join(" "));
+        assert!(
+            status.success(),
+            "cargo {} failed",
+            WORKSPACE_BUILD.join(" ")
+        );
     });
     dir.join(name)
 }
