@@ -252,6 +252,7 @@ pub fn admitted(job: &VisionJob, now: &Time, queue: &str) -> VisionJobStatus {
         attempt,
     ));
     s.output = job.output_location(attempt);
+    s.worker = None;
     s.admitted_at = Some(now.clone());
     s.started_at = None;
     s.retry_after = None;

@@ -292,7 +292,8 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
     if pod.is_none() && started && !view.pod_read {
         return Step::ReadPod { name };
     }
-    match pod.map(|p| pod_state(p)) {
+    let worker = pod.and_then(|p| crate::workers::worker_of(p));
+    let step = match pod.map(|p| pod_state(p)) {
         // The pod of a started attempt is gone (deleted or evicted from
         // outside, or by us at the deadline), or never came in time.
         None if now_ms >= deadline => timed_out(view, timeout_ms),
@@ -454,6 +455,38 @@ fn active(view: &View<'_>, settings: &Settings) -> Step {
                 }
             }
         }
+    };
+    on_worker(step, worker)
+}
+
+/// In worker mode, a status written about an attempt names the worker
+/// that runs or ran it (a short task may be seen finished before its
+/// Running status is written, so every write carries it).
+fn on_worker(step: Step, worker: Option<&str>) -> Step {
+    match (step, worker) {
+        (
+            Step::Write {
+                mut status,
+                outcome,
+                release,
+                then,
+            },
+            Some(worker),
+        ) => {
+            if status.reason.as_deref() == Some("PodRunning") {
+                // No pod to `kubectl get`: name where it runs instead.
+                let attempt = status.attempts.unwrap_or(1);
+                status.message = Some(format!("attempt {attempt} runs on worker {worker}"));
+            }
+            status.worker = Some(worker.to_string());
+            Step::Write {
+                status,
+                outcome,
+                release,
+                then,
+            }
+        }
+        (step, _) => step,
     }
 }
 

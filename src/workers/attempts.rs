@@ -25,6 +25,15 @@ use crate::api::contract::{ANNOTATION_JOB_JSON, LABEL_ALGORITHM, LABEL_ATTEMPT, 
 /// Annotation on an attempt's in-memory pod naming the worker that runs it.
 pub const ANNOTATION_WORKER: &str = "vision.zjlab.io/worker";
 
+/// The worker an attempt ran on (worker mode), from its in-memory pod.
+pub fn worker_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(ANNOTATION_WORKER)
+        .map(String::as_str)
+}
+
 /// The task of an attempt's pod: `None` if the pod lacks what pod mode
 /// always sets (job UID, attempt, algorithm labels, the job JSON).
 pub fn task_for(pod: &Pod) -> Option<TaskSpec> {
@@ -311,6 +320,34 @@ mod tests {
         let status = written(step(&job, attempt(&job, &ok), T0 + 100));
         assert_eq!(status.phase, Some(JobPhase::Succeeded));
         assert_eq!(status.result, Some(json!({"boxes": []})));
+        assert_eq!(status.worker.as_deref(), Some("w-1"));
+    }
+
+    #[test]
+    fn the_status_names_the_worker_that_runs_the_attempt() {
+        let mut job = mk_job("team-a", "img-1", "detect");
+        job.spec.timeout_seconds = Some(60);
+        let admitted = job
+            .clone()
+            .with_status(status::admitted(&job, &at_ms(T0), "default"));
+        let running = AttemptState::Running {
+            worker: "detect-worker-2".into(),
+            since: at_ms(T0 + 5),
+        };
+        let status = written(step(&admitted, attempt(&admitted, &running), T0 + 10));
+        assert_eq!(status.phase, Some(JobPhase::Running));
+        assert_eq!(status.worker.as_deref(), Some("detect-worker-2"));
+        assert_eq!(
+            status.message.as_deref(),
+            Some("attempt 1 runs on worker detect-worker-2")
+        );
+        // The next admission (after a preemption) starts with no worker.
+        let again = status::admitted(
+            &admitted.clone().with_status(status),
+            &at_ms(T0 + 20),
+            "default",
+        );
+        assert_eq!(again.worker, None);
     }
 
     #[test]

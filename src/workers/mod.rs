@@ -15,6 +15,7 @@ pub mod hub;
 pub mod mode;
 pub mod registry;
 
+pub use attempts::worker_of;
 pub use auth::{Auth, TOKEN_AUDIENCE};
 pub use hub::{Adopted, Hub, HubSettings, TaskSpec, WorkerEvent, task_id};
 pub use mode::{WorkerMode, WorkerSettings};

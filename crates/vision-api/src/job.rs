@@ -306,6 +306,11 @@ pub struct VisionJobStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
 
+    /// Worker mode: the worker (its pod's name) that runs the current
+    /// attempt, or ran the last one that started. Unset in pod mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+
     /// When the job was accepted by its queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<Time>,

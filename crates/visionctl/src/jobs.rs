@@ -760,6 +760,10 @@ pub fn describe_lines(job: &VisionJob, pods: &[Pod], events: &[Event], now: i64)
         format!("Finished:     {}", when(&st.finished_at)),
         format!("Result:       {}", json_of(&st.result)),
     ];
+    if let Some(w) = &st.worker {
+        // Worker mode: the attempt ran in a long-lived worker, not its own pod.
+        l.insert(l.len() - 5, format!("Worker:       {w}"));
+    }
     l.push("Conditions:".into());
     if st.conditions.is_empty() {
         l.push("  <none>".into());

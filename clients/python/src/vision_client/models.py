@@ -156,6 +156,9 @@ class VisionJobStatus(_Model):
     """GPUs given to the job's pods."""
     pod_name: str | None = None
     """The pod of the current (or last) attempt: ``<job>-<attempt>``."""
+    worker: str | None = None
+    """Worker mode: the worker (its pod's name) that runs the current
+    attempt, or ran the last one that started."""
     queued_at: datetime | None = None
     admitted_at: datetime | None = None
     started_at: datetime | None = None
