@@ -195,7 +195,8 @@ async fn perform(job: &VisionJob, ctx: &Context, step: Step) -> Result<Action> {
         },
         Step::DeletePods { pods, then } => {
             for pod in &pods {
-                ctx.writer.delete_pod(pod).await?;
+                let why = super::plan::stop_reason(job, pod);
+                ctx.writer.delete_pod(pod, why).await?;
             }
             after(job, then)
         }

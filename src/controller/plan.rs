@@ -704,6 +704,45 @@ fn tracked(view: &View<'_>, recorded: impl Fn(&Pod) -> bool) -> Vec<Arc<Pod>> {
         .collect()
 }
 
+/// Why a job's pod is stopped: what a worker running the attempt is told
+/// (worker mode), so an algorithm can tell a user's cancel from a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The job was deleted.
+    JobDeleted,
+    /// The job was suspended.
+    Suspended,
+    /// A job of higher priority, or of a tenant below its share, took the slot.
+    Preempted,
+    /// The attempt ran past its timeout.
+    TimedOut,
+    /// Not the job's current attempt (a leftover of an earlier one, or a
+    /// finished job's kept pod), or an attempt whose container can never
+    /// start.
+    Superseded,
+}
+
+/// Why `plan` stops `pod` of `job` (a [`Step::DeletePods`] pod): the same
+/// order of checks as `plan` itself.
+pub fn stop_reason(job: &VisionJob, pod: &Pod) -> StopReason {
+    let status = status::current(job);
+    if job.metadata.deletion_timestamp.is_some() {
+        StopReason::JobDeleted
+    } else if job.spec.suspend {
+        StopReason::Suspended
+    } else if status.reason.as_deref() == Some(status::REASON_PREEMPTING) {
+        StopReason::Preempted
+    } else if job.phase().is_some_and(JobPhase::is_final)
+        || pod.name_any() != pod_name(&job.name_any(), attempt_of(job))
+        || failing_to_start(&status).is_some()
+    {
+        StopReason::Superseded
+    } else {
+        // A live job stops its current attempt's pod only at the deadline.
+        StopReason::TimedOut
+    }
+}
+
 /// Deletes the job's live pods not already being deleted, then `then`.
 fn stop_pods(view: &View<'_>, then: Then) -> Step {
     let pods: Vec<Arc<Pod>> = live_pods(view)

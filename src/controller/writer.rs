@@ -28,6 +28,7 @@ use tracing::debug;
 
 use super::claims::Claims;
 use super::events::{EventType, Events, Note};
+use super::plan::StopReason;
 use super::settings::JobEvents;
 use crate::api::contract::{LABEL_LEADER_TERM, MANAGER, POD_FINALIZER};
 use crate::api::{
@@ -274,10 +275,10 @@ impl Writer {
 
     /// Deletes a pod, only if it is still the one read (same UID); a pod
     /// already gone is not an error.
-    pub async fn delete_pod(&self, pod: &Pod) -> Result<()> {
+    pub async fn delete_pod(&self, pod: &Pod, why: StopReason) -> Result<()> {
         self.fence()?;
         if let Some(workers) = self.worker_mode(pod) {
-            workers.delete(pod);
+            workers.delete(pod, why);
             return Ok(());
         }
         let api: Api<Pod> =

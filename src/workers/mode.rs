@@ -20,6 +20,7 @@ use super::attempts::{AttemptState, task_for, with_state};
 use super::hub::{Adopted, Hub, WorkerEvent};
 use crate::api::contract::LABEL_ALGORITHM;
 use crate::api::{AlgorithmMode, JobPhase, VisionAlgorithm, VisionJob};
+use crate::controller::plan::StopReason;
 use crate::pod::build_pod;
 use vision_worker::proto::CancelReason;
 
@@ -189,8 +190,8 @@ impl WorkerMode {
     }
 
     /// The attempt is stopped (job deleted, suspended, timed out): its task
-    /// is cancelled and the attempt forgotten.
-    pub fn delete(&self, pod: &Pod) {
+    /// is cancelled, telling the worker why, and the attempt forgotten.
+    pub fn delete(&self, pod: &Pod, why: StopReason) {
         let key = key(pod);
         tracing::debug!(pod = %key, "attempt on a worker stopped");
         let mut state = self.state();
@@ -198,7 +199,7 @@ impl WorkerMode {
         if let Some(removed) = state.pods.remove(&key) {
             if let Some(task_id) = removed.metadata.uid.clone() {
                 state.tasks.remove(&task_id);
-                self.hub.cancel(&task_id, CancelReason::Unspecified);
+                self.hub.cancel(&task_id, cancel_reason(why));
             }
             // The reconciler sees the pod gone.
             let mut gone = (*removed).clone();
@@ -324,4 +325,15 @@ pub struct WorkerSettings {
     /// TEST ONLY: trust every worker (see `Auth::TrustLocalTestOnly`).
     pub trust_local_test_only: bool,
     pub hub: super::hub::HubSettings,
+}
+
+/// What a worker is told when the reconciler stops its attempt.
+pub fn cancel_reason(why: StopReason) -> CancelReason {
+    match why {
+        StopReason::JobDeleted => CancelReason::Deleted,
+        StopReason::Suspended => CancelReason::Suspended,
+        StopReason::Preempted => CancelReason::Preempted,
+        StopReason::TimedOut => CancelReason::Timeout,
+        StopReason::Superseded => CancelReason::UnknownTask,
+    }
 }

@@ -1099,3 +1099,61 @@ fn the_attempt_after_a_preemption_is_told_and_spends_no_retry() {
         "attempt 2 is its first real attempt: its one retry is left"
     );
 }
+
+/// Every pod `plan` stops is stopped for a reason a worker is told: the
+/// reason follows the same checks as the decision itself.
+#[test]
+fn every_stopped_pod_has_the_reason_the_plan_stopped_it_for() {
+    let at_deadline = admitted();
+    let mut suspended = running(T0 + 1000);
+    suspended.spec.suspend = true;
+    let mut deleted = running(T0 + 1000);
+    deleted.metadata.deletion_timestamp = Some(at_ms(T0 + 2000));
+    let preempted = {
+        let job = running(T0 + 1000);
+        let status = status::preempting(&job, &at_ms(T0 + 2000), "team-b/urgent", 100);
+        job.with_status(status)
+    };
+    // Attempt 2 is due while attempt 1's pod still runs.
+    let superseded = retrying(T0 + 2000, T0 + 3000);
+    let cases = [
+        (
+            &at_deadline,
+            pending_pod(&at_deadline, 1),
+            T0 + TIMEOUT_MS,
+            StopReason::TimedOut,
+        ),
+        (
+            &suspended,
+            running_pod(&suspended, 1, T0 + 1000),
+            T0 + 2000,
+            StopReason::Suspended,
+        ),
+        (
+            &deleted,
+            running_pod(&deleted, 1, T0 + 1000),
+            T0 + 2000,
+            StopReason::JobDeleted,
+        ),
+        (
+            &preempted,
+            running_pod(&preempted, 1, T0 + 1000),
+            T0 + 2000,
+            StopReason::Preempted,
+        ),
+        (
+            &superseded,
+            running_pod(&superseded, 1, T0 + 1000),
+            T0 + 3000,
+            StopReason::Superseded,
+        ),
+    ];
+    for (job, pod, now_ms, why) in cases {
+        let step = plan_at(job, std::slice::from_ref(&pod), now_ms);
+        let Step::DeletePods { pods, .. } = step else {
+            panic!("{why:?}: expected the pod stopped, got {step:?}");
+        };
+        assert_eq!(pods, vec![pod.clone()], "{why:?}");
+        assert_eq!(stop_reason(job, &pod), why);
+    }
+}
