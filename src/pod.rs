@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar,
-    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext,
+    ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Pod, PodSecurityContext, PodSpec,
     ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -34,7 +34,7 @@ pub enum BuildError {
 }
 
 /// A label value is at most 63 characters of `[A-Za-z0-9_.-]`, alphanumeric at both ends.
-fn is_label_value(v: &str) -> bool {
+pub(crate) fn is_label_value(v: &str) -> bool {
     v.len() <= 63
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -144,20 +144,7 @@ pub fn build_pod(
 
     spec.restart_policy = Some("Never".into());
     spec.active_deadline_seconds = Some(job_timeout_seconds(job, algorithm));
-    if spec.security_context.is_none() {
-        spec.security_context = Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-    }
-    if spec.service_account_name.is_none() && spec.automount_service_account_token.is_none() {
-        // The algorithm talks to no Kubernetes API unless its template says so.
-        spec.automount_service_account_token = Some(false);
-    }
+    restrict(&mut spec);
     spec.volumes.get_or_insert_with(Vec::new).push(Volume {
         name: JOB_VOLUME.into(),
         downward_api: Some(DownwardAPIVolumeSource {
@@ -184,16 +171,7 @@ pub fn build_pod(
             ..Default::default()
         });
     }
-    // Init containers too: the restricted Pod Security Standard checks them all.
-    for container in spec.init_containers.iter_mut().flatten() {
-        if container.security_context.is_none() {
-            container.security_context = Some(restricted_container_context());
-        }
-    }
     for container in spec.containers.iter_mut() {
-        if container.security_context.is_none() {
-            container.security_context = Some(restricted_container_context());
-        }
         if container.name == ALGORITHM_CONTAINER {
             prepare_algorithm_container(container, &payload, gpus);
             if let Some(location) = &output {
@@ -215,6 +193,38 @@ pub fn build_pod(
         spec: Some(spec),
         status: None,
     })
+}
+
+/// The defaults of every pod the operator makes from a template (an
+/// attempt's, a worker's): where the template sets none, the restricted Pod
+/// Security Standard's security contexts (pod, containers and init
+/// containers) and no ServiceAccount token mounted.
+pub(crate) fn restrict(spec: &mut PodSpec) {
+    if spec.security_context.is_none() {
+        spec.security_context = Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    if spec.service_account_name.is_none() && spec.automount_service_account_token.is_none() {
+        // The algorithm talks to no Kubernetes API unless its template says so.
+        spec.automount_service_account_token = Some(false);
+    }
+    // Init containers too: the restricted Pod Security Standard checks them all.
+    for container in spec
+        .init_containers
+        .iter_mut()
+        .flatten()
+        .chain(spec.containers.iter_mut())
+    {
+        if container.security_context.is_none() {
+            container.security_context = Some(restricted_container_context());
+        }
+    }
 }
 
 fn restricted_container_context() -> SecurityContext {
@@ -246,6 +256,11 @@ fn prepare_algorithm_container(container: &mut Container, payload: &str, gpus: i
             ..Default::default()
         });
     container.termination_message_policy = Some("FallbackToLogsOnError".into());
+    set_gpus(container, gpus);
+}
+
+/// Sets the container's GPU limit and request to `gpus` (none for 0).
+pub(crate) fn set_gpus(container: &mut Container, gpus: i32) {
     let resources = container
         .resources
         .get_or_insert_with(ResourceRequirements::default);

@@ -79,6 +79,7 @@ fn worker_algorithm(name: &str) -> VisionAlgorithm {
         min: 1,
         max: 4,
         tasks_per_worker: 2,
+        idle_seconds: None,
     });
     algorithm
 }

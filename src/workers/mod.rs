@@ -14,6 +14,8 @@ pub mod auth;
 pub mod hub;
 pub mod mode;
 pub mod registry;
+pub mod scale;
+pub mod worker_pod;
 
 pub use attempts::worker_of;
 pub use auth::{Auth, TOKEN_AUDIENCE};

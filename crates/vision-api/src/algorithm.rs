@@ -134,7 +134,17 @@ pub struct WorkerPool {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 1024))]
     pub tasks_per_worker: i32,
+    /// How long a worker pod above the number the backlog needs must have
+    /// had no task before the operator removes it, in seconds (never below
+    /// min, never a worker with a task). Short: GPUs come back sooner;
+    /// long: a burst after a pause finds its workers warm. Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86_400))]
+    pub idle_seconds: Option<i64>,
 }
+
+/// The idle time of [`WorkerPool::idle_seconds`] when unset.
+pub const DEFAULT_WORKER_IDLE_SECONDS: i64 = 60;
 
 fn one() -> i32 {
     1

@@ -12,6 +12,10 @@ pub const LABEL_ATTEMPT: &str = "vision.zjlab.io/attempt";
 pub const LABEL_ALGORITHM: &str = "vision.zjlab.io/algorithm";
 pub const LABEL_QUEUE: &str = "vision.zjlab.io/queue";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label on the worker pods the operator keeps for an algorithm in worker
+/// mode (value [`ROLE_WORKER`]); with [`LABEL_ALGORITHM`], it selects them.
+pub const LABEL_ROLE: &str = "vision.zjlab.io/role";
+pub const ROLE_WORKER: &str = "worker";
 /// Finalizer on every pod the operator creates (as the Kubernetes Job
 /// controller's `batch.kubernetes.io/job-tracking`): a finished pod is not
 /// removed (terminated-pod garbage collection, node deletion, an admin's

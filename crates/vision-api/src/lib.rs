@@ -14,8 +14,8 @@ mod tenancy;
 pub mod testing;
 
 pub use algorithm::{
-    ALGORITHM_CONTAINER, AlgorithmMode, CircuitBreaker, VisionAlgorithm, VisionAlgorithmSpec,
-    VisionAlgorithmStatus, WorkerPool,
+    ALGORITHM_CONTAINER, AlgorithmMode, CircuitBreaker, DEFAULT_WORKER_IDLE_SECONDS,
+    VisionAlgorithm, VisionAlgorithmSpec, VisionAlgorithmStatus, WorkerPool,
 };
 pub use job::{
     JobOutput, JobPhase, OutputClaim, OutputLocation, VisionJob, VisionJobSpec, VisionJobStatus,
