@@ -174,6 +174,10 @@ async fn run(cli: Cli) -> Result<()> {
                     .clone()
                     .unwrap_or_else(|| cli.lease_namespace.clone()),
                 trust_local_test_only: cli.worker_trust_local_test_only,
+                // The chart sets POD_NAME (also the default identity).
+                pod: std::env::var("POD_NAME")
+                    .ok()
+                    .map(|name| (cli.lease_namespace.clone(), name)),
                 hub: Default::default(),
             }),
         ..Settings::default()

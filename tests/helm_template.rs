@@ -858,3 +858,88 @@ fn template_monitoring_is_opt_in() {
         );
     }
 }
+
+/// The operator container's env as name -> value (literal values only).
+fn env_of(objs: &[Value]) -> BTreeMap<String, String> {
+    let deploy = find(objs, "Deployment", "vo-vision-operator");
+    deploy["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            Some((
+                e["name"].as_str()?.to_string(),
+                e["value"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn template_worker_mode_is_opt_in_and_routes_workers_to_the_leader() {
+    // Off by default: no endpoint, no Service, no TokenReviews.
+    let objs = render(&[]);
+    assert!(!env_of(&objs).contains_key("VISION_WORKER_ADDR"));
+    assert!(
+        names(&objs, "Service")
+            .iter()
+            .all(|n| !n.ends_with("-workers"))
+    );
+    assert_eq!(
+        rules(find(&objs, "ClusterRole", "vo-vision-operator")),
+        expected_cluster_rules()
+    );
+
+    let objs = render(&[
+        "--set",
+        "workers.enabled=true,workers.port=9191,workers.namespace=gpu-workers",
+    ]);
+    let env = env_of(&objs);
+    assert_eq!(env["VISION_WORKER_ADDR"], "0.0.0.0:9191");
+    assert_eq!(env["VISION_WORKER_NAMESPACE"], "gpu-workers");
+    assert_eq!(
+        env["VISION_WORKER_ENDPOINT"],
+        "http://vo-vision-operator-workers.vision-system.svc:9191"
+    );
+    let deploy = find(&objs, "Deployment", "vo-vision-operator");
+    let ports = &deploy["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert!(
+        ports
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "grpc-workers", "containerPort": 9191, "protocol": "TCP"})),
+        "{ports}"
+    );
+    // The Service selects the operator's pods that the leader labelled.
+    let svc = find(&objs, "Service", "vo-vision-operator-workers");
+    assert_eq!(svc["metadata"]["namespace"], "vision-system");
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({
+            "app.kubernetes.io/name": "vision-operator",
+            "app.kubernetes.io/instance": "vo",
+            vision_operator::workers::LABEL_SERVES_WORKERS: "true",
+        })
+    );
+    assert_eq!(
+        svc["spec"]["ports"],
+        json!([{"name": "grpc-workers", "port": 9191, "targetPort": "grpc-workers", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}])
+    );
+    // Exactly one more rule: TokenReviews for the workers' tokens.
+    let mut want = expected_cluster_rules();
+    want.insert(rule(
+        &["authentication.k8s.io"],
+        &["tokenreviews"],
+        &[],
+        &["create"],
+    ));
+    assert_eq!(
+        rules(find(&objs, "ClusterRole", "vo-vision-operator")),
+        want
+    );
+
+    // The namespace defaults to the release's.
+    let env = env_of(&render(&["--set", "workers.enabled=true"]));
+    assert_eq!(env["VISION_WORKER_NAMESPACE"], "vision-system");
+    assert_eq!(env["VISION_WORKER_ADDR"], "0.0.0.0:9090");
+}

@@ -119,6 +119,10 @@ pub async fn run(
                 let _ = trigger.send(Ok(pod));
             },
             |mode| ctx.writer.set_workers(mode),
+            {
+                let ctx = ctx.clone();
+                move || ctx.is_leader()
+            },
         )
         .await
         .map_err(Error::Listen)?;

@@ -118,6 +118,8 @@ struct Inner {
     /// What may register: given an algorithm, the most tasks one of its
     /// workers may run, or why it may have no workers. Unset: anything.
     admit: std::sync::OnceLock<Box<AdmitFn>>,
+    /// Whether this replica leads. Unset: always.
+    leading: std::sync::OnceLock<Box<dyn Fn() -> bool + Send + Sync>>,
 }
 
 type Outbound = mpsc::UnboundedSender<Result<OperatorMessage, Status>>;
@@ -168,6 +170,7 @@ impl Hub {
                 auth,
                 settings,
                 admit: std::sync::OnceLock::new(),
+                leading: std::sync::OnceLock::new(),
             }),
         };
         (hub, receiver)
@@ -182,6 +185,14 @@ impl Hub {
         admit: impl Fn(&str) -> Result<u32, String> + Send + Sync + 'static,
     ) {
         let _ = self.inner.admit.set(Box::new(admit));
+    }
+
+    /// Only while `leading` says so are workers accepted. A follower must
+    /// not take them: it would find their running tasks unknown and cancel
+    /// them. A refused worker reconnects (UNAVAILABLE), through the
+    /// workers' Service, until it reaches the leader.
+    pub fn set_leading(&self, leading: impl Fn() -> bool + Send + Sync + 'static) {
+        let _ = self.inner.leading.set(Box::new(leading));
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -544,6 +555,11 @@ impl Worker for Hub {
                 "Register.capacity must be 1..={MAX_CAPACITY}, not {}",
                 register.capacity
             )));
+        }
+        if self.inner.leading.get().is_some_and(|leading| !leading()) {
+            return Err(Status::unavailable(
+                "this operator replica is not the leader: reconnect (only the leader serves workers)",
+            ));
         }
         if let Some(admit) = self.inner.admit.get() {
             let most = admit(&register.algorithm).map_err(Status::failed_precondition)?;

@@ -27,14 +27,21 @@ pub use vision_worker::proto::CancelReason;
 #[cfg(test)]
 mod tests;
 
-/// Starts worker mode: binds the endpoint, serves it, and applies the
-/// hub's events to the attempts; `install` hands the attempts to the writer.
+/// The label the leader keeps on its own pod: the chart's workers Service
+/// selects it, so workers connect to the leader (a follower refuses them
+/// anyway, see [`Hub::set_leading`]).
+pub const LABEL_SERVES_WORKERS: &str = "vision.zjlab.io/serves-workers";
+
+/// Starts worker mode: binds the endpoint, serves it (to workers only while
+/// `leading`), and applies the hub's events to the attempts; `install` hands
+/// the attempts to the writer.
 pub async fn start(
     client: &kube::Client,
     settings: WorkerSettings,
     algorithms: kube::runtime::reflector::Store<crate::api::VisionAlgorithm>,
     trigger: impl Fn(k8s_openapi::api::core::v1::Pod) + Send + Sync + 'static,
     install: impl FnOnce(std::sync::Arc<WorkerMode>),
+    leading: impl Fn() -> bool + Clone + Send + Sync + 'static,
 ) -> std::io::Result<()> {
     let auth = if settings.trust_local_test_only {
         tracing::warn!(
@@ -50,6 +57,10 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(settings.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "serving workers (gRPC)");
     let (hub, events) = Hub::new(auth, settings.hub);
+    hub.set_leading(leading.clone());
+    if let Some((namespace, name)) = settings.pod.clone() {
+        tokio::spawn(advertise_leader(client.clone(), namespace, name, leading));
+    }
     let admitted = algorithms.clone();
     hub.set_admission(move |name| {
         let algorithm = admitted
@@ -75,4 +86,46 @@ pub async fn start(
         }
     });
     Ok(())
+}
+
+/// Keeps [`LABEL_SERVES_WORKERS`] on this replica's pod exactly while it
+/// leads. It starts by removing it: a restarted container's pod keeps the
+/// label of its former life. A failed patch is tried again next round; the
+/// follower's refusal keeps workers correct meanwhile.
+async fn advertise_leader(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    leading: impl Fn() -> bool,
+) {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, Patch, PatchParams};
+    let pods: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut labelled: Option<bool> = None;
+    let mut every = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        every.tick().await;
+        let lead = leading();
+        if labelled == Some(lead) {
+            continue;
+        }
+        let value = if lead {
+            serde_json::json!("true")
+        } else {
+            serde_json::Value::Null
+        };
+        let patch = serde_json::json!({"metadata": {"labels": {LABEL_SERVES_WORKERS: value}}});
+        match pods
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(pod = %name, serves_workers = lead, "labelled this replica's pod for the workers' Service");
+                labelled = Some(lead);
+            }
+            Err(e) => {
+                tracing::warn!(pod = %name, error = %e, "cannot label this replica's pod for the workers' Service")
+            }
+        }
+    }
 }

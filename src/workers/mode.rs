@@ -324,6 +324,11 @@ pub struct WorkerSettings {
     pub namespace: String,
     /// TEST ONLY: trust every worker (see `Auth::TrustLocalTestOnly`).
     pub trust_local_test_only: bool,
+    /// This replica's pod (namespace, name), labelled
+    /// [`LABEL_SERVES_WORKERS`](super::LABEL_SERVES_WORKERS) while it leads
+    /// so the workers' Service routes to the leader only. None outside a
+    /// cluster.
+    pub pod: Option<(String, String)>,
     pub hub: super::hub::HubSettings,
 }
 

@@ -486,3 +486,36 @@ async fn registrations_beyond_the_algorithms_limits_are_refused() {
     }
     assert_eq!(ep.hub.workers("detect"), Vec::<String>::new());
 }
+
+/// A follower takes no worker (it would cancel the worker's running tasks
+/// as unknown): a worker is refused as UNAVAILABLE, which the SDK retries,
+/// and registers once this replica leads.
+#[tokio::test]
+async fn only_the_leader_takes_workers_and_a_refused_worker_registers_once_it_leads() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let ep = endpoint().await;
+    let leading = Arc::new(AtomicBool::new(false));
+    let flag = leading.clone();
+    ep.hub.set_leading(move || flag.load(Ordering::SeqCst));
+
+    let refused = WorkerClient::connect(ep.url.clone())
+        .await
+        .unwrap()
+        .session(tokio_stream::iter([WorkerMessage {
+            kind: Some(worker_message::Kind::Register(proto::Register {
+                algorithm: "detect".into(),
+                worker_id: "w-1".into(),
+                capacity: 1,
+                ..Default::default()
+            })),
+        }]))
+        .await
+        .expect_err("a follower refuses");
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    assert!(refused.message().contains("not the leader"), "{refused:?}");
+
+    let (_worker, _stop) = ep.worker("w-1", 1, echo);
+    leading.store(true, Ordering::SeqCst);
+    ep.await_workers("detect", &["w-1"]).await;
+}
