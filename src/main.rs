@@ -88,6 +88,13 @@ struct Cli {
         default_value_t = false
     )]
     worker_trust_local_test_only: bool,
+    /// Keep the worker pods of worker-mode algorithms (spec.workers: min to
+    /// max pods, scaled by backlog and idle time) in --worker-namespace;
+    /// their workers connect to this URL, e.g. the chart's Service
+    /// http://vision-operator-workers.vision-system:9090. Unset: the operator
+    /// creates no worker pods (run them beside it). Needs --worker-addr.
+    #[arg(long, env = "VISION_WORKER_POD_ENDPOINT", requires = "worker_addr")]
+    worker_endpoint: Option<String>,
 }
 
 #[tokio::main]
@@ -179,6 +186,12 @@ async fn run(cli: Cli) -> Result<()> {
                     .ok()
                     .map(|name| (cli.lease_namespace.clone(), name)),
                 hub: Default::default(),
+                pods: cli.worker_endpoint.clone().map(|endpoint| {
+                    vision_operator::workers::pods::PodsSettings {
+                        endpoint,
+                        validity: election.validity.clone(),
+                    }
+                }),
             }),
         ..Settings::default()
     };

@@ -15,7 +15,8 @@ use kube::ResourceExt;
 use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use vision_api::testing::{mk_algorithm, mk_queue};
+use vision_api::contract::{LABEL_ALGORITHM, LABEL_ROLE, ROLE_WORKER};
+use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
 use vision_api::{AlgorithmMode, JobPhase, VisionAlgorithm, VisionJob, WorkerPool};
 use vision_worker::{CancellationToken, Config, Task, TaskError};
 
@@ -301,4 +302,133 @@ async fn a_python_sdk_worker_serves_worker_mode_jobs() {
             .len(),
         0
     );
+}
+
+/// The names of the operator's live (not terminating) worker pods of
+/// `algorithm` in the scenario's namespace, sorted.
+async fn worker_pods(w: &Scenario, algorithm: &str) -> Vec<String> {
+    let selector = format!("{LABEL_ROLE}={ROLE_WORKER},{LABEL_ALGORITHM}={algorithm}");
+    let mut names: Vec<String> = w
+        .pods()
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits until the worker pods of `algorithm` are exactly `expected`.
+async fn wait_worker_pods(w: &Scenario, algorithm: &str, expected: &[String], timeout: Duration) {
+    let reached = harness::wait_for(timeout, || async {
+        worker_pods(w, algorithm).await == expected
+    })
+    .await;
+    assert!(
+        reached,
+        "worker pods of {algorithm}: {:?}, expected {expected:?}",
+        worker_pods(w, algorithm).await
+    );
+}
+
+#[tokio::test]
+async fn the_operator_keeps_min_to_max_worker_pods_by_backlog_and_removes_only_idle_ones() {
+    let mut algorithm =
+        mk_algorithm("detect").with_template_annotations(&[("sim.vision.zjlab.io/duration", "1h")]);
+    algorithm.spec.mode = AlgorithmMode::Worker;
+    algorithm.spec.workers = Some(WorkerPool {
+        min: 1,
+        max: 3,
+        tasks_per_worker: 1,
+        idle_seconds: Some(2),
+    });
+    let w = Scenario::new("worker-pods")
+        .queue(mk_queue("pool", 8))
+        .algorithm(algorithm)
+        .start()
+        .await;
+    let algorithm = w.algorithm("detect");
+    let pod = |n: u32| format!("{algorithm}-worker-{n}");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut options = serving_workers(&w, "worker-pods", port);
+    options.args.extend(
+        [
+            "--worker-namespace",
+            &w.namespace,
+            "--worker-endpoint",
+            &url,
+        ]
+        .map(String::from),
+    );
+    let _operator = Operator::start(&options).await;
+
+    // min: one pod, with the endpoint and its name for the SDK.
+    wait_worker_pods(&w, &algorithm, &[pod(0)], T).await;
+    let created = w.pods().get(&pod(0)).await.unwrap();
+    let env = created.spec.unwrap().containers[0].env.clone().unwrap();
+    assert!(env.iter().any(|e| e.name == "VISION_WORKER_ENDPOINT" && e.value.as_deref() == Some(url.as_str())));
+
+    // KWOK pods run no process: each pod's worker runs here, named as its
+    // pod. A task runs until the test releases its job.
+    let (released, release) = tokio::sync::watch::channel(Vec::<String>::new());
+    let (started, mut starts) = mpsc::unbounded_channel::<(String, String)>();
+    let serve = |id: String| {
+        let (release, started) = (release.clone(), started.clone());
+        let handler = {
+            let id = id.clone();
+            move |job: Value, _task: Task| {
+                let (mut release, started, id) = (release.clone(), started.clone(), id.clone());
+                async move {
+                    let name = job["name"].as_str().unwrap_or_default().to_string();
+                    let _ = started.send((id, name.clone()));
+                    let _ = release.wait_for(|r| r.contains(&name)).await;
+                    Ok(json!({"done": name}))
+                }
+            }
+        };
+        worker(&url, &algorithm, &id, 1, handler)
+    };
+    let _w0 = serve(pod(0));
+
+    // A backlog of 3 tasks of 1 per worker: 3 pods (max).
+    for name in ["j-1", "j-2", "j-3"] {
+        w.submit(w.job(name, "detect")).await;
+    }
+    wait_worker_pods(&w, &algorithm, &[pod(0), pod(1), pod(2)], T).await;
+    let (_w1, _w2) = (serve(pod(1)), serve(pod(2)));
+    let mut running = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let (worker, job) = tokio::time::timeout(T, starts.recv())
+            .await
+            .expect("every job starts on a worker")
+            .unwrap();
+        running.insert(job, worker);
+    }
+    let workers: std::collections::BTreeSet<&String> = running.values().collect();
+    assert_eq!(workers.len(), 3, "one task per worker: {running:?}");
+
+    // Two jobs end, one keeps its worker busy: after the idle period only
+    // the busy worker's pod is left (min is 1), never the busy one removed.
+    let busy_pod = running["j-3"].clone();
+    released.send_modify(|r| r.extend(["j-1".to_string(), "j-2".to_string()]));
+    for name in ["j-1", "j-2"] {
+        w.wait_phase(name, JobPhase::Succeeded, T).await;
+    }
+    // The operator waits 30 s after becoming leader before removing a pod.
+    wait_worker_pods(&w, &algorithm, std::slice::from_ref(&busy_pod), 2 * T).await;
+    let job = w.get("j-3").await;
+    assert_eq!(job.status.as_ref().unwrap().phase, Some(JobPhase::Running));
+
+    // Its task was never lost: it ends on its first attempt.
+    released.send_modify(|r| r.push("j-3".to_string()));
+    let job = w.wait_phase("j-3", JobPhase::Succeeded, T).await;
+    let status = job.status.unwrap();
+    assert_eq!(status.attempts, Some(1));
+    assert_eq!(status.result, Some(json!({"done": "j-3"})));
+    assert_eq!(worker_pods(&w, &algorithm).await, vec![busy_pod]);
 }

@@ -213,6 +213,17 @@ impl Hub {
         self.state().registry.workers_of(algorithm)
     }
 
+    /// The connected workers of an algorithm and the tasks each holds.
+    pub fn loads(&self, algorithm: &str) -> Vec<(String, u32)> {
+        self.state().registry.loads(algorithm)
+    }
+
+    /// Takes an idle connected worker out of dispatch (its pod is about to
+    /// be removed); false if it holds a task or is not connected.
+    pub fn retire(&self, worker: &str) -> bool {
+        self.state().registry.retire(worker)
+    }
+
     /// Sends a task to the least loaded worker of its algorithm; returns the
     /// worker, or the task back when no worker has a free slot.
     pub fn dispatch(&self, task: TaskSpec) -> Result<String, TaskSpec> {

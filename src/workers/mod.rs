@@ -13,6 +13,7 @@ pub mod attempts;
 pub mod auth;
 pub mod hub;
 pub mod mode;
+pub mod pods;
 pub mod registry;
 pub mod scale;
 pub mod worker_pod;
@@ -77,8 +78,18 @@ pub async fn start(
             .as_ref()
             .map_or(1, |w| u32::try_from(w.tasks_per_worker).unwrap_or(1)))
     });
+    let scaled = algorithms.clone();
     let mode = std::sync::Arc::new(WorkerMode::new(hub.clone(), algorithms, trigger));
     install(mode.clone());
+    if let Some(pods) = settings.pods.clone() {
+        tokio::spawn(pods::run(
+            client.clone(),
+            settings.namespace.clone(),
+            pods,
+            scaled,
+            mode.clone(),
+        ));
+    }
     tokio::spawn(mode.run(events));
     tokio::spawn(async move {
         if let Err(e) = hub.serve(listener, std::future::pending()).await {

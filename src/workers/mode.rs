@@ -77,6 +77,25 @@ impl WorkerMode {
         self.state.lock().expect("worker attempts lock")
     }
 
+    /// The endpoint the workers connect to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// An algorithm's backlog for its worker pods: its attempts waiting for
+    /// a worker slot plus those running (not ended).
+    pub fn backlog(&self, algorithm: &str) -> u32 {
+        let state = self.state();
+        let open = state.pods.values().filter(|p| {
+            p.labels().get(LABEL_ALGORITHM).map(String::as_str) == Some(algorithm)
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+        });
+        u32::try_from(open.count()).unwrap_or(u32::MAX)
+    }
+
     /// Whether this pod is an attempt of a worker-mode algorithm's job.
     pub fn handles(&self, pod: &Pod) -> bool {
         pod.labels()
@@ -330,6 +349,9 @@ pub struct WorkerSettings {
     /// cluster.
     pub pod: Option<(String, String)>,
     pub hub: super::hub::HubSettings,
+    /// Worker pods kept by the operator (`--worker-endpoint`); None: the
+    /// operator creates none, workers are run beside it.
+    pub pods: Option<super::pods::PodsSettings>,
 }
 
 /// What a worker is told when the reconciler stops its attempt.

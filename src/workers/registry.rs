@@ -124,6 +124,29 @@ impl Registry {
             .collect()
     }
 
+    /// Connected workers of an algorithm with the tasks each holds, in id
+    /// order.
+    pub fn loads(&self, algorithm: &str) -> Vec<(String, u32)> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| w.algorithm == algorithm)
+            .map(|(id, w)| (id.clone(), u32::try_from(w.tasks.len()).unwrap_or(u32::MAX)))
+            .collect()
+    }
+
+    /// Takes an idle worker out of dispatch before its pod is removed: true
+    /// (and it gets no task from now on) if it is connected and holds no
+    /// task; false if it holds one (it must not be removed).
+    pub fn retire(&mut self, id: &str) -> bool {
+        match self.workers.get_mut(id) {
+            Some(w) if w.tasks.is_empty() => {
+                w.capacity = 0;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Registers (or re-registers) a worker with the tasks it still runs.
     pub fn register(
         &mut self,
@@ -462,6 +485,24 @@ mod tests {
         assert_eq!(r.free_slots("ocr"), 4);
         // A known task id is never assigned twice.
         assert_eq!(r.assign("t1", "ocr", None), None);
+    }
+
+    #[test]
+    fn loads_count_each_workers_tasks_and_only_an_idle_worker_retires() {
+        let now = Instant::now();
+        let mut r = Registry::default();
+        r.register("w1", "detect", 2, &[], now);
+        r.register("w2", "detect", 2, &[], now);
+        r.register("o1", "ocr", 1, &[], now);
+        assert_eq!(r.assign("t1", "detect", None).as_deref(), Some("w1"));
+        assert_eq!(r.loads("detect"), vec![("w1".into(), 1), ("w2".into(), 0)]);
+        // A busy worker does not retire; an idle one does and gets no task.
+        assert!(!r.retire("w1"));
+        assert!(r.retire("w2"));
+        assert!(!r.retire("gone"));
+        assert_eq!(r.assign("t2", "detect", None).as_deref(), Some("w1"));
+        assert_eq!(r.assign("t3", "detect", None), None);
+        assert_eq!(r.loads("detect"), vec![("w1".into(), 2), ("w2".into(), 0)]);
     }
 
     #[test]

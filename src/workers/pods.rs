@@ -1,0 +1,313 @@
+//! The worker pods of algorithms in worker mode, kept by the leader: a
+//! watch on the operator's worker pods in the workers' namespace, and a loop
+//! that applies [`super::scale::decide`] to each worker-mode algorithm with
+//! its backlog (`WorkerMode::backlog`) and its workers' load (the hub).
+//!
+//! Writes are fenced like the writer's: a pod is created or deleted only
+//! while this replica's leadership is valid ([`Validity`]). A pod is
+//! deleted only after the hub took its idle worker out of dispatch
+//! ([`super::Hub::retire`]), so no task is sent to a worker whose pod is
+//! going. For [`ADOPT_GRACE`] after becoming leader no live pod is deleted:
+//! the workers of a former leader reconnect and report their tasks first.
+//! Failures are published as Warning Events of the algorithm.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+
+use super::mode::WorkerMode;
+use super::scale::{Decision, PodPhase, PoolSpec, WorkerPod, decide};
+use super::worker_pod::build_worker_pod;
+use crate::api::contract::{LABEL_ALGORITHM, LABEL_MANAGED_BY, LABEL_ROLE, MANAGER, ROLE_WORKER};
+use crate::api::{AlgorithmMode, VisionAlgorithm};
+use crate::controller::events::{EventType, Events, Note};
+use crate::error::is_status;
+use crate::leader::Validity;
+
+/// How often the pools are looked at.
+const TICK: Duration = Duration::from_millis(500);
+/// After becoming leader, how long no live worker pod is deleted.
+pub const ADOPT_GRACE: Duration = Duration::from_secs(30);
+/// How long a pod this replica created or deleted is left alone while the
+/// watch catches up.
+const SETTLE: Duration = Duration::from_secs(5);
+
+/// `--worker-endpoint`: the operator keeps worker pods.
+#[derive(Debug, Clone)]
+pub struct PodsSettings {
+    /// What the worker pods connect to (`VISION_WORKER_ENDPOINT`).
+    pub endpoint: String,
+    /// This replica's leadership: checked before every write.
+    pub validity: Validity,
+}
+
+/// The label selector of the operator's worker pods.
+pub fn selector() -> String {
+    format!("{LABEL_ROLE}={ROLE_WORKER},{LABEL_MANAGED_BY}={MANAGER}")
+}
+
+struct Pods {
+    api: Api<Pod>,
+    namespace: String,
+    settings: PodsSettings,
+    algorithms: Store<VisionAlgorithm>,
+    mode: Arc<WorkerMode>,
+    events: Events,
+    /// Pod uid -> when its worker last had a task (ms).
+    last_busy: HashMap<String, i64>,
+    /// Pod names this replica wrote lately.
+    settling: HashMap<String, Instant>,
+    /// Since when this replica's leadership has been valid.
+    leading_since: Option<Instant>,
+}
+
+/// Keeps the worker pods of every worker-mode algorithm in `namespace`,
+/// until the process ends.
+pub async fn run(
+    client: kube::Client,
+    namespace: String,
+    settings: PodsSettings,
+    algorithms: Store<VisionAlgorithm>,
+    mode: Arc<WorkerMode>,
+) {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let (store, writer) = reflector::store::<Pod>();
+    let watch = watcher(api.clone(), watcher::Config::default().labels(&selector()))
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    tokio::spawn(watch);
+    let (events, publishing) = Events::new(client, MANAGER.into(), std::env::var("POD_NAME").ok());
+    tokio::spawn(publishing);
+    if store.wait_until_ready().await.is_err() || algorithms.wait_until_ready().await.is_err() {
+        return;
+    }
+    tracing::info!(%namespace, endpoint = %settings.endpoint, "keeping the worker pods of worker-mode algorithms");
+    let mut pods = Pods {
+        api,
+        namespace,
+        settings,
+        algorithms,
+        mode,
+        events,
+        last_busy: HashMap::new(),
+        settling: HashMap::new(),
+        leading_since: None,
+    };
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        pods.pass(&store.state()).await;
+    }
+}
+
+fn phase(pod: &Pod) -> PodPhase {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodPhase::Terminating;
+    }
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Succeeded" | "Failed") => PodPhase::Finished,
+        _ => PodPhase::Live,
+    }
+}
+
+impl Pods {
+    /// One look at every pool: decide and apply.
+    async fn pass(&mut self, pods: &[Arc<Pod>]) {
+        if !self.settings.validity.is_valid() {
+            self.leading_since = None;
+            return;
+        }
+        let since = *self.leading_since.get_or_insert_with(Instant::now);
+        let may_remove_live = since.elapsed() >= ADOPT_GRACE;
+        let now_ms = crate::clock::now_ms();
+        self.settling.retain(|_, at| at.elapsed() < SETTLE);
+        let live_uids: std::collections::HashSet<String> =
+            pods.iter().filter_map(|p| p.uid()).collect();
+        self.last_busy.retain(|uid, _| live_uids.contains(uid));
+
+        let mut by_algorithm: HashMap<String, Vec<&Pod>> = HashMap::new();
+        for pod in pods {
+            let algorithm = pod
+                .labels()
+                .get(LABEL_ALGORITHM)
+                .cloned()
+                .unwrap_or_default();
+            by_algorithm.entry(algorithm).or_default().push(pod);
+        }
+        // Worker-mode algorithms, with or without pods; then pods whose
+        // algorithm is gone or no longer in worker mode (none are kept).
+        let mut names: Vec<String> = self
+            .algorithms
+            .state()
+            .iter()
+            .filter(|a| a.spec.mode == AlgorithmMode::Worker)
+            .map(|a| a.name_any())
+            .collect();
+        for name in by_algorithm.keys() {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+        names.sort();
+        for name in names {
+            let own = by_algorithm.remove(&name).unwrap_or_default();
+            let algorithm = self
+                .algorithms
+                .get(&reflector::ObjectRef::new(&name))
+                .filter(|a| a.spec.mode == AlgorithmMode::Worker);
+            let spec = match &algorithm {
+                Some(a) => PoolSpec::of(a.spec.workers.as_ref()),
+                None => PoolSpec {
+                    min: 0,
+                    max: 0,
+                    tasks_per_worker: 1,
+                    idle_ms: 0,
+                },
+            };
+            let backlog = self.mode.backlog(&name);
+            let loads: HashMap<String, u32> = self.mode.hub().loads(&name).into_iter().collect();
+            let view: Vec<WorkerPod> = own.iter().map(|p| self.view(p, &loads, now_ms)).collect();
+            let mut decision = decide(&name, &spec, backlog, &view, now_ms);
+            if !may_remove_live {
+                decision.delete.retain(|n| {
+                    view.iter()
+                        .any(|p| &p.name == n && p.phase == PodPhase::Finished)
+                });
+            }
+            if decision != Decision::default() {
+                tracing::debug!(algorithm = %name, backlog, ?decision, "worker pods");
+            }
+            self.apply(algorithm.as_deref(), &name, decision, &own, &loads)
+                .await;
+        }
+    }
+
+    fn view(&mut self, pod: &Pod, loads: &HashMap<String, u32>, now_ms: i64) -> WorkerPod {
+        let name = pod.name_any();
+        let tasks = loads.get(&name).copied().unwrap_or(0);
+        let uid = pod.uid().unwrap_or_default();
+        if tasks > 0 {
+            self.last_busy.insert(uid.clone(), now_ms);
+        }
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(now_ms, crate::clock::ms_of);
+        WorkerPod {
+            name: name.clone(),
+            phase: phase(pod),
+            connected: loads.contains_key(&name),
+            tasks,
+            idle_since_ms: self.last_busy.get(&uid).copied().unwrap_or(created),
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        algorithm: Option<&VisionAlgorithm>,
+        name: &str,
+        decision: Decision,
+        own: &[&Pod],
+        loads: &HashMap<String, u32>,
+    ) {
+        for pod_name in decision.create {
+            let Some(algorithm) = algorithm else { break };
+            if self.settling.contains_key(&pod_name) {
+                continue;
+            }
+            let pod = match build_worker_pod(
+                algorithm,
+                &pod_name,
+                &self.namespace,
+                &self.settings.endpoint,
+            ) {
+                Ok(pod) => pod,
+                Err(e) => {
+                    self.warn(algorithm, "WorkerPodInvalid", e.to_string());
+                    break;
+                }
+            };
+            // Fencing: checked right before the write, as the writer does.
+            if !self.settings.validity.is_valid() {
+                return;
+            }
+            self.settling.insert(pod_name.clone(), Instant::now());
+            let params = PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..Default::default()
+            };
+            match self.api.create(&params, &pod).await {
+                Ok(_) => tracing::info!(algorithm = %name, pod = %pod_name, "created a worker pod"),
+                Err(e) if is_status(&e, 409) => {}
+                Err(e) => {
+                    tracing::warn!(algorithm = %name, pod = %pod_name, error = %e, "creating a worker pod failed");
+                    self.warn(
+                        algorithm,
+                        "WorkerPodCreateFailed",
+                        format!("creating worker pod {}/{pod_name}: {e}", self.namespace),
+                    );
+                }
+            }
+        }
+        for pod_name in decision.delete {
+            let Some(pod) = own.iter().find(|p| p.name_any() == pod_name) else {
+                continue;
+            };
+            if self.settling.contains_key(&pod_name) {
+                continue;
+            }
+            // A connected worker leaves dispatch first; one that took a
+            // task meanwhile keeps its pod.
+            if phase(pod) == PodPhase::Live
+                && loads.contains_key(&pod_name)
+                && !self.mode.hub().retire(&pod_name)
+            {
+                continue;
+            }
+            if !self.settings.validity.is_valid() {
+                return;
+            }
+            self.settling.insert(pod_name.clone(), Instant::now());
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: pod.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match self.api.delete(&pod_name, &params).await {
+                Ok(_) => tracing::info!(algorithm = %name, pod = %pod_name, "deleted a worker pod"),
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+                Err(e) => {
+                    tracing::warn!(algorithm = %name, pod = %pod_name, error = %e, "deleting a worker pod failed");
+                    if let Some(algorithm) = algorithm {
+                        self.warn(
+                            algorithm,
+                            "WorkerPodDeleteFailed",
+                            format!("deleting worker pod {}/{pod_name}: {e}", self.namespace),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn warn(&self, algorithm: &VisionAlgorithm, reason: &str, note: String) {
+        self.events.publish(Note {
+            regarding: algorithm.object_ref(&()),
+            type_: EventType::Warning,
+            reason: reason.into(),
+            action: "WorkerPods".into(),
+            note: Some(note.chars().take(1000).collect()),
+        });
+    }
+}
