@@ -90,6 +90,8 @@ mod fair_props;
 mod props;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod worker_props;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -322,12 +324,21 @@ struct QueueState {
     pending: u32,
     holding: u32,
     gpus_in_use: u64,
+    /// GPUs held by the queue's live worker pods (worker mode, see
+    /// [`WorkerPool::grant_worker_pods`]): counted against `max_gpus`
+    /// beside the jobs' GPUs.
+    worker_gpus: u64,
     /// Interned tenants (never removed: their usage outlives their jobs).
     tenants: Vec<Tenant>,
     tenant_ids: HashMap<String, u32>,
 }
 
 impl QueueState {
+    /// GPUs counted against `max_gpus`: the holding jobs' and the worker pods'.
+    fn gpus_held(&self) -> u64 {
+        self.gpus_in_use + self.worker_gpus
+    }
+
     /// The usage mean life when the queue has tenancy.
     fn tau(&self) -> Option<f64> {
         self.spec
@@ -514,6 +525,7 @@ impl WorkerPool {
             pending: 0,
             holding: 0,
             gpus_in_use: 0,
+            worker_gpus: 0,
             tenants: Vec::new(),
             tenant_ids: HashMap::new(),
         });
@@ -926,7 +938,7 @@ impl WorkerPool {
         // jobs), like one over a lowered maxRunning, until it is back within.
         let fits = |gpus: u32| {
             spec.max_gpus
-                .is_none_or(|m| queue.gpus_in_use + u64::from(gpus) <= u64::from(m))
+                .is_none_or(|m| queue.gpus_held() + u64::from(gpus) <= u64::from(m))
         };
         let mut s = Scan::default();
         let tau = queue.tau();
@@ -1101,7 +1113,7 @@ impl WorkerPool {
         if gates[pre.algo as usize] != AlgoGate::Open {
             return None; // its algorithm's capacity or breaker: not ours to free
         }
-        let (mut holding, mut gpus) = (queue.holding, queue.gpus_in_use);
+        let (mut holding, mut gpus) = (queue.holding, queue.gpus_held());
         let mut running = Vec::new();
         for (&id, &since) in &self.held_since {
             let j = &self.jobs[id];
@@ -1269,9 +1281,9 @@ impl WorkerPool {
             Gate::Pass | Gate::Probe => {}
         }
         if let Some(max_gpus) = spec.max_gpus
-            && queue.gpus_in_use + u64::from(j.gpus) > u64::from(max_gpus)
+            && queue.gpus_held() + u64::from(j.gpus) > u64::from(max_gpus)
         {
-            let free = u64::from(max_gpus).saturating_sub(queue.gpus_in_use);
+            let free = u64::from(max_gpus).saturating_sub(queue.gpus_held());
             return WaitReason::GpuQuota {
                 queue: queue.name.clone(),
                 gpus: j.gpus,
@@ -1308,6 +1320,45 @@ impl WorkerPool {
             }
         }
         WaitReason::Admissible
+    }
+
+    /// GPUs of queue `name` held by live worker pods.
+    pub fn worker_gpus(&self, name: &str) -> u64 {
+        self.queue_ids
+            .get(name)
+            .map_or(0, |&q| self.queues[q as usize].worker_gpus)
+    }
+
+    /// Worker mode (docs/WORKERS.md): the worker pods whose GPUs count
+    /// against queue `name`. Sets the GPUs its live worker pods hold to
+    /// `held` (taken as given, like holders observed from the cluster), then
+    /// grants up to `wanted` more pods of `gpus_per_pod` GPUs each, as many
+    /// as fit within `max_gpus` beside the jobs' GPUs, counts them as held
+    /// and returns how many. A queue without a spec grants none. Admission
+    /// and grants both check the sum, so with the caller creating only
+    /// granted pods the quota holds at every instant.
+    pub fn grant_worker_pods(
+        &mut self,
+        name: &str,
+        held: u64,
+        gpus_per_pod: u32,
+        wanted: u32,
+    ) -> u32 {
+        let q = self.queue_id(name);
+        let queue = &mut self.queues[q as usize];
+        queue.worker_gpus = held;
+        let Some(spec) = &queue.spec else {
+            return 0;
+        };
+        let granted = match (spec.max_gpus, gpus_per_pod) {
+            (_, 0) | (None, _) => wanted,
+            (Some(max), per) => {
+                let free = u64::from(max).saturating_sub(queue.gpus_held());
+                wanted.min(u32::try_from(free / u64::from(per)).unwrap_or(u32::MAX))
+            }
+        };
+        queue.worker_gpus += u64::from(granted) * u64::from(gpus_per_pod);
+        granted
     }
 
     pub fn queue_stats(&self, name: &str) -> Option<QueueStats> {
