@@ -898,7 +898,7 @@ fn template_worker_mode_is_opt_in_and_routes_workers_to_the_leader() {
     assert_eq!(env["VISION_WORKER_ADDR"], "0.0.0.0:9191");
     assert_eq!(env["VISION_WORKER_NAMESPACE"], "gpu-workers");
     assert_eq!(
-        env["VISION_WORKER_ENDPOINT"],
+        env["VISION_WORKER_POD_ENDPOINT"],
         "http://vo-vision-operator-workers.vision-system.svc:9191"
     );
     let deploy = find(&objs, "Deployment", "vo-vision-operator");
@@ -937,6 +937,13 @@ fn template_worker_mode_is_opt_in_and_routes_workers_to_the_leader() {
         rules(find(&objs, "ClusterRole", "vo-vision-operator")),
         want
     );
+
+    // Where pods cannot resolve cluster DNS, the endpoint is set.
+    let env = env_of(&render(&[
+        "--set",
+        "workers.enabled=true,workers.endpoint=http://10.96.0.9:9090",
+    ]));
+    assert_eq!(env["VISION_WORKER_POD_ENDPOINT"], "http://10.96.0.9:9090");
 
     // The namespace defaults to the release's.
     let env = env_of(&render(&["--set", "workers.enabled=true"]));
