@@ -925,13 +925,20 @@ fn template_worker_mode_is_opt_in_and_routes_workers_to_the_leader() {
         svc["spec"]["ports"],
         json!([{"name": "grpc-workers", "port": 9191, "targetPort": "grpc-workers", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}])
     );
-    // Exactly one more rule: TokenReviews for the workers' tokens.
+    // Exactly two more rules: TokenReviews for the workers' tokens, and
+    // the worker pods' blocking ownerReference to their algorithm.
     let mut want = expected_cluster_rules();
     want.insert(rule(
         &["authentication.k8s.io"],
         &["tokenreviews"],
         &[],
         &["create"],
+    ));
+    want.insert(rule(
+        &["vision.zjlab.io"],
+        &["visionalgorithms/finalizers"],
+        &[],
+        &["update"],
     ));
     assert_eq!(
         rules(find(&objs, "ClusterRole", "vo-vision-operator")),
