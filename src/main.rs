@@ -97,8 +97,20 @@ struct Cli {
     worker_endpoint: Option<String>,
 }
 
+/// Heap profiling (the `dhat-heap` feature, benchmarks only): every
+/// allocation is recorded with its call stack.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Written when `main` returns (a graceful stop): the heap at its peak
+    // (t-gmax) and at the end, by allocation site.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(std::env::var("VISION_DHAT_FILE").unwrap_or_else(|_| "dhat-heap.json".into()))
+        .build();
     let cli = Cli::parse();
     init_tracing(&cli);
     match run(cli).await {
