@@ -228,10 +228,11 @@ impl Hub {
     /// worker, or the task back when no worker has a free slot.
     pub fn dispatch(&self, task: TaskSpec) -> Result<String, TaskSpec> {
         let mut state = self.state();
-        let deadline = task.timeout.map(|t| Instant::now() + t);
+        let now = Instant::now();
+        let deadline = task.timeout.map(|t| now + t);
         let Some(worker) = state
             .registry
-            .assign(&task.task_id, &task.algorithm, deadline)
+            .assign(&task.task_id, &task.algorithm, deadline, now)
         else {
             return Err(task);
         };
@@ -347,6 +348,9 @@ impl Hub {
             }
         }
         for (task_id, worker) in expired.timed_out {
+            if let Some(w) = &worker {
+                bench_on_failure(&mut state, w, false);
+            }
             if let Some((_, stream)) = worker.as_ref().and_then(|w| state.streams.get(w)) {
                 let _ = stream.send(out(operator_message::Kind::Cancel(proto::Cancel {
                     task_id: task_id.clone(),
@@ -459,7 +463,11 @@ impl Hub {
                     },
                 };
                 match finish {
-                    Finish::Counts => self.emit(event),
+                    Finish::Counts => {
+                        let succeeded = matches!(event, WorkerEvent::Succeeded { .. });
+                        bench_on_failure(&mut state, worker, succeeded);
+                        self.emit(event);
+                    }
                     Finish::Orphan => {
                         state.stash.insert(r.task_id, (Instant::now(), event));
                     }
@@ -479,7 +487,10 @@ impl Hub {
                     message: f.message,
                 };
                 match state.registry.finish(worker, generation, &f.task_id) {
-                    Finish::Counts => self.emit(event),
+                    Finish::Counts => {
+                        bench_on_failure(&mut state, worker, false);
+                        self.emit(event);
+                    }
                     Finish::Orphan => {
                         state.stash.insert(f.task_id, (Instant::now(), event));
                     }
@@ -533,6 +544,19 @@ fn denied(d: Denied) -> Status {
         Denied::Unauthenticated(m) => Status::unauthenticated(m),
         Denied::WrongAlgorithm(m) => Status::permission_denied(m),
         Denied::Unavailable(m) => Status::unavailable(m),
+    }
+}
+
+/// Records a counted outcome of `worker`'s task; says so when it benches
+/// the worker (see `Registry::outcome`).
+fn bench_on_failure(state: &mut State, worker: &str, succeeded: bool) {
+    if state.registry.outcome(worker, succeeded, Instant::now()) {
+        tracing::warn!(
+            %worker,
+            failures = super::registry::WORKER_FAILURE_LIMIT,
+            bench = ?super::registry::WORKER_BENCH,
+            "worker failed its tasks in a row: it gets no task for a while"
+        );
     }
 }
 

@@ -17,6 +17,10 @@ pub struct WorkerEntry {
     /// Tasks counted against the capacity: running, or cancelled and not
     /// yet confirmed ended by the worker.
     pub tasks: BTreeSet<String>,
+    /// Its tasks that failed in a row (reset by a success).
+    pub failures: u32,
+    /// Benched (given no task) until then: see [`Registry::outcome`].
+    pub benched_until: Option<Instant>,
 }
 
 impl WorkerEntry {
@@ -25,6 +29,17 @@ impl WorkerEntry {
             .saturating_sub(u32::try_from(self.tasks.len()).unwrap_or(u32::MAX))
     }
 }
+
+/// Tasks in a row a worker may fail before it is benched: a worker whose
+/// GPU or model is broken fails every task it gets, and without a bench it
+/// would take (and fail) a large share of the queue while healthy workers
+/// of the same algorithm wait. The algorithm's breaker covers the case
+/// where every worker fails.
+pub const WORKER_FAILURE_LIMIT: u32 = 3;
+
+/// How long a failing worker gets no task. Afterwards it gets tasks again;
+/// one more failure benches it again, one success clears it.
+pub const WORKER_BENCH: Duration = Duration::from_secs(30);
 
 /// One task the operator knows of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +174,10 @@ impl Registry {
         self.next_generation += 1;
         let generation = self.next_generation;
         let previous = self.workers.remove(id);
+        let previous_health = previous
+            .as_ref()
+            .filter(|p| p.algorithm == algorithm)
+            .map_or((0, None), |p| (p.failures, p.benched_until));
         let mut adopted = Vec::new();
         let mut unknown = Vec::new();
         let mut orphaned = Vec::new();
@@ -201,6 +220,9 @@ impl Registry {
         for task_id in &lost {
             self.tasks.remove(task_id);
         }
+        // A reconnect keeps the worker's record of failures: it does not
+        // clear a bench.
+        let (failures, benched_until) = previous_health;
         self.workers.insert(
             id.to_string(),
             WorkerEntry {
@@ -209,6 +231,8 @@ impl Registry {
                 generation,
                 last_seen: now,
                 tasks: adopted.iter().chain(&orphaned).cloned().collect(),
+                failures,
+                benched_until,
             },
         );
         Registration {
@@ -232,14 +256,16 @@ impl Registry {
     }
 
     /// Chooses the worker for a new task of `algorithm`: the one with the
-    /// most free slots (ties: the smallest id), and records the task on it.
-    /// `None` when every worker of the algorithm is full (or none is
-    /// connected). A task id already known is refused (never run twice).
+    /// most free slots (ties: the smallest id) that is not benched, and
+    /// records the task on it. `None` when every such worker of the
+    /// algorithm is full (or none is connected). A task id already known is
+    /// refused (never run twice).
     pub fn assign(
         &mut self,
         task_id: &str,
         algorithm: &str,
         deadline: Option<Instant>,
+        now: Instant,
     ) -> Option<String> {
         if self.tasks.contains_key(task_id) {
             return None;
@@ -247,7 +273,11 @@ impl Registry {
         let (id, worker) = self
             .workers
             .iter_mut()
-            .filter(|(_, w)| w.algorithm == algorithm && w.free() > 0)
+            .filter(|(_, w)| {
+                w.algorithm == algorithm
+                    && w.free() > 0
+                    && w.benched_until.is_none_or(|until| until <= now)
+            })
             .max_by(|(a_id, a), (b_id, b)| a.free().cmp(&b.free()).then(b_id.cmp(a_id)))?;
         worker.tasks.insert(task_id.to_string());
         self.tasks.insert(
@@ -302,6 +332,28 @@ impl Registry {
             .get(task_id)
             .filter(|t| t.unmatched_since.is_some())
             .and_then(|t| t.worker.as_deref())
+    }
+
+    /// Records how a task of worker `id` ended (a counted outcome, or a
+    /// timeout): a success clears its failures; its
+    /// [`WORKER_FAILURE_LIMIT`]th failure in a row, and each failure after
+    /// it until a success, benches it for [`WORKER_BENCH`]. True when this
+    /// outcome benched it.
+    pub fn outcome(&mut self, id: &str, succeeded: bool, now: Instant) -> bool {
+        let Some(w) = self.workers.get_mut(id) else {
+            return false;
+        };
+        if succeeded {
+            w.failures = 0;
+            w.benched_until = None;
+            return false;
+        }
+        w.failures = w.failures.saturating_add(1);
+        if w.failures >= WORKER_FAILURE_LIMIT {
+            w.benched_until = Some(now + WORKER_BENCH);
+            return true;
+        }
+        false
     }
 
     /// A worker reported a task's outcome; see [`Finish`].
@@ -467,6 +519,59 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    /// Finishes `task` on `worker` as a counted outcome.
+    fn end(r: &mut Registry, worker: &str, task: &str, succeeded: bool, now: Instant) -> bool {
+        let generation = r.worker(worker).unwrap().generation;
+        assert_eq!(r.finish(worker, generation, task), Finish::Counts);
+        r.outcome(worker, succeeded, now)
+    }
+
+    #[test]
+    fn a_worker_failing_tasks_in_a_row_is_benched_until_it_succeeds() {
+        let t0 = Instant::now();
+        let mut r = Registry::default();
+        r.register("bad", "detect", 1, &[], t0);
+        r.register("good", "detect", 1, &[], t0);
+        // "bad" sorts first among equals, so it gets each task while free.
+        for n in 1..WORKER_FAILURE_LIMIT {
+            let task = format!("t{n}");
+            assert_eq!(r.assign(&task, "detect", None, t0).as_deref(), Some("bad"));
+            assert!(
+                !end(&mut r, "bad", &task, false, t0),
+                "not benched after {n}"
+            );
+        }
+        assert_eq!(r.assign("t3", "detect", None, t0).as_deref(), Some("bad"));
+        assert!(end(&mut r, "bad", "t3", false, t0), "benched at the limit");
+        // Benched: the healthy worker takes the next task, then none is free.
+        assert_eq!(r.assign("t4", "detect", None, t0).as_deref(), Some("good"));
+        assert_eq!(r.assign("t5", "detect", None, t0), None);
+        // A reconnect does not clear the bench.
+        r.register("bad", "detect", 1, &[], t0);
+        assert_eq!(r.assign("t5", "detect", None, t0), None);
+        // After the bench it gets tasks again; one more failure benches it again.
+        let later = t0 + WORKER_BENCH;
+        assert_eq!(
+            r.assign("t5", "detect", None, later).as_deref(),
+            Some("bad")
+        );
+        assert!(end(&mut r, "bad", "t5", false, later));
+        assert_eq!(r.assign("t6", "detect", None, later), None);
+        // One success clears it.
+        let after = later + WORKER_BENCH;
+        assert_eq!(
+            r.assign("t6", "detect", None, after).as_deref(),
+            Some("bad")
+        );
+        assert!(!end(&mut r, "bad", "t6", true, after));
+        assert_eq!(r.worker("bad").unwrap().failures, 0);
+        assert_eq!(r.worker("bad").unwrap().benched_until, None);
+        assert!(
+            !end(&mut r, "good", "t4", false, after),
+            "one failure is not a bench"
+        );
+    }
+
     #[test]
     fn assign_fills_the_least_loaded_worker_of_the_algorithm_only() {
         let now = Instant::now();
@@ -475,16 +580,16 @@ mod tests {
         r.register("a-2", "detect", 1, &[], now);
         r.register("b-1", "ocr", 4, &[], now);
         assert_eq!(r.free_slots("detect"), 3);
-        assert_eq!(r.assign("t1", "detect", None).as_deref(), Some("a-1"));
+        assert_eq!(r.assign("t1", "detect", None, now).as_deref(), Some("a-1"));
         // a-1 and a-2 both have one free slot: the smaller id wins.
-        assert_eq!(r.assign("t2", "detect", None).as_deref(), Some("a-1"));
-        assert_eq!(r.assign("t3", "detect", None).as_deref(), Some("a-2"));
+        assert_eq!(r.assign("t2", "detect", None, now).as_deref(), Some("a-1"));
+        assert_eq!(r.assign("t3", "detect", None, now).as_deref(), Some("a-2"));
         // Full: never another algorithm's worker.
-        assert_eq!(r.assign("t4", "detect", None), None);
+        assert_eq!(r.assign("t4", "detect", None, now), None);
         assert_eq!(r.free_slots("detect"), 0);
         assert_eq!(r.free_slots("ocr"), 4);
         // A known task id is never assigned twice.
-        assert_eq!(r.assign("t1", "ocr", None), None);
+        assert_eq!(r.assign("t1", "ocr", None, now), None);
     }
 
     #[test]
@@ -494,14 +599,14 @@ mod tests {
         r.register("w1", "detect", 2, &[], now);
         r.register("w2", "detect", 2, &[], now);
         r.register("o1", "ocr", 1, &[], now);
-        assert_eq!(r.assign("t1", "detect", None).as_deref(), Some("w1"));
+        assert_eq!(r.assign("t1", "detect", None, now).as_deref(), Some("w1"));
         assert_eq!(r.loads("detect"), vec![("w1".into(), 1), ("w2".into(), 0)]);
         // A busy worker does not retire; an idle one does and gets no task.
         assert!(!r.retire("w1"));
         assert!(r.retire("w2"));
         assert!(!r.retire("gone"));
-        assert_eq!(r.assign("t2", "detect", None).as_deref(), Some("w1"));
-        assert_eq!(r.assign("t3", "detect", None), None);
+        assert_eq!(r.assign("t2", "detect", None, now).as_deref(), Some("w1"));
+        assert_eq!(r.assign("t3", "detect", None, now), None);
         assert_eq!(r.loads("detect"), vec![("w1".into(), 2), ("w2".into(), 0)]);
     }
 
@@ -511,8 +616,8 @@ mod tests {
         let mut r = Registry::default();
         let g1 = r.register("w1", "detect", 2, &[], now).generation;
         let g2 = r.register("w2", "detect", 2, &[], now).generation;
-        assert_eq!(r.assign("t1", "detect", None).as_deref(), Some("w1"));
-        assert_eq!(r.assign("t2", "detect", None).as_deref(), Some("w2"));
+        assert_eq!(r.assign("t1", "detect", None, now).as_deref(), Some("w1"));
+        assert_eq!(r.assign("t2", "detect", None, now).as_deref(), Some("w2"));
         // Another worker cannot forge t1's outcome; an unknown task changes nothing.
         assert_eq!(r.finish("w2", g2, "t1"), Finish::NotYours);
         assert_eq!(r.finish("w2", g2, "nope"), Finish::NotYours);
@@ -532,9 +637,9 @@ mod tests {
         let now = Instant::now();
         let mut r = Registry::default();
         let g1 = r.register("w1", "detect", 3, &[], now).generation;
-        r.assign("t1", "detect", None);
-        r.assign("t2", "detect", None);
-        r.assign("t3", "detect", None);
+        r.assign("t1", "detect", None, now);
+        r.assign("t2", "detect", None, now);
+        r.assign("t3", "detect", None, now);
         r.cancel("t3");
         // The worker reconnects still running t1; t2 ended while it was cut off.
         let again = r.register("w1", "detect", 3, &ids(&["t1", "zz"]), now);
@@ -558,8 +663,8 @@ mod tests {
         let mut r = Registry::default();
         let g1 = r.register("w1", "detect", 2, &[], t0).generation;
         r.register("w2", "detect", 2, &[], t0);
-        r.assign("t1", "detect", None);
-        r.assign("t2", "detect", None);
+        r.assign("t1", "detect", None, t0);
+        r.assign("t2", "detect", None, t0);
         r.heartbeat("w1", g1, t0 + Duration::from_secs(2));
         assert_eq!(
             r.expire(t0 + Duration::from_secs(3), timeout, GRACE),
@@ -589,8 +694,8 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Registry::default();
         r.register("w1", "detect", 2, &[], t0);
-        r.assign("t1", "detect", Some(t0 + Duration::from_secs(10)));
-        r.assign("t2", "detect", None);
+        r.assign("t1", "detect", Some(t0 + Duration::from_secs(10)), t0);
+        r.assign("t2", "detect", None, t0);
         let hb = Duration::from_secs(60);
         assert_eq!(
             r.expire(t0 + Duration::from_secs(9), hb, GRACE).timed_out,
