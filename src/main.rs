@@ -202,6 +202,7 @@ async fn run(cli: Cli) -> Result<()> {
                     vision_operator::workers::pods::PodsSettings {
                         endpoint,
                         validity: election.validity.clone(),
+                        grants: None,
                     }
                 }),
             }),

@@ -42,8 +42,20 @@ pub(crate) fn is_label_value(v: &str) -> bool {
         && v.bytes().last().is_none_or(|b| b.is_ascii_alphanumeric())
 }
 
-/// The GPUs a job gets: its own request, else the algorithm's default.
+/// The GPUs a job gets: its own request, else the algorithm's default. A
+/// job of an algorithm in worker mode whose worker pods count against a
+/// queue (`workers.queue`) holds none itself: its task runs on a worker pod
+/// whose GPUs are counted there (docs/WORKERS.md).
 pub fn job_gpus(job: &VisionJob, algorithm: &VisionAlgorithm) -> i32 {
+    if algorithm.spec.mode == crate::api::AlgorithmMode::Worker
+        && algorithm
+            .spec
+            .workers
+            .as_ref()
+            .is_some_and(|w| w.queue.is_some())
+    {
+        return 0;
+    }
     job.spec.gpus.unwrap_or(algorithm.spec.gpus_per_job)
 }
 

@@ -16,7 +16,7 @@ use kube::api::{DeleteParams, ListParams};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use vision_api::contract::{LABEL_ALGORITHM, LABEL_ROLE, ROLE_WORKER};
-use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
+use vision_api::testing::{AlgorithmFixture, QueueFixture, mk_algorithm, mk_queue};
 use vision_api::{AlgorithmMode, JobPhase, VisionAlgorithm, VisionJob, WorkerPool};
 use vision_worker::{CancellationToken, Config, Task, TaskError};
 
@@ -81,6 +81,7 @@ fn worker_algorithm(name: &str) -> VisionAlgorithm {
         max: 4,
         tasks_per_worker: 2,
         idle_seconds: None,
+        queue: None,
     });
     algorithm
 }
@@ -345,6 +346,7 @@ async fn the_operator_keeps_min_to_max_worker_pods_by_backlog_and_removes_only_i
         max: 3,
         tasks_per_worker: 1,
         idle_seconds: Some(2),
+        queue: None,
     });
     let w = Scenario::new("worker-pods")
         .queue(mk_queue("pool", 8))
@@ -431,4 +433,107 @@ async fn the_operator_keeps_min_to_max_worker_pods_by_backlog_and_removes_only_i
     assert_eq!(status.attempts, Some(1));
     assert_eq!(status.result, Some(json!({"done": "j-3"})));
     assert_eq!(worker_pods(&w, &algorithm).await, vec![busy_pod]);
+}
+
+#[tokio::test]
+async fn worker_pods_hold_gpus_of_their_queue_and_a_gpu_job_waits_until_they_go() {
+    let mut w = Scenario::new("worker-gpus")
+        .queue(mk_queue("pool", 8).with_max_gpus(2))
+        .algorithm(mk_algorithm("gpu"))
+        .start()
+        .await;
+    // Worker pods of 1 GPU each count against the scenario's queue (2 GPUs).
+    let mut detect =
+        mk_algorithm("detect").with_template_annotations(&[("sim.vision.zjlab.io/duration", "1h")]);
+    detect.spec.mode = AlgorithmMode::Worker;
+    detect.spec.workers = Some(WorkerPool {
+        min: 1,
+        max: 3,
+        tasks_per_worker: 1,
+        idle_seconds: Some(2),
+        queue: Some(w.queue().to_string()),
+    });
+    w.apply_algorithm(detect).await;
+    let algorithm = w.algorithm("detect");
+    let pod = |n: u32| format!("{algorithm}-worker-{n}");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut options = serving_workers(&w, "worker-gpus", port);
+    options.args.extend(
+        [
+            "--worker-namespace",
+            &w.namespace,
+            "--worker-endpoint",
+            &url,
+        ]
+        .map(String::from),
+    );
+    let _operator = Operator::start(&options).await;
+    wait_worker_pods(&w, &algorithm, &[pod(0)], T).await;
+
+    let (released, release) = tokio::sync::watch::channel(false);
+    let serve = |id: String| {
+        let release = release.clone();
+        worker(&url, &algorithm, &id, 1, move |job: Value, _task: Task| {
+            let mut release = release.clone();
+            async move {
+                let _ = release.wait_for(|r| *r).await;
+                Ok(json!({"done": job["name"]}))
+            }
+        })
+    };
+    let _w0 = serve(pod(0));
+    // A backlog of 3 wants 3 pods; the queue has GPUs for 2.
+    for name in ["j-1", "j-2", "j-3"] {
+        w.submit(w.job(name, "detect")).await;
+    }
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(w.client.clone(), "default");
+    let gated = harness::wait_for(T, || async {
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|e| {
+                e.reason.as_deref() == Some("WorkerPodsWaitForGpus")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some(algorithm.as_str())
+            })
+    })
+    .await;
+    assert!(gated, "no WorkerPodsWaitForGpus Event for {algorithm}");
+    assert_eq!(worker_pods(&w, &algorithm).await, vec![pod(0), pod(1)]);
+
+    // A pod-mode job of 1 GPU in the same queue waits for the GPUs the
+    // worker pods hold; the worker-mode jobs hold a slot, no GPUs.
+    w.submit(w.job("gpu-job", "gpu")).await;
+    let quota = harness::wait_for(T, || async {
+        let job = w.get("gpu-job").await;
+        job.status.and_then(|s| s.reason).as_deref() == Some("GpuQuota")
+    })
+    .await;
+    assert!(quota, "gpu-job does not wait for the queue's GPUs");
+
+    // The tasks end; after the idle period one pod is left (min 1), its GPU
+    // is free again and the job runs.
+    let _w1 = serve(pod(1));
+    released.send(true).unwrap();
+    for name in ["j-1", "j-2", "j-3"] {
+        w.wait_phase(name, JobPhase::Succeeded, T).await;
+    }
+    let one_left = harness::wait_for(2 * T, || async {
+        worker_pods(&w, &algorithm).await.len() == 1
+    })
+    .await;
+    assert!(
+        one_left,
+        "worker pods: {:?}",
+        worker_pods(&w, &algorithm).await
+    );
+    let job = w.wait_phase("gpu-job", JobPhase::Succeeded, T).await;
+    assert_eq!(job.status.unwrap().gpus, Some(1));
+    let task = w.get("j-1").await;
+    assert_eq!(task.status.unwrap().gpus, Some(0));
 }

@@ -1361,6 +1361,16 @@ impl WorkerPool {
         granted
     }
 
+    /// The worker pods' GPUs of every queue that has some, for a rebuilt
+    /// pool to start from (they are not in the jobs).
+    pub fn all_worker_gpus(&self) -> Vec<(String, u64)> {
+        self.queues
+            .iter()
+            .filter(|q| q.worker_gpus > 0)
+            .map(|q| (q.name.clone(), q.worker_gpus))
+            .collect()
+    }
+
     pub fn queue_stats(&self, name: &str) -> Option<QueueStats> {
         let queue = &self.queues[*self.queue_ids.get(name)? as usize];
         let mut head = None;

@@ -150,6 +150,18 @@ impl Dispatcher {
             }
             PoolEvent::Leader => self.leader = true,
             PoolEvent::Rebuild(jobs) => self.rebuild(&jobs),
+            PoolEvent::WorkerPods { request, reply } => {
+                // Before the pool is rebuilt (not leading yet) the pods'
+                // GPUs are recorded, none granted.
+                let wanted = if was_active { request.wanted } else { 0 };
+                let granted = self.pool.grant_worker_pods(
+                    &request.queue,
+                    request.held,
+                    request.gpus_per_pod,
+                    wanted,
+                );
+                let _ = reply.send(granted);
+            }
             _ if !was_active => {}
             PoolEvent::Changed(Kind::Jobs, (ns, name)) => {
                 let r = ObjectRef::new(&name).within(ns.as_deref().unwrap_or_default());
@@ -238,12 +250,17 @@ impl Dispatcher {
     /// before this.
     fn rebuild(&mut self, jobs: &[VisionJob]) {
         let started = std::time::Instant::now();
+        // Worker pods' GPUs are not in the jobs: carried over.
+        let worker_gpus = self.pool.all_worker_gpus();
         self.pool = WorkerPool::new();
         self.pool.advance_clock(now_ms());
         self.to_queue.clear();
         self.inflight.clear();
         for q in self.ctx.queues.state() {
             self.pool.set_queue(&q.name_any(), queue_spec(&q));
+        }
+        for (queue, gpus) in worker_gpus {
+            self.pool.grant_worker_pods(&queue, gpus, 0, 0);
         }
         for a in self.ctx.algorithms.state() {
             self.pool.set_algorithm(&a.name_any(), algorithm_spec(&a));

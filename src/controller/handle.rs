@@ -56,6 +56,13 @@ pub enum PoolEvent {
     /// is rebuilt from it (never from a cache that may lag a former leader's
     /// last writes).
     Rebuild(Vec<VisionJob>),
+    /// Worker mode: GPUs for a queue's worker pods (see
+    /// `WorkerPool::grant_worker_pods`); the reply is how many pods may be
+    /// created.
+    WorkerPods {
+        request: crate::workers::pods::GpuRequest,
+        reply: tokio::sync::oneshot::Sender<u32>,
+    },
 }
 
 /// Which pool status write finished, and whether it landed.
@@ -97,6 +104,16 @@ impl PoolHandle {
             job,
             attempt,
         });
+    }
+
+    /// Asks for GPUs of worker pods; a stopped dispatcher grants none.
+    pub fn grant_worker_pods(
+        &self,
+        request: crate::workers::pods::GpuRequest,
+    ) -> tokio::sync::oneshot::Receiver<u32> {
+        let (reply, granted) = tokio::sync::oneshot::channel();
+        self.send(PoolEvent::WorkerPods { request, reply });
+        granted
     }
 
     /// Any other message; a stopped dispatcher drops it (the process is ending).

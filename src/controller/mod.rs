@@ -109,7 +109,13 @@ pub async fn run(
     // channels, so each object is watched and cached once.
     let (job_trigger_tx, job_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pod_trigger_tx, pod_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
-    if let Some(workers) = ctx.settings.workers.clone() {
+    if let Some(mut workers) = ctx.settings.workers.clone() {
+        if let Some(pods) = workers.pods.as_mut() {
+            let pool = ctx.pool.clone();
+            pods.grants = Some(crate::workers::pods::GpuGrants::new(move |r| {
+                pool.grant_worker_pods(r)
+            }));
+        }
         let trigger = pod_trigger_tx.clone();
         crate::workers::start(
             &ctx.client,

@@ -1279,3 +1279,23 @@ fn live_states() {
         assert_eq!(state.is_live(), live, "{state:?}");
     }
 }
+
+#[test]
+fn a_job_of_a_worker_mode_algorithm_whose_pods_count_against_a_queue_holds_no_gpus() {
+    let mut algorithm = the_algorithm().with_gpus_per_job(2);
+    let job = plain_job(JOB);
+    assert_eq!(job_gpus(&job, &algorithm), 2);
+    algorithm.spec.mode = crate::api::AlgorithmMode::Worker;
+    algorithm.spec.workers = Some(crate::api::WorkerPool {
+        min: 1,
+        max: 2,
+        tasks_per_worker: 1,
+        idle_seconds: None,
+        queue: None,
+    });
+    // Without workers.queue each task counts its GPUs as in pod mode.
+    assert_eq!(job_gpus(&job, &algorithm), 2);
+    algorithm.spec.workers.as_mut().unwrap().queue = Some("gpu-a".into());
+    assert_eq!(job_gpus(&job, &algorithm), 0);
+    assert_eq!(job_gpus(&job.with_gpus(4), &algorithm), 0);
+}

@@ -38,6 +38,11 @@ pub const ADOPT_GRACE: Duration = Duration::from_secs(30);
 /// How long a pod this replica created or deleted is left alone while the
 /// watch catches up.
 const SETTLE: Duration = Duration::from_secs(5);
+/// How long the GPUs of a pod this replica created count before the watch
+/// shows it (a watch that lags longer counts them late).
+const CREATED_HELD: Duration = Duration::from_secs(60);
+/// How often an algorithm whose pods wait for GPUs says so in an Event.
+const GATED_EVENT_EVERY: Duration = Duration::from_secs(60);
 
 /// `--worker-endpoint`: the operator keeps worker pods.
 #[derive(Debug, Clone)]
@@ -46,6 +51,47 @@ pub struct PodsSettings {
     pub endpoint: String,
     /// This replica's leadership: checked before every write.
     pub validity: Validity,
+    /// The admission pool's grants of GPUs for worker pods of algorithms
+    /// with `workers.queue`. None: such pods are not created.
+    pub grants: Option<GpuGrants>,
+}
+
+/// A request for GPUs of a queue's worker pods (see
+/// `WorkerPool::grant_worker_pods`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuRequest {
+    pub queue: String,
+    /// The GPUs the queue's worker pods hold now (live, terminating, or
+    /// created and not yet seen).
+    pub held: u64,
+    pub gpus_per_pod: u32,
+    /// More pods wanted.
+    pub wanted: u32,
+}
+
+/// Sends a [`GpuRequest`] to the admission pool; the answer is how many
+/// pods may be created.
+#[derive(Clone)]
+pub struct GpuGrants(Arc<GrantFn>);
+
+type GrantFn = dyn Fn(GpuRequest) -> tokio::sync::oneshot::Receiver<u32> + Send + Sync;
+
+impl GpuGrants {
+    pub fn new(
+        f: impl Fn(GpuRequest) -> tokio::sync::oneshot::Receiver<u32> + Send + Sync + 'static,
+    ) -> Self {
+        GpuGrants(Arc::new(f))
+    }
+
+    async fn grant(&self, request: GpuRequest) -> u32 {
+        (self.0)(request).await.unwrap_or(0)
+    }
+}
+
+impl std::fmt::Debug for GpuGrants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GpuGrants")
+    }
 }
 
 /// The label selector of the operator's worker pods.
@@ -64,6 +110,12 @@ struct Pods {
     last_busy: HashMap<String, i64>,
     /// Pod names this replica wrote lately.
     settling: HashMap<String, Instant>,
+    /// Pods this replica created lately, by name: their queue and GPUs,
+    /// held until the watch shows them (at most [`CREATED_HELD`]).
+    created: HashMap<String, (String, u64, Instant)>,
+    /// When each algorithm's pods last reported waiting for GPUs (an Event
+    /// at most every [`GATED_EVENT_EVERY`]).
+    gated: HashMap<String, Instant>,
     /// Since when this replica's leadership has been valid.
     leading_since: Option<Instant>,
 }
@@ -99,6 +151,8 @@ pub async fn run(
         events,
         last_busy: HashMap::new(),
         settling: HashMap::new(),
+        created: HashMap::new(),
+        gated: HashMap::new(),
         leading_since: None,
     };
     let mut tick = tokio::time::interval(TICK);
@@ -106,6 +160,29 @@ pub async fn run(
         tick.tick().await;
         pods.pass(&store.state()).await;
     }
+}
+
+/// The queue whose GPU budget an algorithm's worker pods use.
+fn counted_queue(algorithm: &VisionAlgorithm) -> Option<&str> {
+    (algorithm.spec.mode == AlgorithmMode::Worker)
+        .then(|| algorithm.spec.workers.as_ref()?.queue.as_deref())
+        .flatten()
+}
+
+/// The GPUs a worker pod holds: its algorithm container's limit.
+fn pod_gpus(pod: &Pod) -> u64 {
+    pod.spec
+        .iter()
+        .flat_map(|s| &s.containers)
+        .filter_map(|c| {
+            c.resources
+                .as_ref()?
+                .limits
+                .as_ref()?
+                .get(crate::pod::GPU_RESOURCE)
+        })
+        .filter_map(|q| q.0.parse::<u64>().ok())
+        .sum()
 }
 
 fn phase(pod: &Pod) -> PodPhase {
@@ -157,6 +234,7 @@ impl Pods {
             }
         }
         names.sort();
+        let mut held = self.held_gpus(pods);
         for name in names {
             let own = by_algorithm.remove(&name).unwrap_or_default();
             let algorithm = self
@@ -185,9 +263,107 @@ impl Pods {
             if decision != Decision::default() {
                 tracing::debug!(algorithm = %name, backlog, ?decision, "worker pods");
             }
+            if let Some(a) = algorithm.as_deref() {
+                self.grant(a, &mut decision, &mut held).await;
+            }
             self.apply(algorithm.as_deref(), &name, decision, &own, &loads)
                 .await;
         }
+        // The queues' worker GPUs as they are now, also where no pod was
+        // wanted (pods that went free theirs).
+        if let Some(grants) = &self.settings.grants {
+            for (queue, gpus) in held {
+                grants
+                    .grant(GpuRequest {
+                        queue,
+                        held: gpus,
+                        gpus_per_pod: 0,
+                        wanted: 0,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    /// The GPUs held by worker pods per queue (`workers.queue`): live and
+    /// terminating pods, and those created and not yet seen.
+    fn held_gpus(&mut self, pods: &[Arc<Pod>]) -> std::collections::BTreeMap<String, u64> {
+        let mut held = std::collections::BTreeMap::new();
+        for algorithm in self.algorithms.state() {
+            if let Some(queue) = counted_queue(&algorithm) {
+                held.insert(queue.to_string(), 0u64);
+            }
+        }
+        let seen: std::collections::HashSet<String> = pods.iter().map(|p| p.name_any()).collect();
+        self.created
+            .retain(|name, (_, _, at)| !seen.contains(name) && at.elapsed() < CREATED_HELD);
+        for (queue, gpus, _) in self.created.values() {
+            *held.entry(queue.clone()).or_default() += gpus;
+        }
+        for pod in pods.iter().filter(|p| phase(p) != PodPhase::Finished) {
+            let Some(algorithm) = pod
+                .labels()
+                .get(LABEL_ALGORITHM)
+                .and_then(|a| self.algorithms.get(&reflector::ObjectRef::new(a)))
+            else {
+                continue;
+            };
+            if let Some(queue) = counted_queue(&algorithm) {
+                *held.entry(queue.to_string()).or_default() += pod_gpus(pod);
+            }
+        }
+        held
+    }
+
+    /// Keeps of `decision.create` only the pods the admission pool grants
+    /// GPUs for, when the algorithm's pods count against a queue.
+    async fn grant(
+        &mut self,
+        algorithm: &VisionAlgorithm,
+        decision: &mut Decision,
+        held: &mut std::collections::BTreeMap<String, u64>,
+    ) {
+        let Some(queue) = counted_queue(algorithm) else {
+            return;
+        };
+        if decision.create.is_empty() {
+            return;
+        }
+        let per_pod = u32::try_from(algorithm.spec.gpus_per_job).unwrap_or(0);
+        let wanted = u32::try_from(decision.create.len()).unwrap_or(u32::MAX);
+        let total = held.entry(queue.to_string()).or_default();
+        let granted = match &self.settings.grants {
+            Some(grants) => {
+                grants
+                    .grant(GpuRequest {
+                        queue: queue.to_string(),
+                        held: *total,
+                        gpus_per_pod: per_pod,
+                        wanted,
+                    })
+                    .await
+            }
+            None => 0,
+        };
+        *total += u64::from(granted) * u64::from(per_pod);
+        let name = algorithm.name_any();
+        let quiet = self
+            .gated
+            .get(&name)
+            .is_some_and(|at| at.elapsed() < GATED_EVENT_EVERY);
+        if granted < wanted && !quiet {
+            self.gated.insert(name, Instant::now());
+            tracing::info!(algorithm = %algorithm.name_any(), %queue, wanted, granted, "worker pods wait for GPUs of their queue");
+            self.warn(
+                algorithm,
+                "WorkerPodsWaitForGpus",
+                format!(
+                    "{} of {wanted} worker pods wait: queue {queue} has no room for their GPUs (maxGPUs)",
+                    wanted - granted
+                ),
+            );
+        }
+        decision.create.truncate(granted as usize);
     }
 
     fn view(&mut self, pod: &Pod, loads: &HashMap<String, u32>, now_ms: i64) -> WorkerPod {
@@ -241,6 +417,12 @@ impl Pods {
                 return;
             }
             self.settling.insert(pod_name.clone(), Instant::now());
+            if let Some(queue) = counted_queue(algorithm) {
+                self.created.insert(
+                    pod_name.clone(),
+                    (queue.to_string(), pod_gpus(&pod), Instant::now()),
+                );
+            }
             let params = PostParams {
                 field_manager: Some(MANAGER.into()),
                 ..Default::default()
@@ -249,6 +431,7 @@ impl Pods {
                 Ok(_) => tracing::info!(algorithm = %name, pod = %pod_name, "created a worker pod"),
                 Err(e) if is_status(&e, 409) => {}
                 Err(e) => {
+                    self.created.remove(&pod_name);
                     tracing::warn!(algorithm = %name, pod = %pod_name, error = %e, "creating a worker pod failed");
                     self.warn(
                         algorithm,

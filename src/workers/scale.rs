@@ -195,6 +195,7 @@ mod tests {
             max: 5,
             tasks_per_worker: 4,
             idle_seconds: None,
+            queue: None,
         };
         assert_eq!(
             PoolSpec::of(Some(&w)),

@@ -141,6 +141,14 @@ pub struct WorkerPool {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86_400))]
     pub idle_seconds: Option<i64>,
+    /// The VisionQueue whose GPU budget (maxGPUs) the worker pods use: a
+    /// worker pod (gpusPerJob GPUs) is created only while that queue has
+    /// room for its GPUs beside its jobs', and counts against it while it
+    /// lives; the algorithm's jobs then hold a slot (maxRunning) of their
+    /// own queue but no GPUs. Unset: the worker pods count against no
+    /// queue, and each running job counts its GPUs as in Pod mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// The idle time of [`WorkerPool::idle_seconds`] when unset.
