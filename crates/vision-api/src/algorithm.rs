@@ -89,8 +89,8 @@ pub struct VisionAlgorithmSpec {
     /// a warm worker process of this algorithm that already runs (see
     /// `workers` and docs/WORKERS.md); the job's API, phases, retries,
     /// timeouts and result are the same. Needs the operator's worker
-    /// endpoint (--worker-addr); the operator does not start worker pods
-    /// yet: they are run beside it (a Deployment of the template).
+    /// endpoint (--worker-addr); with --worker-endpoint the operator keeps
+    /// the worker pods (`workers`), else they are run beside it.
     #[serde(default, skip_serializing_if = "AlgorithmMode::is_pod")]
     pub mode: AlgorithmMode,
 
