@@ -48,8 +48,9 @@ fn every_example_parses_into_the_rust_types() {
         }
     }
     assert_eq!(kinds.get("VisionQueue"), Some(&1));
-    // examples/algorithms.yaml (three simulated) and the real face-detect one.
-    assert_eq!(kinds.get("VisionAlgorithm"), Some(&4));
+    // examples/algorithms.yaml (three simulated) and the real face-detect
+    // one, in pod mode and in worker mode.
+    assert_eq!(kinds.get("VisionAlgorithm"), Some(&5));
     assert!(
         kinds.get("VisionJob").copied().unwrap_or(0) >= 4,
         "{kinds:?}"

@@ -23,18 +23,21 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use harness::Scenario;
 use harness::cluster::{self, client, create_namespace, kubectl, unique_name, wait_for};
 use harness::helm::{CHART, Release, helm_raw};
-use harness::real_node::{GPU, NODE, TAINT, image, real_node};
+use harness::real_node::{GPU, NODE, TAINT, image, on_real_node, real_node};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use vision_api::testing::{JobFixture, mk_queue};
 use vision_api::{JobPhase, VisionAlgorithm};
+use vision_operator::workers;
+use vision_operator::workers::worker_pod::build_worker_pod;
 
 /// A pod of one container `algorithm` on the real node.
 fn pod(name: &str, image: &str, args: &[&str], gpus: u32) -> Pod {
@@ -304,26 +307,40 @@ fn diagnose(ns: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
-    let client = client().await;
-    real_node(&client).await;
-    let operator_image = image("operator");
-    let (repository, tag) = operator_image.rsplit_once(':').unwrap();
-    let algorithm_image = image("face-detect");
+/// The endpoint the operator gives its worker pods (the chart's
+/// `workers.endpoint`). The local cluster runs no DNS, so not the workers
+/// Service's name but its ClusterIP, from the Service's environment
+/// variable in the worker pod (same namespace): the kubelet expands
+/// `$(VAR)` in a container's env, and `$$` keeps the operator's own pod
+/// from expanding it first.
+const WORKERS_ENDPOINT: &str = "http://$$(VISION_VISION_OPERATOR_WORKERS_SERVICE_HOST):9090";
 
-    // The scenario's queue and algorithm; no operator of its own: the one the
-    // chart runs in the cluster does the work.
-    let s = Scenario::new("real-helm")
-        .queue(mk_queue("pool", 2))
-        .algorithm(face_detect(&algorithm_image))
-        .start()
-        .await;
+/// The chart installed in a fresh namespace `<prefix>-<suffix>` with the
+/// operator image built from the repository's Dockerfile: two replicas on
+/// the real kubelet, the "restricted" Pod Security Standard, worker mode
+/// on (`workers.enabled`). Returns once both replicas are ready, as
+/// restricted as the chart says, one of them leads, and the workers'
+/// Service routes to the leader alone. Dropping it uninstalls the release
+/// and deletes its namespace.
+struct Installed {
+    /// The release namespace (also the workers' namespace).
+    namespace: String,
+    _release: Release,
+}
+
+/// `operator_image`: `image("operator")`, built before the test takes its
+/// turn on the cluster.
+async fn helm_install_operator(
+    client: &kube::Client,
+    prefix: &str,
+    operator_image: &str,
+) -> Installed {
+    let (repository, tag) = operator_image.rsplit_once(':').unwrap();
 
     // The release namespace enforces the "restricted" Pod Security Standard.
-    let ns = unique_name("real-helm-system");
+    let ns = unique_name(prefix);
     kubectl(["create", "namespace", &ns]);
-    let _release = Release {
+    let release = Release {
         name: "vision".to_string(),
         namespace: ns.clone(),
     };
@@ -339,6 +356,12 @@ async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "leaderElection": {"leaseName": lease},
         "defaultQueue": {"create": false},
+        "workers": {
+            "enabled": true,
+            "port": 9090,
+            "namespace": "",
+            "endpoint": WORKERS_ENDPOINT
+        },
         "logging": {"format": "text"},
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -367,6 +390,7 @@ async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
         String::from_utf8_lossy(&install.stderr),
         diagnose(&ns)
     );
+    let _ = std::fs::remove_file(values_file);
 
     // Two ready replicas, both real containers of the image on the real node,
     // as restricted as the chart says.
@@ -393,7 +417,7 @@ async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
         let spec = pod.spec.as_ref().unwrap();
         assert_eq!(spec.node_name.as_deref(), Some(NODE));
         let container = &spec.containers[0];
-        assert_eq!(container.image.as_deref(), Some(operator_image.as_str()));
+        assert_eq!(container.image.as_deref(), Some(operator_image));
         let security = container.security_context.as_ref().unwrap();
         assert_eq!(security.read_only_root_filesystem, Some(true));
         assert_eq!(security.run_as_non_root, Some(true));
@@ -422,6 +446,71 @@ async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
     })
     .await;
     assert!(led, "no replica holds the Lease {lease}: {}", diagnose(&ns));
+
+    // Worker mode's Service reaches the leader only: its pod alone carries
+    // the label the Service selects, and it alone backs the Service.
+    let routed = wait_for(Duration::from_secs(60), || async {
+        let Some(holder) = leases
+            .get_opt(&lease)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+        else {
+            return false;
+        };
+        let labelled: Vec<String> = pods
+            .list(&ListParams::default().labels(&format!("{}=true", workers::LABEL_SERVES_WORKERS)))
+            .await
+            .map(|l| l.items.iter().map(ResourceExt::name_any).collect())
+            .unwrap_or_default();
+        let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), &ns);
+        let backends: Vec<String> = slices
+            .list(
+                &ListParams::default()
+                    .labels("kubernetes.io/service-name=vision-vision-operator-workers"),
+            )
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .flat_map(|s| s.endpoints.iter())
+                    .filter_map(|e| e.target_ref.as_ref().and_then(|r| r.name.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        labelled == [holder.clone()] && backends == [holder]
+    })
+    .await;
+    assert!(
+        routed,
+        "the workers' Service does not route to the leader alone: {}",
+        diagnose(&ns)
+    );
+
+    Installed {
+        namespace: ns,
+        _release: release,
+    }
+}
+
+#[tokio::test]
+async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
+    let client = client().await;
+    real_node(&client).await;
+    let operator_image = image("operator");
+    let algorithm_image = image("face-detect");
+
+    // The scenario's queue and algorithm; no operator of its own: the one the
+    // chart runs in the cluster does the work.
+    let s = Scenario::new("real-helm")
+        .queue(mk_queue("pool", 2))
+        .algorithm(face_detect(&algorithm_image))
+        .start()
+        .await;
+    let installed = helm_install_operator(&client, "real-helm-system", &operator_image).await;
+    let ns = installed.namespace.clone();
 
     // The real algorithm, run by that operator on the real node.
     let job = s
@@ -460,7 +549,165 @@ async fn helm_installs_the_operator_image_which_runs_the_real_algorithm() {
         .await
         .unwrap();
     assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(NODE));
-    let _ = std::fs::remove_file(values_file);
+}
+
+/// The worker-mode face-detect of examples/ (face-detect-worker.yaml: the
+/// same image, worker.py as its command), with the locally built image and
+/// the toleration and node selector of the real node.
+fn face_detect_worker(image: &str) -> VisionAlgorithm {
+    let path = cluster::repo_root().join("examples/algorithms/face-detect-worker.yaml");
+    let mut algorithm: VisionAlgorithm =
+        serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let container = &mut algorithm.spec.template.spec.as_mut().unwrap().containers[0];
+    container.image = Some(image.to_string());
+    container.image_pull_policy = Some("Never".to_string());
+    on_real_node(algorithm)
+}
+
+/// A pod's log, for a failure message.
+fn pod_log(namespace: &str, pod: &str) -> String {
+    let out = cluster::kubectl_output(["logs", "-n", namespace, pod, "--tail", "40"]);
+    format!(
+        "--- log of {pod} ---\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Worker mode for real: a warm worker container of the real face-detect
+/// (examples/algorithms/face-detect/worker.py, the Python SDK) in the
+/// worker pod the operator keeps on the real node authenticates to the Helm-installed operator with its pod's
+/// projected ServiceAccount token (the operator's TokenReview) and serves a
+/// job end to end, with no pod per job; a pod without the algorithm's label
+/// presenting its own valid token is refused.
+#[tokio::test]
+async fn a_worker_container_on_the_real_node_serves_a_job_of_the_installed_operator() {
+    let client = client().await;
+    real_node(&client).await;
+    let operator_image = image("operator");
+    let algorithm_image = image("face-detect");
+    let mut s = Scenario::new("real-worker")
+        .queue(mk_queue("pool", 2))
+        .start()
+        .await;
+    let installed = helm_install_operator(&client, "real-worker-system", &operator_image).await;
+    let ns = installed.namespace.clone();
+    s.apply_algorithm(face_detect_worker(&algorithm_image))
+        .await;
+    let name = s.algorithm("face-detect-worker");
+    let algorithm = s.algorithms().get(&name).await.unwrap();
+
+    // The operator keeps the algorithm's one worker pod (workers.min and
+    // max are 1), built from its template, in the release namespace (the
+    // workers' namespace) under its "restricted" Pod Security Standard: the
+    // label vision.zjlab.io/algorithm, the projected token for the audience
+    // vision-operator, the SDK's env. Its worker dials the workers Service,
+    // which routes to the leader.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let worker = workers::scale::pod_name(&name, 0);
+    let created = wait_for(Duration::from_secs(60), || async {
+        pods.get_opt(&worker).await.ok().flatten().is_some()
+    })
+    .await;
+    assert!(
+        created,
+        "the operator created no worker pod {worker}: {}",
+        diagnose(&ns)
+    );
+    // The operator's endpoint, with the ClusterIP the kubelet put in.
+    let endpoint = WORKERS_ENDPOINT.replace("$$", "$");
+
+    // An intruder: the same container and its own valid projected token,
+    // but its pod lacks the algorithm's label. It asks to serve the
+    // algorithm all the same; the operator refuses it and worker.py exits.
+    let intruder = format!("{name}-unlabelled");
+    let mut pod = build_worker_pod(&algorithm, &intruder, &ns, &endpoint).unwrap();
+    pod.metadata.labels = None;
+    pod.metadata.owner_references = None;
+    let spec = pod.spec.as_mut().unwrap();
+    spec.restart_policy = Some("Never".into());
+    for env in spec.containers[0].env.iter_mut().flatten() {
+        if env.name == "VISION_WORKER_ALGORITHM" {
+            env.value = Some(name.clone());
+            env.value_from = None;
+        }
+    }
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let job = s
+        .job("astronaut", "face-detect-worker")
+        .with_input(json!({"image": "astronaut.jpg"}))
+        .with_params(json!({"minNeighbors": 5}));
+    s.submit(job).await;
+    let jobs = s.jobs();
+    let succeeded = wait_for(Duration::from_secs(240), || async {
+        jobs.get("astronaut")
+            .await
+            .is_ok_and(|j| j.phase() == Some(JobPhase::Succeeded))
+    })
+    .await;
+    let done = s.get("astronaut").await;
+    assert!(
+        succeeded,
+        "job astronaut not Succeeded: {:#?}\n{}\n{}\n{}",
+        done.status,
+        diagnose(&ns),
+        pod_log(&ns, &worker),
+        pod_log(&ns, &intruder)
+    );
+    let status = done.status.unwrap();
+    // The same result as the pod-mode algorithm's, from the worker pod.
+    assert_eq!(
+        status.result,
+        Some(json!({
+            "image": "astronaut.jpg",
+            "width": 512,
+            "height": 512,
+            "model": "opencv-4.12.0/haarcascade_frontalface_default.xml",
+            "detections": [{"label": "face", "box": [176, 65, 95, 95], "score": 7.448}]
+        }))
+    );
+    assert_eq!(status.worker.as_deref(), Some(worker.as_str()));
+    let served = pods.get(&worker).await.unwrap();
+    assert_eq!(served.spec.unwrap().node_name.as_deref(), Some(NODE));
+    let labels = served.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get(vision_api::contract::LABEL_ALGORITHM),
+        Some(&name)
+    );
+    // No pod per job: the job's namespace holds none.
+    let job_pods: Vec<String> = s
+        .pods()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    assert_eq!(job_pods, Vec::<String>::new());
+
+    // The intruder was refused by the TokenReview check of its pod's label.
+    let refused = finished(&pods, &intruder).await;
+    assert_eq!(
+        refused.status.as_ref().unwrap().phase.as_deref(),
+        Some("Failed"),
+        "{}",
+        pod_log(&ns, &intruder)
+    );
+    let state = terminated(&refused);
+    assert_eq!(state.exit_code, 4);
+    assert_eq!(
+        state.message.as_deref(),
+        Some(
+            format!(
+                "face-detect worker: the operator refused this worker: PERMISSION_DENIED: \
+                 pod {intruder} may not serve algorithm {name}: its label {} is unset",
+                vision_api::contract::LABEL_ALGORITHM
+            )
+            .as_str()
+        )
+    );
 }
 
 /// Large outputs: a job with `spec.output` writes into its attempt's

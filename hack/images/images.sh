@@ -28,7 +28,9 @@ image_hash() {
       cat "$IMAGES/oci_image.py" "$IMAGES/$1/Dockerfile" "$IMAGES/probe/probe.c" | sha256sum | cut -c1-12 ;;
     face-detect)
       local d="$ROOT/examples/algorithms/face-detect"
-      cat "$IMAGES/oci_image.py" "$d/Dockerfile" "$d/detect.py" "$d/build-rootfs.sh" "$d/requirements.txt" "$d"/images/* |
+      local sdk="$ROOT/clients/python-worker/src/vision_worker"
+      cat "$IMAGES/oci_image.py" "$d/Dockerfile" "$d/detect.py" "$d/worker.py" "$d/build-rootfs.sh" "$d/requirements.txt" "$d"/images/* \
+        "$sdk"/*.py "$sdk"/_proto/*.py |
         sha256sum | cut -c1-12 ;;
     operator)
       [ -x "$OPERATOR_BINARY" ] || die "no $OPERATOR_BINARY: build it first (image_build operator)"
@@ -78,13 +80,14 @@ image_build() {
           { rm -rf "$ctx"; die "building the $name image failed"; }
         rm -rf "$ctx" ;;
       face-detect)
-        # The context: the root filesystem (Debian packages + wheels) and the
-        # algorithm's files, as examples/algorithms/face-detect/README.md says.
+        # The context: the root filesystem (Debian packages, wheels, the
+        # Python worker SDK) and the algorithm's files, as
+        # examples/algorithms/face-detect/README.md says.
         local d="$ROOT/examples/algorithms/face-detect"
         ctx="$(mktemp -d "$CACHE/images/.ctx-face-detect.XXXXXX")"
         "$d/build-rootfs.sh" "$ctx" >"$LOGS/build-face-detect.log" 2>&1 ||
           { tail -n 20 "$LOGS/build-face-detect.log" >&2; rm -rf "$ctx"; die "building the face-detect root filesystem failed"; }
-        cp -r "$d/Dockerfile" "$d/detect.py" "$d/images" "$ctx/"
+        cp -r "$d/Dockerfile" "$d/detect.py" "$d/worker.py" "$d/images" "$ctx/"
         python3 "$IMAGES/oci_image.py" --context "$ctx" --name "$ref" --out "$out" >/dev/null ||
           { rm -rf "$ctx"; die "building the face-detect image failed"; }
         rm -rf "$ctx" ;;

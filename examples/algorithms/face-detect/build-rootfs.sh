@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the root filesystem of the face-detect image into DIR/rootfs, with no
 # container engine: Debian 12 packages (python3.11 and the C libraries it and
-# the wheels link against) unpacked with dpkg-deb, and the pinned wheels of
-# requirements.txt installed with pip --target. Runs as root on Debian 12
+# the wheels link against) unpacked with dpkg-deb, the pinned wheels of
+# requirements.txt installed with pip --target, and the Python worker SDK
+# (clients/python-worker) for worker.py. Runs as root on Debian 12
 # (apt-get download needs the package lists); about 1 minute.
 #
 #   examples/algorithms/face-detect/build-rootfs.sh DIR
@@ -36,6 +37,12 @@ pip install --quiet --no-deps --require-hashes --only-binary=:all: --no-compile 
   --target "$OUT/rootfs/opt/vision/site-packages" -r "$HERE/requirements.txt"
 
 root="$OUT/rootfs"
+# The Python worker SDK for worker.py (worker mode), from this repository:
+# its pure-Python package with the committed generated gRPC code.
+SDK="$HERE/../../../clients/python-worker/src/vision_worker"
+mkdir -p "$root/opt/vision/site-packages/vision_worker/_proto"
+cp "$SDK"/*.py "$root/opt/vision/site-packages/vision_worker/"
+cp "$SDK"/_proto/*.py "$root/opt/vision/site-packages/vision_worker/_proto/"
 # The interpreter under its usual name; a user for the non-root UID.
 ln -sf python3.11 "$root/usr/bin/python3"
 mkdir -p "$root/etc" "$root/tmp"
