@@ -186,10 +186,11 @@ failover() {
     kill -0 "$OP_PID" 2>/dev/null || die "the new operator exited"
     sleep 0.05
   done
-  from() { tail -n +"$((lines + 1))" "$LOG" | grep -m1 "$1" | grep -o '^[0-9T:.-]*Z' || true; }
+  # (The log's colour codes stripped first.)
+  from() { tail -n +"$((lines + 1))" "$LOG" | sed 's/\x1b\[[0-9;]*m//g' | grep -m1 "$1" | grep -o '^[0-9T:.-]*Z' || true; }
   local lease rebuilt
   lease="$(from 'acquired the lease')"
-  rebuilt="$(tail -n +"$((lines + 1))" "$LOG" | grep -m1 'worker pool rebuilt' | grep -o 'elapsed_ms=[0-9]*' || true)"
+  rebuilt="$(tail -n +"$((lines + 1))" "$LOG" | sed 's/\x1b\[[0-9;]*m//g' | grep -m1 'worker pool rebuilt' | grep -o 'elapsed_ms=[0-9]*' || true)"
   echo
   echo "Failover with $MEMORY_JOBS jobs queued"
   if [ -n "$t_admit" ]; then

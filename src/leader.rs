@@ -156,7 +156,14 @@ pub struct Election {
 }
 
 impl Election {
-    pub async fn start(client: Client, config: &LeaderConfig) -> Result<Self, kube::Error> {
+    /// Joins the election; campaigns once `ready` resolves (the caches are
+    /// listed): a replica that takes the lease before it can act would
+    /// leave the jobs without a working leader meanwhile.
+    pub async fn start(
+        client: Client,
+        config: &LeaderConfig,
+        ready: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<Self, kube::Error> {
         let (tx, rx) = watch::channel(!config.enabled);
         let (stop, stopped) = watch::channel(false);
         if !config.enabled {
@@ -181,7 +188,7 @@ impl Election {
         // Fail early (RBAC, namespace) rather than in the background.
         elector.api.get_opt(&elector.name).await?;
         info!(lease = %config.lease_name, namespace = %config.namespace, identity = %config.identity, "joined leader election");
-        let task = tokio::spawn(elector.run(tx, stopped));
+        let task = tokio::spawn(elector.run(ready, tx, stopped));
         Ok(Election {
             leadership: rx,
             validity,
@@ -224,7 +231,16 @@ impl Elector {
         self.duration * 2 / 3
     }
 
-    async fn run(self, tx: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        self,
+        ready: impl std::future::Future<Output = ()>,
+        tx: watch::Sender<bool>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        tokio::select! {
+            _ = ready => {}
+            _ = stop.changed() => return,
+        }
         let renew_every = self.duration / 3;
         let retry_every = (self.duration / 4).min(Duration::from_secs(2));
         let mut leading = false;

@@ -176,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
             identity,
             duration: Duration::from_secs(cli.lease_seconds.max(2)),
         },
+        readiness.clone().ready(),
     )
     .await
     .map_err(Error::Kube)?;

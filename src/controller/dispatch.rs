@@ -149,7 +149,7 @@ impl Dispatcher {
                 }
             }
             PoolEvent::Leader => self.leader = true,
-            PoolEvent::Rebuild(jobs) => self.rebuild(&jobs),
+            PoolEvent::Rebuild(holders) => self.rebuild(holders),
             PoolEvent::WorkerPods { request, reply } => {
                 // Before the pool is rebuilt (not leading yet) the pods'
                 // GPUs are recorded, none granted.
@@ -245,11 +245,29 @@ impl Dispatcher {
     }
 
     /// Makes the pool a function of the cluster: the queues and algorithms
-    /// of the stores and `jobs`, a consistent list read after leadership was
-    /// gained. A new leader never trusts a former pool, and admits nothing
-    /// before this.
-    fn rebuild(&mut self, jobs: &[VisionJob]) {
+    /// of the stores, `holders` (the jobs holding a slot, a consistent list
+    /// read after leadership was gained) and the cache's other jobs. A new
+    /// leader never trusts a former pool, and admits nothing before this.
+    fn rebuild(&mut self, holders: Vec<VisionJob>) {
         let started = std::time::Instant::now();
+        // A job the cache shows holding but the consistent list does not was
+        // released since (its newer status is still on its way): it holds
+        // nothing, and its watch event observes it again.
+        let fresh: HashMap<JobKey, Arc<VisionJob>> = holders
+            .into_iter()
+            .map(|j| (job_key(&j), Arc::new(j)))
+            .collect();
+        let mut jobs: Vec<Arc<VisionJob>> = self
+            .ctx
+            .jobs
+            .state()
+            .into_iter()
+            .filter(|j| {
+                !fresh.contains_key(&job_key(j))
+                    && !matches!(j.phase(), Some(JobPhase::Admitted | JobPhase::Running))
+            })
+            .collect();
+        jobs.extend(fresh.into_values());
         // Worker pods' GPUs are not in the jobs: carried over.
         let worker_gpus = self.pool.all_worker_gpus();
         self.pool = WorkerPool::new();
@@ -267,7 +285,7 @@ impl Dispatcher {
         }
         // Observe holders and accepted jobs first, so that a new job's
         // acceptance sees every job accepted before it.
-        let mut order: Vec<&VisionJob> = jobs.iter().collect();
+        let mut order: Vec<&VisionJob> = jobs.iter().map(|j| j.as_ref()).collect();
         order.sort_by_key(|j| j.phase().is_none());
         for job in order {
             self.on_job(job);
@@ -293,7 +311,7 @@ impl Dispatcher {
         self.rebuilt = true;
         // Which term admitted the jobs that hold slots: those of former
         // terms were admitted by a replica that has lost leadership since.
-        let by_term = crate::status::holders_by_term(jobs);
+        let by_term = crate::status::holders_by_term(jobs.iter().map(|j| j.as_ref()));
         let term = self.ctx.writer.term();
         let former: usize = by_term
             .iter()

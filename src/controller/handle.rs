@@ -52,9 +52,10 @@ pub enum PoolEvent {
     },
     /// A queue's or algorithm's status write finished.
     PoolStatusWritten(PoolStatusWrite),
-    /// A fresh, consistent list of the jobs, read by a new leader: the pool
-    /// is rebuilt from it (never from a cache that may lag a former leader's
-    /// last writes).
+    /// A fresh, consistent list of the jobs that hold a slot (or have no
+    /// phase yet), read by a new leader: the pool is rebuilt from it and the
+    /// cache's waiting jobs (never from a cache alone, which may lag a
+    /// former leader's last admissions).
     Rebuild(Vec<VisionJob>),
     /// Worker mode: GPUs for a queue's worker pods (see
     /// `WorkerPool::grant_worker_pods`); the reply is how many pods may be

@@ -48,6 +48,13 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Resolves once ready.
+    pub async fn ready(self) {
+        while !self.is_ready() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Checks that the CRDs are installed; the error says how to install them.
@@ -121,6 +128,7 @@ pub async fn run(
             &ctx.client,
             workers,
             algorithms_store.clone(),
+            ctx.metrics.clone(),
             move |pod| {
                 let _ = trigger.send(Ok(pod));
             },
@@ -137,7 +145,7 @@ pub async fn run(
     let pod_wc = watcher::Config::default().labels(crate::pod::LABEL_JOB_UID);
     let jobs = watcher(Api::<VisionJob>::all(client.clone()), wc.clone())
         .default_backoff()
-        .modify(slim)
+        .modify(slim_job)
         .reflect(jobs_writer);
     let pods = watcher(Api::<Pod>::all(client.clone()), pod_wc)
         .default_backoff()
@@ -238,13 +246,18 @@ pub async fn run(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 info!("became leader: rebuilding the worker pool from the cluster's state");
-                // A consistent (quorum) list: the watch cache may not yet
-                // hold a former leader's last writes.
-                let jobs = list_all::<VisionJob>(&leader_ctx.client).await;
+                // The jobs that hold a slot, with a consistent (quorum)
+                // read: the watch cache may not yet hold a former leader's
+                // last admissions, and a holder it missed would be admitted
+                // over. The waiting jobs come from the cache (complete, see
+                // above): a stale copy of one is harmless, every status
+                // write is preconditioned on the version it was computed
+                // from. One full list, not two (docs/PERFORMANCE.md, Scale).
+                let holders = list_all::<VisionJob>(&leader_ctx.client, HOLDERS).await;
                 leader_ctx.set_leader(true);
                 leader_ctx.metrics.set_leader(true);
                 leader_ctx.pool.send(PoolEvent::Leader);
-                leader_ctx.pool.send(PoolEvent::Rebuild(jobs));
+                leader_ctx.pool.send(PoolEvent::Rebuild(holders));
                 let _ = reconcile_all_tx.send(());
                 leader_wake.notify_one();
                 had = true;
@@ -299,16 +312,20 @@ pub async fn run(
     }
 }
 
-/// Lists every object of a kind with a consistent read, page by page,
-/// retrying until it succeeds.
-async fn list_all<K>(client: &Client) -> Vec<K>
+/// The jobs that hold a slot (a field selector: `status.phase` is a
+/// selectable field of the CRD).
+const HOLDERS: &str = "status.phase!=Queued,status.phase!=Succeeded,status.phase!=Failed,status.phase!=Rejected,status.phase!=Suspended";
+
+/// Lists every object of a kind matching the field selector `fields` with a
+/// consistent read, page by page, retrying until it succeeds.
+async fn list_all<K>(client: &Client, fields: &str) -> Vec<K>
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let api: Api<K> = Api::all(client.clone());
     loop {
         let mut out = Vec::new();
-        let mut params = kube::api::ListParams::default().limit(500);
+        let mut params = kube::api::ListParams::default().fields(fields).limit(500);
         let result: Result<(), kube::Error> = async {
             loop {
                 let page = api.list(&params).await?;
@@ -343,6 +360,22 @@ fn slim<K: kube::Resource>(obj: &mut K) {
     meta.managed_fields = None;
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// [`slim`], and for a job that waits (Queued) also what only its pod
+/// needs: its annotations, `spec.input` and `spec.params` (in a heap
+/// profile at 10,000 queued jobs, the three maps were 1.2 of the 3.3 KB a
+/// cached job costs: docs/PERFORMANCE.md, Scale). Nothing reads them from a
+/// waiting job: its admission builds the pod from the job the Admitted
+/// write returns, whole, and from then on the cache has the job whole
+/// (Admitted). Labels stay: they name a job's tenant.
+fn slim_job(job: &mut VisionJob) {
+    slim(job);
+    if job.phase() == Some(crate::api::JobPhase::Queued) {
+        job.metadata.annotations = None;
+        job.spec.input = None;
+        job.spec.params = None;
     }
 }
 
@@ -481,4 +514,44 @@ fn settle_claims(writer: &Writer, event: &watcher::Event<Pod>) {
 
 fn obj_ref<K: kube::Resource>(obj: &K) -> (Option<String>, String) {
     (obj.namespace(), obj.name_any())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::api::JobPhase;
+    use crate::api::testing::{JobFixture, mk_job};
+    use serde_json::json;
+
+    use super::slim_job;
+
+    fn full() -> crate::api::VisionJob {
+        mk_job("team-a", "cam-1", "detect")
+            .with_input(json!({"frame": 7}))
+            .with_params(json!({"threshold": 0.5}))
+            .with_annotations(&[("team", "a")])
+    }
+
+    #[test]
+    fn a_waiting_job_is_cached_without_what_only_its_pod_needs() {
+        let mut job = full().with_phase(JobPhase::Queued, 0);
+        let labels = job.metadata.labels.clone();
+        slim_job(&mut job);
+        assert_eq!(job.metadata.annotations, None);
+        assert_eq!(job.spec.input, None);
+        assert_eq!(job.spec.params, None);
+        assert_eq!(job.metadata.labels, labels);
+        assert_eq!(job.phase(), Some(JobPhase::Queued));
+    }
+
+    #[test]
+    fn new_and_admitted_jobs_are_cached_whole() {
+        for job in [full(), full().with_phase(JobPhase::Admitted, 1)] {
+            let mut slimmed = job.clone();
+            slim_job(&mut slimmed);
+            assert_eq!(
+                serde_json::to_value(&slimmed).unwrap(),
+                serde_json::to_value(&job).unwrap()
+            );
+        }
+    }
 }
