@@ -198,7 +198,15 @@ impl Writer {
     pub async fn create_pod(&self, job: &VisionJob, pod: &Pod) -> Result<PodCreate> {
         self.fence()?;
         if let Some(workers) = self.worker_mode(pod) {
-            workers.create(pod);
+            // A former leader may have sent this attempt's task before it
+            // lost the lease (it wrote the job's status in its own term).
+            let former_term = job
+                .status
+                .as_ref()
+                .and_then(|s| s.leader_term)
+                .zip(self.validity.term())
+                .is_some_and(|(written, own)| written < own);
+            workers.create(pod, former_term);
             return Ok(PodCreate::Created);
         }
         let namespace = pod.namespace().unwrap_or_default();

@@ -36,6 +36,10 @@ pub struct HubSettings {
     /// After a failover, how long a task a worker reports and the new
     /// leader's adoption of it may wait for each other.
     pub adopt_grace: Duration,
+    /// After a failover, how long an attempt the former leader may have
+    /// sent (its job was written in a former term) waits for its worker to
+    /// reconnect and report it before it is sent to a worker again.
+    pub reconnect_hold: Duration,
 }
 
 impl Default for HubSettings {
@@ -45,6 +49,8 @@ impl Default for HubSettings {
             missed_heartbeats: 3,
             register_timeout: Duration::from_secs(10),
             adopt_grace: Duration::from_secs(30),
+            // The SDKs reconnect with a backoff of at most 5 s.
+            reconnect_hold: Duration::from_secs(10),
         }
     }
 }
@@ -193,6 +199,11 @@ impl Hub {
     /// workers' Service, until it reaches the leader.
     pub fn set_leading(&self, leading: impl Fn() -> bool + Send + Sync + 'static) {
         let _ = self.inner.leading.set(Box::new(leading));
+    }
+
+    /// See [`HubSettings::reconnect_hold`].
+    pub fn reconnect_hold(&self) -> Duration {
+        self.inner.settings.reconnect_hold
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -40,6 +40,7 @@ pub async fn start(
     client: &kube::Client,
     settings: WorkerSettings,
     algorithms: kube::runtime::reflector::Store<crate::api::VisionAlgorithm>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     trigger: impl Fn(k8s_openapi::api::core::v1::Pod) + Send + Sync + 'static,
     install: impl FnOnce(std::sync::Arc<WorkerMode>),
     leading: impl Fn() -> bool + Clone + Send + Sync + 'static,
@@ -79,7 +80,7 @@ pub async fn start(
             .map_or(1, |w| u32::try_from(w.tasks_per_worker).unwrap_or(1)))
     });
     let scaled = algorithms.clone();
-    let mode = std::sync::Arc::new(WorkerMode::new(hub.clone(), algorithms, trigger));
+    let mode = std::sync::Arc::new(WorkerMode::new(hub.clone(), algorithms, metrics, trigger));
     install(mode.clone());
     if let Some(pods) = settings.pods.clone() {
         tokio::spawn(pods::run(

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -32,6 +32,8 @@ pub struct WorkerMode {
     hub: Hub,
     algorithms: Store<VisionAlgorithm>,
     state: Mutex<Attempts>,
+    /// `vision_operator_worker_dispatch_seconds`.
+    metrics: Arc<crate::metrics::Metrics>,
     /// Wakes the reconciler of the pod's job (the pod watch's channel).
     trigger: Box<dyn Fn(Pod) + Send + Sync>,
 }
@@ -42,11 +44,16 @@ struct Attempts {
     pods: BTreeMap<String, Arc<Pod>>,
     /// Task id -> pod key.
     tasks: HashMap<String, String>,
-    /// Pod keys of attempts no worker had room for yet, oldest first.
-    waiting: Vec<String>,
+    /// Pod keys of attempts no worker had room for yet, oldest first, with
+    /// when each was handed over.
+    waiting: Vec<(String, Instant)>,
     /// Tasks released lately (newest last, at most [`RELEASED_KEPT`]): a
     /// stale read of their job must not adopt them again.
     released: std::collections::VecDeque<String>,
+    /// Waiting attempts that a former leader may have sent, by pod key: not
+    /// sent before then, so that their worker can reconnect and report
+    /// them first (then they are adopted, never run twice).
+    held: HashMap<String, Instant>,
 }
 
 const RELEASED_KEPT: usize = 10_000;
@@ -63,12 +70,14 @@ impl WorkerMode {
     pub fn new(
         hub: Hub,
         algorithms: Store<VisionAlgorithm>,
+        metrics: Arc<crate::metrics::Metrics>,
         trigger: impl Fn(Pod) + Send + Sync + 'static,
     ) -> Self {
         WorkerMode {
             hub,
             algorithms,
             state: Mutex::default(),
+            metrics,
             trigger: Box::new(trigger),
         }
     }
@@ -163,7 +172,11 @@ impl WorkerMode {
     }
 
     /// A new attempt: sent to a worker now, or kept waiting for a slot.
-    pub fn create(&self, pod: &Pod) {
+    /// `maybe_sent`: a former leader may have sent it already (its job's
+    /// status was written in a former term), so unless a worker reports it
+    /// it waits for [`Hub::reconnect_hold`] before it is sent.
+    pub fn create(&self, pod: &Pod, maybe_sent: bool) {
+        let handed = Instant::now();
         let mut pod = pod.clone();
         let Some(task) = task_for(&pod) else {
             tracing::error!(pod = %key(&pod), "an attempt pod without the labels of a task");
@@ -183,10 +196,19 @@ impl WorkerMode {
                 Adopted::Running(worker) | Adopted::Ended(worker) => Ok(worker),
                 Adopted::Awaiting => self.hub.dispatch(task),
             }
+        } else if maybe_sent {
+            tracing::info!(pod = %key, task = %task_id, "attempt of a former term: waiting for its worker to reconnect before sending it");
+            state
+                .held
+                .insert(key.clone(), Instant::now() + self.hub.reconnect_hold());
+            Err(task)
         } else {
             self.hub.dispatch(task)
         };
         tracing::debug!(pod = %key, task = %task_id, worker = ?dispatched.as_ref().ok(), "attempt on a worker");
+        if dispatched.is_ok() {
+            self.metrics.worker_dispatched(handed.elapsed());
+        }
         let pod = match dispatched {
             Ok(worker) => with_state(
                 pod,
@@ -196,7 +218,7 @@ impl WorkerMode {
                 },
             ),
             Err(_) => {
-                state.waiting.push(key.clone());
+                state.waiting.push((key.clone(), handed));
                 with_state(pod, &AttemptState::Waiting)
             }
         };
@@ -214,7 +236,8 @@ impl WorkerMode {
         let key = key(pod);
         tracing::debug!(pod = %key, "attempt on a worker stopped");
         let mut state = self.state();
-        state.waiting.retain(|k| *k != key);
+        state.waiting.retain(|(k, _)| *k != key);
+        state.held.remove(&key);
         if let Some(removed) = state.pods.remove(&key) {
             if let Some(task_id) = removed.metadata.uid.clone() {
                 state.tasks.remove(&task_id);
@@ -312,13 +335,32 @@ impl WorkerMode {
             return;
         }
         let waiting = std::mem::take(&mut state.waiting);
-        for key in waiting {
+        for (key, handed) in waiting {
             let Some(pod) = state.pods.get(&key).cloned() else {
                 continue;
             };
             let Some(task) = task_for(&pod) else { continue };
-            match self.hub.dispatch(task) {
+            let held = state
+                .held
+                .get(&key)
+                .is_some_and(|until| *until > Instant::now());
+            let dispatched = if self.hub.is_orphan(&task.task_id) {
+                // Its worker reported it after a failover: adopt it.
+                match self.hub.adopt(&task.task_id, &task.algorithm, None) {
+                    Adopted::Running(worker) | Adopted::Ended(worker) => Ok(worker),
+                    Adopted::Awaiting => Err(task),
+                }
+            } else if held {
+                Err(task)
+            } else {
+                self.hub.dispatch(task)
+            };
+            if dispatched.is_ok() {
+                state.held.remove(&key);
+            }
+            match dispatched {
                 Ok(worker) => {
+                    self.metrics.worker_dispatched(handed.elapsed());
                     let pod = with_state(
                         (*pod).clone(),
                         &AttemptState::Running {
@@ -328,7 +370,7 @@ impl WorkerMode {
                     );
                     self.set(&mut state, key, pod);
                 }
-                Err(_) => state.waiting.push(key),
+                Err(_) => state.waiting.push((key, handed)),
             }
         }
     }

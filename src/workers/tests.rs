@@ -519,3 +519,107 @@ async fn only_the_leader_takes_workers_and_a_refused_worker_registers_once_it_le
     leading.store(true, Ordering::SeqCst);
     ep.await_workers("detect", &["w-1"]).await;
 }
+
+/// Worker mode's attempts over `ep`'s hub, for algorithm "detect" in
+/// worker mode; its event loop runs until the test ends.
+fn worker_mode(
+    ep: &mut Endpoint,
+) -> (
+    std::sync::Arc<WorkerMode>,
+    crate::api::VisionJob,
+    k8s_openapi::api::core::v1::Pod,
+) {
+    use kube::runtime::watcher;
+    let mut algorithm = vision_api::testing::mk_algorithm("detect");
+    algorithm.spec.mode = crate::api::AlgorithmMode::Worker;
+    let (algorithms, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&watcher::Event::Apply(algorithm.clone()));
+    let mode = std::sync::Arc::new(WorkerMode::new(
+        ep.hub.clone(),
+        algorithms,
+        std::sync::Arc::new(crate::metrics::Metrics::new()),
+        |_pod| {},
+    ));
+    let (_, none) = mpsc::unbounded_channel();
+    let events = std::mem::replace(&mut ep.events, none);
+    tokio::spawn(mode.clone().run(events));
+    let job = vision_api::testing::mk_job("team-a", "a", "detect");
+    let pod = crate::pod::build_pod(&job, &algorithm, 1).unwrap();
+    (mode, job, pod)
+}
+
+/// Waits (bounded) until the job's attempt runs on `worker`.
+async fn await_running_on(mode: &WorkerMode, job: &crate::api::VisionJob, worker: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let on = mode
+            .pods_of(job)
+            .first()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .and_then(|p| worker_of(p).map(str::to_string));
+        if on.as_deref() == Some(worker) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the attempt runs on {on:?}, not {worker}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The gap a failover left: the former leader sent an attempt and died
+/// before writing that it runs. The new leader holds such an attempt (its
+/// job written in a former term) instead of sending it to an idle worker,
+/// and adopts it when its worker reconnects: it runs once.
+#[tokio::test]
+async fn an_attempt_a_former_leader_may_have_sent_waits_for_its_worker_and_is_adopted_not_sent_again()
+ {
+    let mut ep = endpoint_with(HubSettings {
+        reconnect_hold: Duration::from_secs(3600),
+        ..HubSettings::default()
+    })
+    .await;
+    let (mode, job, pod) = worker_mode(&mut ep);
+    let task = attempts::task_for(&pod).unwrap().task_id;
+    let (_idle, _stop) = ep.worker("w-idle", 1, echo);
+    ep.await_workers("detect", &["w-idle"]).await;
+
+    mode.create(&pod, true);
+    assert_eq!(
+        ep.hub.free_slots("detect"),
+        1,
+        "held, not sent to the idle worker"
+    );
+    // The worker the former leader sent it to reconnects, still running it.
+    let (_tx, _inbound) = raw_worker(&ep.url, "w-old", &[&task]).await;
+    await_running_on(&mode, &job, "w-old").await;
+    assert_eq!(
+        ep.hub.free_slots("detect"),
+        1 + 1,
+        "w-idle free, w-old 1 of 2"
+    );
+}
+
+/// An attempt of a former term whose worker never reports it is sent once
+/// the hold is over; one of this leader's own is sent at once.
+#[tokio::test]
+async fn a_held_attempt_is_sent_after_the_hold_and_a_current_one_at_once() {
+    let mut ep = endpoint_with(HubSettings {
+        reconnect_hold: Duration::ZERO,
+        ..HubSettings::default()
+    })
+    .await;
+    let (mode, job, pod) = worker_mode(&mut ep);
+    let (_w, _stop) = ep.worker("w-1", 1, blocking(mpsc::unbounded_channel().0));
+    ep.await_workers("detect", &["w-1"]).await;
+    mode.create(&pod, true);
+    await_running_on(&mode, &job, "w-1").await;
+
+    let mut ep = endpoint().await;
+    let (mode, job, pod) = worker_mode(&mut ep);
+    let (_w, _stop) = ep.worker("w-2", 1, blocking(mpsc::unbounded_channel().0));
+    ep.await_workers("detect", &["w-2"]).await;
+    mode.create(&pod, false);
+    await_running_on(&mode, &job, "w-2").await;
+}
