@@ -225,7 +225,7 @@ impl Hub {
     }
 
     /// The connected workers of an algorithm and the tasks each holds.
-    pub fn loads(&self, algorithm: &str) -> Vec<(String, u32)> {
+    pub fn loads(&self, algorithm: &str) -> Vec<super::registry::Load> {
         self.state().registry.loads(algorithm)
     }
 

@@ -23,6 +23,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::mode::WorkerMode;
+use super::registry::Load;
 use super::scale::{Decision, PodPhase, PoolSpec, WorkerPod, decide};
 use super::worker_pod::build_worker_pod;
 use crate::api::contract::{LABEL_ALGORITHM, LABEL_MANAGED_BY, LABEL_ROLE, MANAGER, ROLE_WORKER};
@@ -251,7 +252,13 @@ impl Pods {
                 },
             };
             let backlog = self.mode.backlog(&name);
-            let loads: HashMap<String, u32> = self.mode.hub().loads(&name).into_iter().collect();
+            let loads: HashMap<String, Load> = self
+                .mode
+                .hub()
+                .loads(&name)
+                .into_iter()
+                .map(|l| (l.worker.clone(), l))
+                .collect();
             let view: Vec<WorkerPod> = own.iter().map(|p| self.view(p, &loads, now_ms)).collect();
             let mut decision = decide(&name, &spec, backlog, &view, now_ms);
             if !may_remove_live {
@@ -366,12 +373,20 @@ impl Pods {
         decision.create.truncate(granted as usize);
     }
 
-    fn view(&mut self, pod: &Pod, loads: &HashMap<String, u32>, now_ms: i64) -> WorkerPod {
+    fn view(&mut self, pod: &Pod, loads: &HashMap<String, Load>, now_ms: i64) -> WorkerPod {
         let name = pod.name_any();
-        let tasks = loads.get(&name).copied().unwrap_or(0);
+        let load = loads.get(&name);
+        let tasks = load.map_or(0, |l| l.tasks);
         let uid = pod.uid().unwrap_or_default();
-        if tasks > 0 {
-            self.last_busy.insert(uid.clone(), now_ms);
+        // Busy now, or given a task since the last look (a task shorter
+        // than a tick is seen here only).
+        let assigned_ms = load
+            .and_then(|l| l.last_assigned)
+            .map(|at| now_ms - i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX));
+        let busy_ms = if tasks > 0 { Some(now_ms) } else { assigned_ms };
+        if let Some(busy_ms) = busy_ms {
+            let last = self.last_busy.entry(uid.clone()).or_insert(busy_ms);
+            *last = (*last).max(busy_ms);
         }
         let created = pod
             .metadata
@@ -393,7 +408,7 @@ impl Pods {
         name: &str,
         decision: Decision,
         own: &[&Pod],
-        loads: &HashMap<String, u32>,
+        loads: &HashMap<String, Load>,
     ) {
         for pod_name in decision.create {
             let Some(algorithm) = algorithm else { break };

@@ -21,6 +21,9 @@ pub struct WorkerEntry {
     pub failures: u32,
     /// Benched (given no task) until then: see [`Registry::outcome`].
     pub benched_until: Option<Instant>,
+    /// When it was last given a task on this connection (its pod's idle
+    /// time, with the task count, for scaling).
+    pub last_assigned: Option<Instant>,
 }
 
 impl WorkerEntry {
@@ -40,6 +43,14 @@ pub const WORKER_FAILURE_LIMIT: u32 = 3;
 /// How long a failing worker gets no task. Afterwards it gets tasks again;
 /// one more failure benches it again, one success clears it.
 pub const WORKER_BENCH: Duration = Duration::from_secs(30);
+
+/// A connected worker's load, for scaling its algorithm's pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Load {
+    pub worker: String,
+    pub tasks: u32,
+    pub last_assigned: Option<Instant>,
+}
 
 /// One task the operator knows of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,13 +150,17 @@ impl Registry {
             .collect()
     }
 
-    /// Connected workers of an algorithm with the tasks each holds, in id
-    /// order.
-    pub fn loads(&self, algorithm: &str) -> Vec<(String, u32)> {
+    /// Connected workers of an algorithm with the tasks each holds and
+    /// when it was last given one, in id order.
+    pub fn loads(&self, algorithm: &str) -> Vec<Load> {
         self.workers
             .iter()
             .filter(|(_, w)| w.algorithm == algorithm)
-            .map(|(id, w)| (id.clone(), u32::try_from(w.tasks.len()).unwrap_or(u32::MAX)))
+            .map(|(id, w)| Load {
+                worker: id.clone(),
+                tasks: u32::try_from(w.tasks.len()).unwrap_or(u32::MAX),
+                last_assigned: w.last_assigned,
+            })
             .collect()
     }
 
@@ -233,6 +248,7 @@ impl Registry {
                 tasks: adopted.iter().chain(&orphaned).cloned().collect(),
                 failures,
                 benched_until,
+                last_assigned: None,
             },
         );
         Registration {
@@ -280,6 +296,7 @@ impl Registry {
             })
             .max_by(|(a_id, a), (b_id, b)| a.free().cmp(&b.free()).then(b_id.cmp(a_id)))?;
         worker.tasks.insert(task_id.to_string());
+        worker.last_assigned = Some(now);
         self.tasks.insert(
             task_id.to_string(),
             TaskEntry {
@@ -600,14 +617,26 @@ mod tests {
         r.register("w2", "detect", 2, &[], now);
         r.register("o1", "ocr", 1, &[], now);
         assert_eq!(r.assign("t1", "detect", None, now).as_deref(), Some("w1"));
-        assert_eq!(r.loads("detect"), vec![("w1".into(), 1), ("w2".into(), 0)]);
+        let loads = |r: &Registry| -> Vec<(String, u32, Option<Instant>)> {
+            r.loads("detect")
+                .into_iter()
+                .map(|l| (l.worker, l.tasks, l.last_assigned))
+                .collect()
+        };
+        assert_eq!(
+            loads(&r),
+            vec![("w1".into(), 1, Some(now)), ("w2".into(), 0, None)]
+        );
         // A busy worker does not retire; an idle one does and gets no task.
         assert!(!r.retire("w1"));
         assert!(r.retire("w2"));
         assert!(!r.retire("gone"));
         assert_eq!(r.assign("t2", "detect", None, now).as_deref(), Some("w1"));
         assert_eq!(r.assign("t3", "detect", None, now), None);
-        assert_eq!(r.loads("detect"), vec![("w1".into(), 2), ("w2".into(), 0)]);
+        assert_eq!(
+            loads(&r),
+            vec![("w1".into(), 2, Some(now)), ("w2".into(), 0, None)]
+        );
     }
 
     #[test]
