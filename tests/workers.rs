@@ -505,6 +505,16 @@ async fn worker_pods_hold_gpus_of_their_queue_and_a_gpu_job_waits_until_they_go(
     .await;
     assert!(gated, "no WorkerPodsWaitForGpus Event for {algorithm}");
     assert_eq!(worker_pods(&w, &algorithm).await, vec![pod(0), pod(1)]);
+    // The queue's status counts them (the tasks hold no GPUs).
+    let counted = harness::wait_for(T, || async {
+        let queue = w.queues().get(w.queue()).await.unwrap();
+        queue.status.map(|s| s.gpus_in_use) == Some(2)
+    })
+    .await;
+    assert!(
+        counted,
+        "the queue's gpusInUse does not count the worker pods"
+    );
 
     // A pod-mode job of 1 GPU in the same queue waits for the GPUs the
     // worker pods hold; the worker-mode jobs hold a slot, no GPUs.

@@ -709,9 +709,11 @@ impl Dispatcher {
         );
         for q in queues {
             let name = q.name_any();
-            let Some(stats) = self.pool.queue_stats(&name) else {
+            let Some(mut stats) = self.pool.queue_stats(&name) else {
                 continue;
             };
+            // Worker pods' GPUs (workers.queue) count with the jobs'.
+            stats.gpus_in_use += self.pool.worker_gpus(&name);
             self.ctx.metrics.queue_gauges(
                 &name,
                 stats.pending,

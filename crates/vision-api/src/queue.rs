@@ -164,7 +164,8 @@ pub struct VisionQueueStatus {
     /// Jobs waiting (Queued).
     #[serde(default)]
     pub pending: i32,
-    /// GPUs used by the jobs holding a slot.
+    /// GPUs used by the jobs holding a slot, and by the worker pods of
+    /// algorithms whose workers.queue is this queue.
     #[serde(rename = "gpusInUse", default)]
     pub gpus_in_use: i32,
     /// Jobs admitted since the operator's leader started.
