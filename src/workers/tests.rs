@@ -520,6 +520,44 @@ async fn only_the_leader_takes_workers_and_a_refused_worker_registers_once_it_le
     ep.await_workers("detect", &["w-1"]).await;
 }
 
+#[tokio::test]
+async fn a_reconnected_worker_reports_its_recent_outcomes_so_a_new_leader_adopts_them_not_runs_them_again()
+ {
+    let mut ep = endpoint().await;
+    let runs = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = runs.clone();
+    let handler = move |job: Value, task: Task| {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        echo(job, task)
+    };
+    let (_worker, _stop) = ep.worker("w-1", 1, handler);
+    ep.await_workers("detect", &["w-1"]).await;
+    assert_eq!(ep.hub.dispatch(spec("a", 1)).as_deref(), Ok("w-1"));
+    let done = WorkerEvent::Succeeded {
+        task_id: "a-1".into(),
+        worker: "w-1".into(),
+        result: json!({"boxes": [], "image": "a.jpg"}),
+    };
+    assert_eq!(ep.event().await, done);
+    // The worker's stream ends (as when the leader that got the result dies
+    // before recording it) and the worker connects again: it reports a-1,
+    // and sends its result again.
+    ep.hub.tick(Instant::now() + Duration::from_secs(3600));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ep.hub.is_orphan("a-1") {
+        assert!(Instant::now() < deadline, "a-1 was never reported again");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A new leader that finds the job still without its outcome adopts the
+    // task instead of sending it again, and gets the result.
+    match ep.hub.adopt("a-1", "detect", None) {
+        Adopted::Ended(w) | Adopted::Running(w) => assert_eq!(w, "w-1"),
+        Adopted::Awaiting => panic!("a-1's report was not kept"),
+    }
+    assert_eq!(ep.event().await, done);
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
 /// Worker mode's attempts over `ep`'s hub, for algorithm "detect" in
 /// worker mode; its event loop runs until the test ends.
 fn worker_mode(

@@ -2,11 +2,11 @@
 //! with the algorithm's handler, report results and failures, obey
 //! cancellations, reconnect with backoff.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -174,6 +174,23 @@ where
 /// The tasks a worker runs now: their cancellation tokens.
 type Running = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
+/// Outcomes (results, failures) of the last [`RECENT_KEEP`], at most
+/// [`RECENT_MAX`], oldest first: after a reconnect they are reported as
+/// running in Register and sent again. The operator that got them may have
+/// died before recording them (a leader failover: the new leader would
+/// otherwise send the task again), and frames queued on a stream that broke
+/// are lost with it. The operator holds an outcome of a task it does not
+/// know until a new leader adopts the task, and drops it otherwise
+/// (docs/WORKERS.md): sent twice, it still counts once.
+type Recent = Arc<Mutex<VecDeque<(Instant, String, proto::WorkerMessage)>>>;
+
+/// How long an outcome is sent again after a reconnect: a new leader's
+/// lease and adoption take longer than the old one's last status writes.
+const RECENT_KEEP: Duration = Duration::from_secs(30);
+/// At most this many (a Register frame with their ids stays far below the
+/// operator's 64 KiB frame limit).
+const RECENT_MAX: usize = 512;
+
 /// Runs the worker until `shutdown` is cancelled (returns Ok) or the
 /// operator refuses it. Tasks survive reconnects: after one, the worker
 /// registers with the tasks it still runs and sends their outcomes then.
@@ -184,12 +201,21 @@ where
 {
     let handler = Arc::new(handler);
     let running: Running = Arc::default();
+    let recent: Recent = Arc::default();
     // Frames of tasks (progress, results, failures) outlive a connection:
     // those made while disconnected wait here for the next one.
     let (outbox, mut frames) = mpsc::unbounded_channel::<proto::WorkerMessage>();
     let mut backoff = config.backoff_initial;
     loop {
-        let session = session(&config, &handler, &running, &outbox, &mut frames, &shutdown);
+        let session = session(
+            &config,
+            &handler,
+            &running,
+            &recent,
+            &outbox,
+            &mut frames,
+            &shutdown,
+        );
         let outcome = tokio::select! {
             outcome = session => outcome,
             () = shutdown.cancelled() => Ok(Ended::Shutdown),
@@ -237,6 +263,7 @@ async fn session<H, F>(
     config: &Config,
     handler: &Arc<H>,
     running: &Running,
+    recent: &Recent,
     outbox: &mpsc::UnboundedSender<proto::WorkerMessage>,
     frames: &mut mpsc::UnboundedReceiver<proto::WorkerMessage>,
     shutdown: &CancellationToken,
@@ -258,7 +285,23 @@ where
         .await
         .map_err(|e| Failed::Retry(e.to_string()))?;
     let (tx, rx) = mpsc::channel::<proto::WorkerMessage>(64);
-    let running_ids: Vec<String> = running.lock().expect("running").keys().cloned().collect();
+    let mut running_ids: Vec<String> = running.lock().expect("running").keys().cloned().collect();
+    // Recent outcomes: reported as running, sent again once registered.
+    let resend: Vec<(String, proto::WorkerMessage)> = {
+        let mut recent = recent.lock().expect("recent");
+        let now = Instant::now();
+        while recent
+            .front()
+            .is_some_and(|(at, _, _)| now.duration_since(*at) > RECENT_KEEP)
+        {
+            recent.pop_front();
+        }
+        recent
+            .iter()
+            .map(|(_, id, f)| (id.clone(), f.clone()))
+            .collect()
+    };
+    running_ids.extend(resend.iter().map(|(id, _)| id.clone()));
     let _ = tx
         .send(frame(worker_message::Kind::Register(proto::Register {
             algorithm: config.algorithm.clone(),
@@ -287,6 +330,23 @@ where
     };
     for id in &registered.unknown_task_ids {
         cancel(running, id);
+    }
+    // The recent outcomes, then what waited for a stream (but not those
+    // outcomes a second time).
+    let resent: HashSet<String> = resend.iter().map(|(id, _)| id.clone()).collect();
+    for (_, f) in resend {
+        if tx.send(f).await.is_err() {
+            return Ok(Ended::Lost { registered: true });
+        }
+    }
+    while let Ok(f) = frames.try_recv() {
+        if outcome_of(&f).is_some_and(|id| resent.contains(id)) {
+            continue;
+        }
+        if let Err(mpsc::error::SendError(f)) = tx.send(f).await {
+            let _ = outbox.send(f);
+            return Ok(Ended::Lost { registered: true });
+        }
     }
     let max_result = usize::try_from(registered.max_result_bytes)
         .ok()
@@ -317,7 +377,7 @@ where
             }
             message = inbound.message() => match message {
                 Ok(Some(proto::OperatorMessage { kind: Some(kind) })) => match kind {
-                    operator_message::Kind::Task(task) => start(task, config, handler, running, outbox, max_result),
+                    operator_message::Kind::Task(task) => start(task, config, handler, running, recent, outbox, max_result),
                     operator_message::Kind::Cancel(c) => cancel(running, &c.task_id),
                     operator_message::Kind::Error(e) if e.task_id.is_empty() => {
                         if FATAL_CODES.contains(&e.code.as_str()) {
@@ -350,6 +410,15 @@ fn status_failure(status: tonic::Status) -> Failed {
     }
 }
 
+/// The task whose outcome (result or failure) a frame is.
+fn outcome_of(f: &proto::WorkerMessage) -> Option<&str> {
+    match &f.kind {
+        Some(worker_message::Kind::Result(r)) => Some(&r.task_id),
+        Some(worker_message::Kind::Failure(f)) => Some(&f.task_id),
+        _ => None,
+    }
+}
+
 fn cancel(running: &Running, task_id: &str) {
     if let Some(token) = running.lock().expect("running").get(task_id) {
         token.cancel();
@@ -361,6 +430,7 @@ fn start<H, F>(
     config: &Config,
     handler: &Arc<H>,
     running: &Running,
+    recent: &Recent,
     outbox: &mpsc::UnboundedSender<proto::WorkerMessage>,
     max_result: usize,
 ) where
@@ -406,6 +476,7 @@ fn start<H, F>(
     let work = handler(job, context);
     let outbox = outbox.clone();
     let running = running.clone();
+    let recent = recent.clone();
     let grace = config.cancel_grace;
     let attempt = task.attempt;
     tokio::spawn(async move {
@@ -446,6 +517,13 @@ fn start<H, F>(
             }
             Some(Err(e)) => failure(&task_id, &e.reason, e.message),
         };
+        {
+            let mut recent = recent.lock().expect("recent");
+            if recent.len() >= RECENT_MAX {
+                recent.pop_front();
+            }
+            recent.push_back((Instant::now(), task_id.clone(), message.clone()));
+        }
         let _ = outbox.send(message);
     });
 }
