@@ -5,8 +5,8 @@
 #
 #   hack/bench.sh [--jobs N] [--max-running M] [--gpus G] [--runtime-ms R]
 #                 [--nodes K] [--gpus-per-node X] [--memory-jobs N]
-#                 [--no-ceiling] [--no-memory] [--scenario all|queued|fairness]
-#                 [--minutes M]
+#                 [--no-ceiling] [--no-memory] [--scenario all|queued|fairness|workers]
+#                 [--minutes M] [--short]
 #
 # Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
 # on 4 nodes x 8 GPUs (ideal makespan ceil(1000/32) x 2 s = 64 s); the
@@ -27,7 +27,18 @@
 # run); an urgent job of priority 10 every 20 s with preemption LowerPriority.
 # vision-dev takes the e2e tests' cluster turn, then starts the operator.
 #
-# Environment: BENCH_HTTP_ADDR (operator's /metrics, default 127.0.0.1:18090),
+# --scenario workers (issue 18, docs/PERFORMANCE.md "Worker mode"): pod mode
+# and worker mode on the same burst (--jobs, default 2000, of 100 ms each,
+# one queue of --max-running 32): KWOK pods, then 4 SDK workers in the
+# driver's process (the operator in its TEST-ONLY trust mode); then a worker
+# and the leader killed mid-burst (PASS/FAIL: every job Succeeded, none run
+# twice), and the API server's ceiling for a job's writes with no operator.
+# --short: 300 jobs, 150 per fault burst. Run it on its own cluster:
+# VISION_CLUSTER_DIR=$PWD/.local/bench-cluster-w hack/bench.sh --scenario workers
+#
+# Environment: BENCH_HTTP_ADDR (operator's /metrics, default 127.0.0.1:18090;
+# 18091 for --scenario workers), BENCH_WORKER_ADDR (its worker endpoint in
+# --scenario workers, default 127.0.0.1:19091),
 # VISION_CLUSTER_DIR (cluster state, default .local/cluster), BENCH_FORCE=1
 # (run even while e2e tests use the cluster: the numbers will be noisy and
 # the tests' operators would compete).
@@ -39,11 +50,13 @@ cd "$ROOT"
 
 JOBS=1000 MAX_RUNNING=32 GPUS=1 RUNTIME_MS=2000 NODES=4 GPUS_PER_NODE=8 MEMORY_JOBS=10000
 CEILING=1 MEMORY=1 SCENARIO=all MINUTES=10
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed -n '/^#/p' | sed 's/^# \{0,1\}//'; exit 2; }
+JOBS_SET=0 SHORT=0
 int() { [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1 takes an integer, got '$2'" >&2; exit 2; }; echo "$2"; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --jobs) JOBS="$(int "$1" "${2:-}")"; shift 2 ;;
+    --jobs) JOBS="$(int "$1" "${2:-}")"; JOBS_SET=1; shift 2 ;;
+    --short) SHORT=1; shift ;;
     --max-running) MAX_RUNNING="$(int "$1" "${2:-}")"; shift 2 ;;
     --gpus) GPUS="$(int "$1" "${2:-}")"; shift 2 ;;
     --runtime-ms) RUNTIME_MS="$(int "$1" "${2:-}")"; shift 2 ;;
@@ -54,7 +67,7 @@ while [ $# -gt 0 ]; do
     --minutes) MINUTES="$(int "$1" "${2:-}")"; shift 2 ;;
     --no-memory) MEMORY=0; shift ;;
     --scenario) SCENARIO="${2:-}"; shift 2
-      case "$SCENARIO" in all|queued|fairness) ;; *) echo "--scenario takes all, queued or fairness" >&2; exit 2 ;; esac ;;
+      case "$SCENARIO" in all|queued|fairness|workers) ;; *) echo "--scenario takes all, queued, fairness or workers" >&2; exit 2 ;; esac ;;
     -h|--help) usage ;;
     *) echo "unknown flag $1" >&2; usage ;;
   esac
@@ -62,9 +75,19 @@ done
 
 STATE="${VISION_CLUSTER_DIR:-$ROOT/.local/cluster}"
 KCFG="$STATE/kubeconfig"
-HTTP_ADDR="${BENCH_HTTP_ADDR:-127.0.0.1:18090}"
+if [ "$SCENARIO" = workers ]; then
+  if [ "$JOBS_SET" = 0 ]; then JOBS=2000; [ "$SHORT" = 1 ] && JOBS=300; fi
+  FAULT_JOBS=500; [ "$SHORT" = 1 ] && FAULT_JOBS=150
+  WORKERS=4
+  HTTP_ADDR="${BENCH_HTTP_ADDR:-127.0.0.1:18091}"
+else
+  HTTP_ADDR="${BENCH_HTTP_ADDR:-127.0.0.1:18090}"
+fi
+WORKER_ADDR="${BENCH_WORKER_ADDR:-127.0.0.1:19091}"
 OUT="$ROOT/.local/bench/$(date -u +%Y%m%dT%H%M%SZ)"
 LOG="$ROOT/.local/logs/bench-operator.log"
+# Its own log: another scenario may run at the same time on another cluster.
+[ "$SCENARIO" = workers ] && LOG="$ROOT/.local/logs/bench-operator-workers.log"
 OPERATOR="$ROOT/target/release/vision-operator"
 VISIONDEV="$ROOT/target/release/vision-dev"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
@@ -113,8 +136,8 @@ tests_running() {
 }
 
 command -v curl >/dev/null || die "curl is not installed"
-# The fairness scenario waits for the tests' turn (a Lease) instead.
-if [ "$SCENARIO" != fairness ] && tests_running && [ "${BENCH_FORCE:-0}" != 1 ]; then
+# The fairness and workers scenarios wait for the tests' turn (a Lease) instead.
+if [ "$SCENARIO" != fairness ] && [ "$SCENARIO" != workers ] && tests_running && [ "${BENCH_FORCE:-0}" != 1 ]; then
   die "e2e tests are using the local cluster; wait for them, use VISION_CLUSTER_DIR=$ROOT/.local/bench-cluster, or BENCH_FORCE=1"
 fi
 if [ -f "$ROOT/.local/demo-operator.pid" ] && kill -0 "$(cat "$ROOT/.local/demo-operator.pid")" 2>/dev/null; then
@@ -157,9 +180,13 @@ vdev() { "$VISIONDEV" --kubeconfig "$KCFG" "$@"; }
 {
   echo "# vision-operator end-to-end benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ {print $2}') GiB"
-  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo ' (with local changes in src/)')"
+  echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates || echo ' (with local changes in src/ or crates/)')"
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the start"
+  if [ "$SCENARIO" = workers ]; then
+    echo "command: hack/bench.sh --scenario workers --jobs $JOBS --max-running $MAX_RUNNING$([ "$SHORT" = 1 ] && echo ' --short') ($FAULT_JOBS jobs per fault burst, $WORKERS workers)"
+  else
   echo "command: hack/bench.sh --scenario $SCENARIO --jobs $JOBS --max-running $MAX_RUNNING --gpus $GPUS --runtime-ms $RUNTIME_MS --nodes $NODES --gpus-per-node $GPUS_PER_NODE --memory-jobs $MEMORY_JOBS$([ $CEILING = 1 ] || echo ' --no-ceiling')$([ $MEMORY = 1 ] || echo ' --no-memory')"
+  fi
   echo "cluster: $("${kubectl[@]}" version -o json 2>/dev/null | grep -m1 gitVersion | tr -d ' ",' | sed 's/gitVersion://' | tail -1), $NODES fake nodes x $GPUS_PER_NODE GPUs (KWOK)"
 } | tee "$OUT/report.txt"
 
@@ -221,13 +248,31 @@ if [ "$SCENARIO" = fairness ]; then
   exit 0
 fi
 
+if [ "$SCENARIO" = workers ]; then
+  say "scenario workers: $JOBS jobs of 100 ms, maxRunning $MAX_RUNNING: pod mode, then $WORKERS SDK workers; faults with $FAULT_JOBS jobs each"
+  say "the operator serves workers on $WORKER_ADDR in its TEST-ONLY trust mode (--worker-trust-local-test-only): bench only, never in a cluster"
+  rc=0
+  vdev bench workers --jobs "$JOBS" --max-running "$MAX_RUNNING" --workers "$WORKERS" --task-ms 100 \
+    --fault-jobs "$FAULT_JOBS" --clk-tck "$CLK_TCK" --worker-url "http://$WORKER_ADDR" \
+    --metrics-url "http://$HTTP_ADDR/metrics" --ready-url "http://$HTTP_ADDR/readyz" \
+    --operator-bin "$OPERATOR" --operator-log "$LOG" --out "$OUT/workers.json" -- \
+    --kubeconfig "$KCFG" --http-addr "$HTTP_ADDR" --leader-election true \
+    --lease-name vision-operator-bench --lease-namespace default \
+    --worker-addr "$WORKER_ADDR" --worker-trust-local-test-only |
+    tee -a "$OUT/report.txt" || rc=$?
+  echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the end" | tee -a "$OUT/report.txt"
+  say "results in ${OUT#"$ROOT"/}/ (report.txt, workers.json); operator log ${LOG#"$ROOT"/}"
+  exit "$rc"
+fi
+
 if [ "$SCENARIO" = queued ]; then
   say "scenario queued: $MEMORY_JOBS jobs into a paused queue, then a failover"
   start_operator
   vdev bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
     --concurrency 32 "${common[@]}" --operator-pid "$OP_PID" --out "$OUT/memory.json" | tee -a "$OUT/report.txt"
   echo "API server: $(uptime | sed 's/.*load average/load average/') after the submissions" | tee -a "$OUT/report.txt"
-  failover | tee -a "$OUT/report.txt"
+  # Not in a pipeline: the new operator's pid must reach stop_operator.
+  failover > >(tee -a "$OUT/report.txt")
   say "cleaning up the $MEMORY_JOBS jobs"
   vdev bench cleanup --namespace vision-bench-mem ||
     say "cleanup of vision-bench-mem failed: rerun vision-dev bench cleanup --namespace vision-bench-mem with an operator running"

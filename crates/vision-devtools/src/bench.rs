@@ -163,7 +163,7 @@ pub async fn apiserver_requests(client: &Client) -> Result<RequestCounts> {
     Ok(out)
 }
 
-fn delta(before: &RequestCounts, after: &RequestCounts) -> RequestCounts {
+pub(crate) fn delta(before: &RequestCounts, after: &RequestCounts) -> RequestCounts {
     after
         .iter()
         .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
@@ -207,25 +207,40 @@ pub(crate) fn sim_algorithm(
     )
 }
 
-async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> Result<()> {
-    let template: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_value(json!({
+/// The pod template of the benchmarks' algorithm: KWOK runs its pods for
+/// `runtime_ms` and ends them with a result.
+pub(crate) fn sim_template(runtime_ms: u64) -> Result<k8s_openapi::api::core::v1::PodTemplateSpec> {
+    Ok(serde_json::from_value(json!({
         "metadata": {"annotations": {
-            format!("{SIM}duration"): format!("{}ms", a.runtime_ms),
+            format!("{SIM}duration"): format!("{runtime_ms}ms"),
             format!("{SIM}message"): "{\"ok\":true}",
         }},
         "spec": {"containers": [{"name": "algorithm", "image": "bench.invalid/sim:1"}]}
-    }))?;
-    let alg = sim_algorithm(&a.algorithm, template, a.gpus);
+    }))?)
+}
+
+async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> Result<()> {
+    let alg = sim_algorithm(&a.algorithm, sim_template(a.runtime_ms)?, a.gpus);
     apply(
         &Api::<VisionAlgorithm>::all(client.clone()),
         &a.algorithm,
         &alg,
     )
     .await?;
-    let q = VisionQueue::new(
+    apply(
+        &Api::<VisionQueue>::all(client.clone()),
+        queue,
+        &bench_queue(queue, a.max_running, paused),
+    )
+    .await
+}
+
+/// The benchmarks' queue: `max_running` slots, no GPU limit, FIFO.
+pub(crate) fn bench_queue(queue: &str, max_running: i32, paused: bool) -> VisionQueue {
+    VisionQueue::new(
         queue,
         VisionQueueSpec {
-            max_running: a.max_running,
+            max_running,
             max_gpus: None,
             max_pending: None,
             ordering: QueueOrdering::BestEffortFIFO,
@@ -235,12 +250,10 @@ async fn install(client: &Client, a: &BenchArgs, queue: &str, paused: bool) -> R
             default_ttl_seconds_after_finished: None,
             pod_retention: None,
         },
-    );
-    apply(&Api::<VisionQueue>::all(client.clone()), queue, &q).await?;
-    Ok(())
+    )
 }
 
-fn bench_jobs(a: &BenchArgs, queue: &str, run: &str, n: usize) -> Vec<VisionJob> {
+pub(crate) fn bench_jobs(a: &BenchArgs, queue: &str, run: &str, n: usize) -> Vec<VisionJob> {
     (0..n)
         .map(|i| {
             let mut job = VisionJob::new(
@@ -299,7 +312,7 @@ pub fn read_result<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Re
     })
 }
 
-fn round(x: f64, digits: i32) -> f64 {
+pub(crate) fn round(x: f64, digits: i32) -> f64 {
     let k = 10f64.powi(digits);
     (x * k).round() / k
 }
@@ -489,6 +502,66 @@ async fn operator_events(
     Ok((objects, writes, by_source))
 }
 
+/// The operator's API requests in a run's delta of `apiserver_request_total`
+/// (see docs/PERFORMANCE.md for what is counted), with its Events about the
+/// run's objects (named `prefix...` in `namespace`), for `n` jobs.
+pub(crate) async fn operator_requests(
+    client: &Client,
+    d: &RequestCounts,
+    namespace: &str,
+    prefix: &str,
+    n: f64,
+) -> Result<ApiRequests> {
+    let jobs_writes = sum(d, |v, r, _| r == "visionjobs" && WRITE_VERBS.contains(&v));
+    let pod_creates = sum(d, |v, r, s| r == "pods" && v == "POST" && s.is_empty());
+    let pod_deletes = sum(d, |v, r, _| r == "pods" && v == "DELETE");
+    let events_all = sum(d, |v, r, _| r == "events" && (v == "POST" || v == "PATCH"));
+    let leases = sum(d, |v, r, _| r == "leases" && v != "WATCH");
+    let pool_status = sum(d, |v, r, _| {
+        (r == "visionqueues" || r == "visionalgorithms") && WRITE_VERBS.contains(&v)
+    });
+    let reads = sum(d, |v, r, _| {
+        matches!(
+            r,
+            "visionjobs" | "pods" | "visionqueues" | "visionalgorithms"
+        ) && (v == "GET" || v == "LIST")
+    });
+    let (ev_objects, ev_writes, ev_by_source) = operator_events(client, namespace, prefix).await?;
+    let operator_requests = jobs_writes + pod_creates + pod_deletes + ev_writes as f64 + leases;
+    let by_verb: BTreeMap<String, f64> = d
+        .iter()
+        .filter(|((_, _, r, _), _)| {
+            matches!(
+                r.as_str(),
+                "visionjobs" | "pods" | "events" | "leases" | "visionqueues" | "visionalgorithms"
+            )
+        })
+        .map(|((v, _, r, s), n)| {
+            let k = if s.is_empty() {
+                format!("{v} {r}")
+            } else {
+                format!("{v} {r}/{s}")
+            };
+            (k, *n)
+        })
+        .collect();
+    Ok(ApiRequests {
+        visionjobs_writes: jobs_writes,
+        pod_creates,
+        pod_deletes,
+        operator_event_writes: ev_writes,
+        operator_event_objects: ev_objects,
+        all_event_writes_in_cluster: events_all,
+        leases,
+        operator_total: operator_requests,
+        per_job: round(operator_requests / n, 2),
+        queue_and_algorithm_status_writes: pool_status,
+        reads,
+        events_by_source: ev_by_source,
+        by_verb,
+    })
+}
+
 /// The default scenario: `jobs` jobs into a queue of `max_running` slots.
 pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Throughput> {
     ensure_namespace(client, &a.namespace).await?;
@@ -542,40 +615,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Throughput> {
     let n = a.jobs as f64;
     let rounds = a.jobs.div_ceil(a.max_running.max(1) as usize) as f64;
     let ideal_ms = rounds * a.runtime_ms as f64;
-    let jobs_writes = sum(&d, |v, r, _| r == "visionjobs" && WRITE_VERBS.contains(&v));
-    let pod_creates = sum(&d, |v, r, s| r == "pods" && v == "POST" && s.is_empty());
-    let pod_deletes = sum(&d, |v, r, _| r == "pods" && v == "DELETE");
-    let events_all = sum(&d, |v, r, _| r == "events" && (v == "POST" || v == "PATCH"));
-    let leases = sum(&d, |v, r, _| r == "leases" && v != "WATCH");
-    let pool_status = sum(&d, |v, r, _| {
-        (r == "visionqueues" || r == "visionalgorithms") && WRITE_VERBS.contains(&v)
-    });
-    let reads = sum(&d, |v, r, _| {
-        matches!(
-            r,
-            "visionjobs" | "pods" | "visionqueues" | "visionalgorithms"
-        ) && (v == "GET" || v == "LIST")
-    });
-    let (ev_objects, ev_writes, ev_by_source) =
-        operator_events(client, &a.namespace, &format!("b-{run}-")).await?;
-    let operator_requests = jobs_writes + pod_creates + pod_deletes + ev_writes as f64 + leases;
-    let by_verb: BTreeMap<String, f64> = d
-        .iter()
-        .filter(|((_, _, r, _), _)| {
-            matches!(
-                r.as_str(),
-                "visionjobs" | "pods" | "events" | "leases" | "visionqueues" | "visionalgorithms"
-            )
-        })
-        .map(|((v, _, r, s), n)| {
-            let k = if s.is_empty() {
-                format!("{v} {r}")
-            } else {
-                format!("{v} {r}/{s}")
-            };
-            (k, *n)
-        })
-        .collect();
+    let api_requests = operator_requests(client, &d, &a.namespace, &format!("b-{run}-"), n).await?;
     let cpu_s = match (proc_before, proc_after) {
         (Some(b), Some(af)) => Some((af.cpu_ticks - b.cpu_ticks) as f64 / a.clk_tck),
         _ => None,
@@ -618,21 +658,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Throughput> {
         max_live_pods: an.max_live_pods,
         max_holding: tr.max_holding,
         failures: tr.failures(),
-        api_requests: ApiRequests {
-            visionjobs_writes: jobs_writes,
-            pod_creates,
-            pod_deletes,
-            operator_event_writes: ev_writes,
-            operator_event_objects: ev_objects,
-            all_event_writes_in_cluster: events_all,
-            leases,
-            operator_total: operator_requests,
-            per_job: round(operator_requests / n, 2),
-            queue_and_algorithm_status_writes: pool_status,
-            reads,
-            events_by_source: ev_by_source,
-            by_verb,
-        },
+        api_requests,
         operator: OperatorUsage {
             pid: a.operator_pid,
             peak_rss_mib: proc_after.map(|p| mib(p.hwm_kib)),
@@ -648,7 +674,7 @@ pub async fn throughput(client: &Client, a: &BenchArgs) -> Result<Throughput> {
 }
 
 /// `x` with a unit; "%" shows a fraction as a percentage; "-" when unknown.
-fn show(v: Option<f64>, unit: &str) -> String {
+pub(crate) fn show(v: Option<f64>, unit: &str) -> String {
     match v {
         Some(x) if unit == "%" => format!("{:.1}%", x * 100.0),
         Some(x) => format!("{x:.2}{unit}"),

@@ -269,7 +269,7 @@ pub fn windows(
     out
 }
 
-fn start_operator(op: &OperatorCmd) -> Result<Child> {
+pub(crate) fn start_operator(op: &OperatorCmd) -> Result<Child> {
     let file = |source| Error::File {
         path: op.log.clone(),
         source,
@@ -292,7 +292,7 @@ fn start_operator(op: &OperatorCmd) -> Result<Child> {
         })
 }
 
-async fn wait_ready(child: &mut Child, url: &str) -> Result<()> {
+pub(crate) async fn wait_ready(child: &mut Child, url: &str) -> Result<()> {
     for _ in 0..240 {
         let u = url.to_string();
         if tokio::task::spawn_blocking(move || crate::bench::http_get(&u).is_ok())
@@ -310,7 +310,7 @@ async fn wait_ready(child: &mut Child, url: &str) -> Result<()> {
 }
 
 /// SIGTERM (the operator releases its lease), then SIGKILL after 10 s.
-fn stop_operator(child: &mut Child) {
+pub(crate) fn stop_operator(child: &mut Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();

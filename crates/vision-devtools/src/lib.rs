@@ -11,5 +11,6 @@ pub mod fairness;
 pub mod run;
 pub mod stats;
 pub mod turn;
+pub mod workers;
 
 pub use error::{Error, Result, fail};

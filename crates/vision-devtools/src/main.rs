@@ -148,6 +148,53 @@ struct Fairness {
     operator_args: Vec<String>,
 }
 
+#[derive(Debug, clap::Args)]
+struct Workers {
+    /// Jobs of each measured burst (pod mode, then worker mode).
+    #[arg(long, default_value_t = 2000)]
+    jobs: usize,
+    /// Slots of the queue; also the workers' total capacity.
+    #[arg(long, default_value_t = 32)]
+    max_running: i32,
+    /// SDK workers (each with max-running / workers task slots).
+    #[arg(long, default_value_t = 4)]
+    workers: u32,
+    /// Work of each job, ms.
+    #[arg(long, default_value_t = 100)]
+    task_ms: u64,
+    /// Jobs of each fault burst (worker kill, leader kill); 0: none.
+    #[arg(long, default_value_t = 500)]
+    fault_jobs: usize,
+    /// Creates in flight while submitting.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Jobs in flight in the API server's write-ceiling run.
+    #[arg(long, default_value_t = 32)]
+    ceiling_concurrency: usize,
+    /// The operator's worker endpoint (it must serve --worker-addr there).
+    #[arg(long, default_value = "http://127.0.0.1:19090")]
+    worker_url: String,
+    #[arg(long, default_value = "http://127.0.0.1:18090/metrics")]
+    metrics_url: String,
+    #[arg(long, default_value_t = 100.0)]
+    clk_tck: f64,
+    /// Give up on a burst after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// The operator binary, started once the turn is held (args after --).
+    #[arg(long)]
+    operator_bin: PathBuf,
+    #[arg(long, default_value = ".local/logs/bench-operator.log")]
+    operator_log: PathBuf,
+    #[arg(long, default_value = "http://127.0.0.1:18090/readyz")]
+    ready_url: String,
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The operator's arguments.
+    #[arg(last = true)]
+    operator_args: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// Jobs through the operator into a queue with maxRunning slots.
@@ -159,6 +206,9 @@ enum Bench {
     /// Tenants 3:1 on a saturated queue, a late third tenant, urgent jobs with
     /// preemption (issue 17, docs/FAIRNESS.md). Takes the tests' cluster turn.
     Fairness(Fairness),
+    /// Pod mode vs worker mode on one burst of short jobs, with a worker and
+    /// a leader killed mid-burst (issue 18). Takes the tests' cluster turn.
+    Workers(Workers),
     /// Delete every VisionJob and pod of a namespace and wait until gone.
     Cleanup {
         #[arg(short, long)]
@@ -277,6 +327,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     out: f.out,
                 };
                 vision_devtools::fairness::fairness(&client, &args).await?;
+            }
+            Bench::Workers(w) => {
+                let args = vision_devtools::workers::WorkersArgs {
+                    jobs: w.jobs,
+                    max_running: w.max_running,
+                    workers: w.workers,
+                    task_ms: w.task_ms,
+                    fault_jobs: w.fault_jobs,
+                    concurrency: w.concurrency,
+                    ceiling_concurrency: w.ceiling_concurrency,
+                    worker_url: w.worker_url,
+                    metrics_url: w.metrics_url,
+                    clk_tck: w.clk_tck,
+                    operator: vision_devtools::fairness::OperatorCmd {
+                        bin: w.operator_bin,
+                        args: w.operator_args,
+                        log: w.operator_log,
+                        ready_url: w.ready_url,
+                    },
+                    out: w.out,
+                    timeout: Duration::from_secs(w.timeout),
+                };
+                let r = vision_devtools::workers::workers(&client, &args).await?;
+                let met = vision_devtools::workers::targets(&r)
+                    .iter()
+                    .all(|t| t.met == Some(true));
+                if !met {
+                    return Ok(ExitCode::from(3));
+                }
             }
             Bench::Cleanup { namespace } => {
                 vision_devtools::run::delete_all(&client, &namespace, Duration::from_secs(900))
