@@ -286,7 +286,7 @@ impl Writer {
     pub async fn delete_pod(&self, pod: &Pod, why: StopReason) -> Result<()> {
         self.fence()?;
         if let Some(workers) = self.worker_mode(pod) {
-            workers.delete(pod, why);
+            workers.delete(pod, cancel_reason(why));
             return Ok(());
         }
         let api: Api<Pod> =
@@ -493,5 +493,19 @@ pub fn key_of<K: Resource>(obj: &K) -> String {
     match obj.namespace() {
         Some(namespace) => format!("{namespace}/{}", obj.name_any()),
         None => obj.name_any(),
+    }
+}
+
+/// What a worker is told when the reconciler stops its attempt (worker
+/// mode). Here, not in `workers`: the workers module must not depend on
+/// the reconciler's plan (tests/module_graph).
+fn cancel_reason(why: StopReason) -> crate::workers::CancelReason {
+    use crate::workers::CancelReason;
+    match why {
+        StopReason::JobDeleted => CancelReason::Deleted,
+        StopReason::Suspended => CancelReason::Suspended,
+        StopReason::Preempted => CancelReason::Preempted,
+        StopReason::TimedOut => CancelReason::Timeout,
+        StopReason::Superseded => CancelReason::UnknownTask,
     }
 }

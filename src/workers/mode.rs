@@ -20,7 +20,6 @@ use super::attempts::{AttemptState, task_for, with_state};
 use super::hub::{Adopted, Hub, WorkerEvent};
 use crate::api::contract::LABEL_ALGORITHM;
 use crate::api::{AlgorithmMode, JobPhase, VisionAlgorithm, VisionJob};
-use crate::controller::plan::StopReason;
 use crate::pod::build_pod;
 use vision_worker::proto::CancelReason;
 
@@ -232,7 +231,7 @@ impl WorkerMode {
 
     /// The attempt is stopped (job deleted, suspended, timed out): its task
     /// is cancelled, telling the worker why, and the attempt forgotten.
-    pub fn delete(&self, pod: &Pod, why: StopReason) {
+    pub fn delete(&self, pod: &Pod, why: CancelReason) {
         let key = key(pod);
         tracing::debug!(pod = %key, "attempt on a worker stopped");
         let mut state = self.state();
@@ -241,7 +240,7 @@ impl WorkerMode {
         if let Some(removed) = state.pods.remove(&key) {
             if let Some(task_id) = removed.metadata.uid.clone() {
                 state.tasks.remove(&task_id);
-                self.hub.cancel(&task_id, cancel_reason(why));
+                self.hub.cancel(&task_id, why);
             }
             // The reconciler sees the pod gone.
             let mut gone = (*removed).clone();
@@ -394,15 +393,4 @@ pub struct WorkerSettings {
     /// Worker pods kept by the operator (`--worker-endpoint`); None: the
     /// operator creates none, workers are run beside it.
     pub pods: Option<super::pods::PodsSettings>,
-}
-
-/// What a worker is told when the reconciler stops its attempt.
-pub fn cancel_reason(why: StopReason) -> CancelReason {
-    match why {
-        StopReason::JobDeleted => CancelReason::Deleted,
-        StopReason::Suspended => CancelReason::Suspended,
-        StopReason::Preempted => CancelReason::Preempted,
-        StopReason::TimedOut => CancelReason::Timeout,
-        StopReason::Superseded => CancelReason::UnknownTask,
-    }
 }
