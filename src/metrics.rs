@@ -140,7 +140,7 @@ impl Metrics {
         );
         registry.register(
             "gpus_in_use",
-            "GPUs held by the admitted and running jobs of a queue",
+            "GPUs held by the admitted and running jobs of a queue and by the worker pods that use its budget (workers.queue)",
             m.gpus_in_use.clone(),
         );
         registry.register(
