@@ -46,7 +46,7 @@ use crate::bench::{
 use crate::error::{Error, Result, fail};
 use crate::fairness::{OperatorCmd, start_operator, stop_operator, wait_ready};
 use crate::run::{
-    QueueLimits, RUN_KEY, Tracker, View, apply, delete_all, drain, print_stuck, run_id, submit_all,
+    QueueLimits, RUN_KEY, Tracker, View, apply, delete_all, print_stuck, run_id, submit_all,
     track_jobs_and_pods,
 };
 use crate::stats::{Ev, Percentiles, analyze, parse_prometheus};
@@ -220,6 +220,10 @@ pub struct WorkerRun {
     /// Job created (answer) -> task arriving at its worker.
     pub created_to_task_ms: Percentiles,
     pub max_holding: usize,
+    /// Per phase, the jobs the watch saw in it (a status written in that
+    /// phase), divided by the jobs: which status writes a job cost.
+    #[serde(default)]
+    pub phases_seen_per_job: BTreeMap<String, f64>,
     pub failures: BTreeMap<String, u32>,
     pub api_requests: ApiRequests,
     pub operator_cpu_s: Option<f64>,
@@ -446,7 +450,7 @@ async fn worker_runs(
     let hist_before = dispatch_histogram(&a.metrics_url);
     let proc_before = proc_sample(operator.id());
     let req_before = apiserver_requests(client).await?;
-    let (run, tr, _) = burst(
+    let (run, tr, _, seen) = burst(
         client,
         b,
         a.jobs,
@@ -464,7 +468,7 @@ async fn worker_runs(
     let d = delta(&req_before, &req_after);
     let n = a.jobs as f64;
     let api_requests = operator_requests(client, &d, NS_WORKER, &format!("b-{run}-"), n).await?;
-    let run_result = summarize(
+    let mut run_result = summarize(
         a,
         &tr,
         &records,
@@ -476,6 +480,16 @@ async fn worker_runs(
             _ => None,
         },
     );
+    let mut per_phase: BTreeMap<String, f64> = BTreeMap::new();
+    for phases in seen.values() {
+        for p in phases {
+            *per_phase.entry(p.clone()).or_default() += 1.0 / n;
+        }
+    }
+    run_result.phases_seen_per_job = per_phase
+        .into_iter()
+        .map(|(p, x)| (p, round(x, 3)))
+        .collect();
     print_worker_run(&run_result);
 
     let mut faults = Vec::new();
@@ -487,7 +501,7 @@ async fn worker_runs(
             a.fault_jobs
         );
         let mut injected = None;
-        let (run, _, recovery) = {
+        let (run, _, recovery, _) = {
             let mut inject = || {
                 fleet.kill(0);
                 fleet.spawn(&format!("w-{}-replacement", a.workers));
@@ -525,7 +539,7 @@ async fn worker_runs(
             a.fault_jobs
         );
         let op_cmd = a.operator.clone();
-        let (run, _, recovery) = {
+        let (run, _, recovery, _) = {
             let mut inject = || {
                 let _ = operator.kill();
                 let _ = operator.wait();
@@ -563,6 +577,19 @@ async fn worker_runs(
     Ok((run_result, faults))
 }
 
+/// Per job of a burst, the phases the watch saw it in.
+type PhasesSeen = std::collections::HashMap<String, std::collections::BTreeSet<String>>;
+
+fn note(seen: &mut PhasesSeen, m: &crate::run::Msg) {
+    if let crate::run::Msg::Job(_, job) = m
+        && let Some(phase) = job.status.as_ref().and_then(|s| s.phase)
+    {
+        seen.entry(job.metadata.name.clone().unwrap_or_default())
+            .or_default()
+            .insert(phase.to_string());
+    }
+}
+
 /// Submits `n` jobs at once and follows them until all are final; calls
 /// `inject` once when `inject_at` jobs are final. Returns the run id, what
 /// the watches saw, and the time from the injection to the last final (s).
@@ -574,8 +601,9 @@ async fn burst(
     title: &str,
     inject_at: Option<usize>,
     inject: &mut dyn FnMut() -> Result<()>,
-) -> Result<(String, Tracker, Option<f64>)> {
+) -> Result<(String, Tracker, Option<f64>, PhasesSeen)> {
     let run = run_id();
+    let mut seen = PhasesSeen::new();
     let (tx, mut rx, mut tr) = track_jobs_and_pods(client, &b.namespace, &run, start).await?;
     submit_all(
         client,
@@ -619,8 +647,12 @@ async fn burst(
         view.draw(&tr, n, limits, start.elapsed(), false);
         match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
             Ok(Some(m)) => {
+                note(&mut seen, &m);
                 tr.handle(m);
-                drain(&mut rx, &mut tr);
+                while let Ok(m) = rx.try_recv() {
+                    note(&mut seen, &m);
+                    tr.handle(m);
+                }
             }
             Ok(None) => tokio::time::sleep(Duration::from_millis(200)).await,
             Err(_) => {}
@@ -631,7 +663,7 @@ async fn burst(
     if !tr.submit_errors.is_empty() {
         eprintln!("{title}: submission errors {:?}", tr.submit_errors);
     }
-    Ok((run, tr, injected.map(|t| t.elapsed().as_secs_f64())))
+    Ok((run, tr, injected.map(|t| t.elapsed().as_secs_f64()), seen))
 }
 
 /// Cumulative buckets (le -> count) of the dispatch histogram, if readable.
@@ -786,6 +818,7 @@ fn summarize(
         seen_admitted_to_task_ms: Percentiles::full(&seen_to_task),
         created_to_task_ms: Percentiles::short(&created_to_task),
         max_holding: tr.max_holding,
+        phases_seen_per_job: BTreeMap::new(),
         failures: tr.failures(),
         api_requests,
         operator_cpu_s: cpu_s,
@@ -1014,6 +1047,10 @@ fn print_worker_run(w: &WorkerRun) {
     println!(
         "  operator API requests: {} per job (visionjobs writes {}, Events {}, leases {}); by verb {:?}",
         q.per_job, q.visionjobs_writes, q.operator_event_writes, q.leases, q.by_verb
+    );
+    println!(
+        "  status phases the watch saw, per job: {:?}",
+        w.phases_seen_per_job
     );
     println!(
         "  most jobs holding a slot {}; failures {:?}; operator CPU {} s ({} ms/job)",
