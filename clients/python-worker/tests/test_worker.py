@@ -1,10 +1,11 @@
 """The SDK against a fake operator (a grpc.aio server in the test): register, results,
-the 4096-byte rule, failures, cancellation."""
+the 4096-byte rule, failures, cancellation, recent outcomes sent again after a reconnect."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,12 +18,17 @@ from vision_worker._proto import worker_pb2_grpc as pb_grpc
 
 
 class FakeOperator(pb_grpc.WorkerServicer):  # type: ignore[misc]
-    """Sends the queued tasks and cancels to the first worker, records what it sends back."""
+    """Sends the queued tasks and cancels to the first worker, records what it sends back;
+    ``die()`` breaks the stream (UNAVAILABLE) as a leader that dies does, and serves the next one."""
 
     def __init__(self) -> None:
         self.registered: asyncio.Queue[pb.Register] = asyncio.Queue()
         self.received: asyncio.Queue[pb.WorkerMessage] = asyncio.Queue()
         self.outgoing: asyncio.Queue[pb.OperatorMessage] = asyncio.Queue()
+        self.dead = asyncio.Event()
+
+    def die(self) -> None:
+        self.dead.set()
 
     async def Session(
         self, request_iterator: AsyncIterator[pb.WorkerMessage], context: Any
@@ -39,7 +45,16 @@ class FakeOperator(pb_grpc.WorkerServicer):  # type: ignore[misc]
         reader = asyncio.create_task(read())
         try:
             while True:
-                yield await self.outgoing.get()
+                outgoing = asyncio.create_task(self.outgoing.get())
+                dead = asyncio.create_task(self.dead.wait())
+                await asyncio.wait({outgoing, dead}, return_when=asyncio.FIRST_COMPLETED)
+                if outgoing.done():
+                    dead.cancel()
+                    yield outgoing.result()
+                    continue
+                outgoing.cancel()
+                self.dead.clear()
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the leader died")
         finally:
             reader.cancel()
 
@@ -138,3 +153,69 @@ def test_a_refusal_stops_the_worker() -> None:
         await server.stop(None)
 
     asyncio.run(main())
+
+
+async def frames_until_result_of(fake: FakeOperator, task_id: str) -> list[tuple[str, str]]:
+    """(kind, task id) of the frames the operator gets up to and with the result of ``task_id``."""
+    seen = []
+    while True:
+        got = await fake.received.get()
+        kind = got.WhichOneof("kind")
+        seen.append((kind, getattr(got, kind).task_id))
+        if (kind, got.result.task_id) == ("result", task_id):
+            return seen
+
+
+def test_a_result_the_dead_leader_got_is_reported_and_sent_again_once() -> None:
+    async def handler(job: dict[str, Any], t: vision_worker.Task) -> dict[str, Any]:
+        return {"echo": job["name"]}
+
+    async def steps(fake: FakeOperator) -> None:
+        await fake.outgoing.put(task("a-1", {"name": "img-1"}))
+        got = await fake.received.get()
+        assert (got.WhichOneof("kind"), got.result.task_id) == ("result", "a-1")
+        # The leader got the result and dies before recording it.
+        fake.die()
+        register = await fake.registered.get()
+        assert list(register.running_task_ids) == ["a-1"]
+        again = await fake.received.get()
+        assert again == got
+        # A later task's result comes after any further copy of a-1's: there is none.
+        await fake.outgoing.put(task("b-1", {"name": "img-2"}))
+        assert await frames_until_result_of(fake, "b-1") == [("result", "b-1")]
+
+    asyncio.run(scenario(handler, steps))
+
+
+def test_a_result_made_while_disconnected_is_sent_once_not_also_from_the_queue() -> None:
+    started = asyncio.Event()
+    disconnected = asyncio.Event()
+
+    class OnDisconnect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("cannot reach the operator"):
+                disconnected.set()
+
+    async def handler(job: dict[str, Any], t: vision_worker.Task) -> dict[str, Any]:
+        if job["name"] == "slow":
+            started.set()
+            # Ends between the streams: its result waits in the queue and is a recent outcome too.
+            await disconnected.wait()
+        return {"echo": job["name"]}
+
+    async def steps(fake: FakeOperator) -> None:
+        await fake.outgoing.put(task("a-1", {"name": "slow"}))
+        await started.wait()
+        fake.die()
+        register = await fake.registered.get()
+        assert list(register.running_task_ids) == ["a-1"]
+        await fake.outgoing.put(task("b-1", {"name": "img-2"}))
+        assert await frames_until_result_of(fake, "b-1") == [("result", "a-1"), ("result", "b-1")]
+
+    logger = logging.getLogger("vision_worker")
+    hook = OnDisconnect()
+    logger.addHandler(hook)
+    try:
+        asyncio.run(scenario(handler, steps))
+    finally:
+        logger.removeHandler(hook)

@@ -19,7 +19,7 @@ the pod's projected ServiceAccount token, sends heartbeats, runs up to
 function on the event loop), reports results and failures, sets
 ``task.cancelled`` when the operator cancels a task, and reconnects with
 backoff; tasks keep running across a reconnect and are reported when the
-worker registers again.
+worker registers again, and so are the outcomes of the last 30 s (sent again).
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ import json
 import logging
 import os
 import socket
+import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +59,21 @@ log = logging.getLogger("vision_worker")
 MAX_RESULT_BYTES = 4096
 DEFAULT_TOKEN_FILE = "/var/run/secrets/vision.zjlab.io/worker/token"
 SDK = "vision-worker-python/0.1.0"
+
+# Outcomes (results, failures) of the last RECENT_KEEP seconds, at most
+# RECENT_MAX (oldest dropped first), are reported as running in Register after
+# a reconnect and sent again once registered, as the Rust SDK does
+# (crates/vision-worker/src/sdk.rs). The operator that got them may have died
+# before recording them (a leader failover: the new leader would otherwise send
+# the task again and the job would run twice), and frames queued on a stream
+# that broke are lost with it. The operator holds an outcome of a task it does
+# not know until a new leader adopts the task, and drops it otherwise
+# (docs/WORKERS.md, the protocol): sent twice, it still counts once.
+#: How long an outcome is sent again after a reconnect, in seconds: a new leader's lease and
+#: adoption take longer than the old one's last status writes.
+RECENT_KEEP = 30.0
+#: At most this many (a Register frame with their ids stays far below the operator's 64 KiB frame limit).
+RECENT_MAX = 512
 
 
 class TaskError(Exception):
@@ -134,6 +151,8 @@ class _Worker:
         self.handler = handler
         self.running: dict[str, tuple[asyncio.Task[None], Task]] = {}
         self.outbox: asyncio.Queue[pb.WorkerMessage] = asyncio.Queue()
+        #: (time.monotonic(), task id, outcome frame), oldest first: see RECENT_KEEP.
+        self.recent: deque[tuple[float, str, pb.WorkerMessage]] = deque(maxlen=RECENT_MAX)
         self.max_result = MAX_RESULT_BYTES
 
     def _target(self) -> str:
@@ -175,6 +194,11 @@ class _Worker:
         if self.config.token_file:
             with open(self.config.token_file) as f:
                 token = f.read().strip()
+        # Recent outcomes: reported as running, sent again once registered.
+        now = time.monotonic()
+        while self.recent and now - self.recent[0][0] > RECENT_KEEP:
+            self.recent.popleft()
+        resend = [(task_id, frame) for _, task_id, frame in self.recent]
         send: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
         send.put_nowait(
             pb.WorkerMessage(
@@ -182,7 +206,7 @@ class _Worker:
                     algorithm=self.config.algorithm,
                     capacity=self.config.capacity,
                     worker_id=self.config.worker_id,
-                    running_task_ids=list(self.running),
+                    running_task_ids=list(dict.fromkeys([*self.running, *(task_id for task_id, _ in resend)])),
                     token=token,
                     sdk=SDK,
                 )
@@ -207,6 +231,11 @@ class _Worker:
                 self._cancel(task_id)
             interval = max(registered.heartbeat_interval_ms, 50) / 1000
             log.info("registered as %s for %s", self.config.worker_id, self.config.algorithm)
+            # The recent outcomes, then what waited for a stream (but not a queued copy of those
+            # outcomes: the same frame objects, so a later outcome of the same task id still goes).
+            for _, frame in resend:
+                send.put_nowait(frame)
+            resent = {id(frame) for _, frame in resend}
 
             async def heartbeats() -> None:
                 seq = 0
@@ -219,7 +248,9 @@ class _Worker:
 
             async def forward() -> None:
                 while True:
-                    send.put_nowait(await self.outbox.get())
+                    frame = await self.outbox.get()
+                    if id(frame) not in resent:
+                        send.put_nowait(frame)
 
             helpers = [asyncio.create_task(heartbeats()), asyncio.create_task(forward())]
             stop = asyncio.create_task(shutdown.wait())
@@ -284,6 +315,7 @@ class _Worker:
             self.running.pop(task.task_id, None)
         if task.cancelled.is_set():
             frame = _failure(task.task_id, "Cancelled", "the operator cancelled the task")
+        self.recent.append((time.monotonic(), task.task_id, frame))
         self.outbox.put_nowait(frame)
 
     def _result_frame(self, task: Task, result: Any) -> pb.WorkerMessage:
