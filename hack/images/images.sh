@@ -53,8 +53,9 @@ operator_binary() {
     >"$LOGS/build-operator.log" 2>&1 || { tail -n 30 "$LOGS/build-operator.log" >&2; die "cargo build of the operator failed"; }
   if [ "$target/$OPERATOR_TARGET/$OPERATOR_PROFILE/vision-operator" -ef "$OPERATOR_BINARY" ]; then :; else
     mkdir -p "$(dirname "$OPERATOR_BINARY")"
-    cp "$target/$OPERATOR_TARGET/$OPERATOR_PROFILE/vision-operator" "$OPERATOR_BINARY.tmp"
-    mv "$OPERATOR_BINARY.tmp" "$OPERATOR_BINARY"
+    # $$: concurrent builds (two tests at once) each rename their own copy.
+    cp "$target/$OPERATOR_TARGET/$OPERATOR_PROFILE/vision-operator" "$OPERATOR_BINARY.tmp.$$"
+    mv "$OPERATOR_BINARY.tmp.$$" "$OPERATOR_BINARY"
   fi
   log "operator binary ready in $((SECONDS - start))s"
 }

@@ -333,7 +333,9 @@ def build(context, dockerfile, name, build_args=None):
 
 
 def write_archive(out, blobs, index):
-    tmp = out + ".tmp"
+    # Unique per process: two builds of the same image at once (two tests
+    # of one run) must not write, then rename, the same temporary file.
+    tmp = f"{out}.{os.getpid()}.tmp"
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
 
         def add(name, data):

@@ -19,6 +19,10 @@ pub const GPU: &str = "nvidia.com/gpu";
 /// Builds (or finds cached) the image NAME of hack/images, imports it into
 /// the real node, and returns its reference.
 pub fn image(name: &str) -> String {
+    // One build at a time in this process: two tests wanting the operator
+    // image would otherwise both build it (the second then finds it cached).
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new("bash")
         .arg(cluster::repo_root().join("hack/cluster.sh"))
         .args(["image", name])
