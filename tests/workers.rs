@@ -101,6 +101,25 @@ fn serving_workers(w: &Scenario, identity: &str, port: u16) -> OperatorOptions {
     options
 }
 
+/// Options for an operator (`identity`) that serves workers and keeps the
+/// worker pods of the scenario's namespace (`--worker-endpoint`); the
+/// endpoint the pods are given.
+fn keeping_worker_pods(w: &Scenario, identity: &str) -> (OperatorOptions, String) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut options = serving_workers(w, identity, port);
+    options.args.extend(
+        [
+            "--worker-namespace",
+            &w.namespace,
+            "--worker-endpoint",
+            &url,
+        ]
+        .map(String::from),
+    );
+    (options, url)
+}
+
 fn task_of(job: &VisionJob, attempt: i32) -> String {
     format!("{}-{attempt}", job.uid().expect("a created job has a uid"))
 }
@@ -355,18 +374,7 @@ async fn the_operator_keeps_min_to_max_worker_pods_by_backlog_and_removes_only_i
         .await;
     let algorithm = w.algorithm("detect");
     let pod = |n: u32| format!("{algorithm}-worker-{n}");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut options = serving_workers(&w, "worker-pods", port);
-    options.args.extend(
-        [
-            "--worker-namespace",
-            &w.namespace,
-            "--worker-endpoint",
-            &url,
-        ]
-        .map(String::from),
-    );
+    let (options, url) = keeping_worker_pods(&w, "worker-pods");
     let _operator = Operator::start(&options).await;
 
     // min: one pod, with the endpoint and its name for the SDK.
@@ -456,18 +464,7 @@ async fn worker_pods_hold_gpus_of_their_queue_and_a_gpu_job_waits_until_they_go(
     w.apply_algorithm(detect).await;
     let algorithm = w.algorithm("detect");
     let pod = |n: u32| format!("{algorithm}-worker-{n}");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut options = serving_workers(&w, "worker-gpus", port);
-    options.args.extend(
-        [
-            "--worker-namespace",
-            &w.namespace,
-            "--worker-endpoint",
-            &url,
-        ]
-        .map(String::from),
-    );
+    let (options, url) = keeping_worker_pods(&w, "worker-gpus");
     let _operator = Operator::start(&options).await;
     wait_worker_pods(&w, &algorithm, &[pod(0)], T).await;
 
