@@ -60,7 +60,10 @@ def visionctl_binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
     binary = (target if target.is_absolute() else REPO / target) / "debug" / "visionctl"
     if not binary.exists():
-        raise RuntimeError(f"{binary} missing: build it first (cargo build --workspace --bins --tests --features e2e; hack/test.sh does)")
+        raise RuntimeError(
+            f"{binary} missing: build it first"
+            " (cargo build --workspace --bins --tests --features e2e; hack/test.sh does)"
+        )
     return binary
 
 

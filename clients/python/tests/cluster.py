@@ -194,7 +194,8 @@ def operator_binary() -> Path:
     binary = (target if target.is_absolute() else REPO / target) / "debug" / "vision-operator"
     if not binary.exists():
         raise RuntimeError(
-            f"{binary} missing: build it first (cargo build --workspace --bins --tests --features e2e; hack/test.sh does)"
+            f"{binary} missing: build it first"
+            " (cargo build --workspace --bins --tests --features e2e; hack/test.sh does)"
         )
     return binary
 
