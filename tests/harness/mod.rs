@@ -63,6 +63,19 @@ pub const WORKSPACE_BUILD: [&str; 6] = [
     "e2e",
 ];
 
+/// What cargo sets in the environment of a test it runs (besides
+/// `CARGO_PKG_*` and `CARGO_BIN_EXE_*`).
+const CARGO_SET_FOR_TESTS: [&str; 8] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 /// The workspace binary `name`, built from the current sources
 /// ([`WORKSPACE_BUILD`], once per test process) into the target directory
 /// this test binary runs from (`target/<profile>/deps/..`). Cargo gives a
@@ -80,6 +93,18 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
         let target = dir.parent().expect("target/").to_path_buf();
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(WORKSPACE_BUILD).env("CARGO_TARGET_DIR", &target);
+        // Not the variables cargo set for this test process: a build script
+        // that watches one (ring's watches CARGO_MANIFEST_DIR) would see it
+        // changed and rebuild its crate and every crate above it.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if CARGO_SET_FOR_TESTS.contains(&name.as_ref())
+                || name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_EXE_")
+            {
+                cmd.env_remove(name.as_ref());
+            }
+        }
         if dir.file_name().is_some_and(|p| p == "release") {
             cmd.arg("--release");
         }
