@@ -339,11 +339,12 @@ impl WorkerMode {
                 continue;
             };
             let Some(task) = task_for(&pod) else { continue };
-            let held = state
-                .held
-                .get(&key)
-                .is_some_and(|until| *until > Instant::now());
-            let dispatched = if self.hub.is_orphan(&task.task_id) {
+            // Only an attempt a former leader may have sent (held, now or
+            // before) can be reported by a worker; others skip that lookup,
+            // which would cost one more hub lock per waiting task per pass.
+            let former = state.held.get(&key).copied();
+            let held = former.is_some_and(|until| until > Instant::now());
+            let dispatched = if former.is_some() && self.hub.is_orphan(&task.task_id) {
                 // Its worker reported it after a failover: adopt it.
                 match self.hub.adopt(&task.task_id, &task.algorithm, None) {
                     Adopted::Running(worker) | Adopted::Ended(worker) => Ok(worker),
