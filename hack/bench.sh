@@ -5,7 +5,7 @@
 #
 #   hack/bench.sh [--jobs N] [--max-running M] [--gpus G] [--runtime-ms R]
 #                 [--nodes K] [--gpus-per-node X] [--memory-jobs N]
-#                 [--no-ceiling] [--no-memory] [--scenario all|queued|fairness|workers]
+#                 [--no-ceiling] [--no-memory] [--scenario all|scale|queued|fairness|workers]
 #                 [--minutes M] [--short]
 #
 # Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
@@ -15,7 +15,17 @@
 # a busy 2-core machine with the build cached (--no-memory saves about 4). Results: .local/bench/<time>/ (report.txt and one JSON per
 # scenario). Scenarios: see docs/PERFORMANCE.md.
 #
-# --scenario queued (the long one, e.g. with --memory-jobs 100000): only the
+# --scenario scale (issue 14, the long one: about 45 min on 2 cores): every
+# scale target from one run. The throughput and ceiling scenarios as above,
+# then --memory-jobs (default 100000) jobs into a paused queue (RSS at every
+# 10,000, creation-to-Queued lag against the API server's create rate),
+# then the failover below, and one table of every target. The queued jobs
+# are left in the cluster (deleting 100,000 takes longer than the run): run
+# it on a cluster of its own and take that down afterwards:
+#   VISION_CLUSTER_DIR=$PWD/.local/bench-cluster hack/bench.sh --scenario scale
+#   VISION_CLUSTER_DIR=$PWD/.local/bench-cluster hack/cluster.sh down
+#
+# --scenario queued (e.g. with --memory-jobs 100000): only the
 # memory scenario (RSS every 10,000 jobs Queued, creation-to-Queued lag
 # against the API server's own rate), then a failover: the operator stops
 # (releasing its lease), the queue is unpaused, a new operator starts, and
@@ -51,7 +61,7 @@ cd "$ROOT"
 JOBS=1000 MAX_RUNNING=32 GPUS=1 RUNTIME_MS=2000 NODES=4 GPUS_PER_NODE=8 MEMORY_JOBS=10000
 CEILING=1 MEMORY=1 SCENARIO=all MINUTES=10
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -n '/^#/p' | sed 's/^# \{0,1\}//'; exit 2; }
-JOBS_SET=0 SHORT=0
+JOBS_SET=0 SHORT=0 MEMORY_JOBS_SET=0
 int() { [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1 takes an integer, got '$2'" >&2; exit 2; }; echo "$2"; }
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -62,17 +72,18 @@ while [ $# -gt 0 ]; do
     --runtime-ms) RUNTIME_MS="$(int "$1" "${2:-}")"; shift 2 ;;
     --nodes) NODES="$(int "$1" "${2:-}")"; shift 2 ;;
     --gpus-per-node) GPUS_PER_NODE="$(int "$1" "${2:-}")"; shift 2 ;;
-    --memory-jobs) MEMORY_JOBS="$(int "$1" "${2:-}")"; shift 2 ;;
+    --memory-jobs) MEMORY_JOBS="$(int "$1" "${2:-}")"; MEMORY_JOBS_SET=1; shift 2 ;;
     --no-ceiling) CEILING=0; shift ;;
     --minutes) MINUTES="$(int "$1" "${2:-}")"; shift 2 ;;
     --no-memory) MEMORY=0; shift ;;
     --scenario) SCENARIO="${2:-}"; shift 2
-      case "$SCENARIO" in all|queued|fairness|workers) ;; *) echo "--scenario takes all, queued, fairness or workers" >&2; exit 2 ;; esac ;;
+      case "$SCENARIO" in all|scale|queued|fairness|workers) ;; *) echo "--scenario takes all, scale, queued, fairness or workers" >&2; exit 2 ;; esac ;;
     -h|--help) usage ;;
     *) echo "unknown flag $1" >&2; usage ;;
   esac
 done
 
+[ "$SCENARIO" = scale ] && [ "$MEMORY_JOBS_SET" = 0 ] && MEMORY_JOBS=100000
 STATE="${VISION_CLUSTER_DIR:-$ROOT/.local/cluster}"
 KCFG="$STATE/kubeconfig"
 if [ "$SCENARIO" = workers ]; then
@@ -89,6 +100,10 @@ LOG="$ROOT/.local/logs/bench-operator.log"
 # Its own log: another scenario may run at the same time on another cluster.
 [ "$SCENARIO" = workers ] && LOG="$ROOT/.local/logs/bench-operator-workers.log"
 OPERATOR="$ROOT/target/release/vision-operator"
+# The operator runs with the allocator setting the chart gives it
+# (charts/vision-operator/templates/deployment.yaml); BENCH_GLIBC_TUNABLES=
+# (empty) measures glibc's default instead.
+export GLIBC_TUNABLES="${BENCH_GLIBC_TUNABLES-glibc.malloc.arena_max=1}"
 VISIONDEV="$ROOT/target/release/vision-dev"
 CLK_TCK="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 OP_PID=""
@@ -182,6 +197,7 @@ vdev() { "$VISIONDEV" --kubeconfig "$KCFG" "$@"; }
   echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(free -g | awk '/^Mem:/ {print $2}') GiB"
   echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src crates || echo ' (with local changes in src/ or crates/)')"
   echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min) at the start"
+  echo "operator environment: GLIBC_TUNABLES=$GLIBC_TUNABLES"
   if [ "$SCENARIO" = workers ]; then
     echo "command: hack/bench.sh --scenario workers --jobs $JOBS --max-running $MAX_RUNNING$([ "$SHORT" = 1 ] && echo ' --short') ($FAULT_JOBS jobs per fault burst, $WORKERS workers)"
   else
@@ -195,7 +211,7 @@ vdev() { "$VISIONDEV" --kubeconfig "$KCFG" "$@"; }
 # /metrics every 50 ms). The former operator stops gracefully first, so the
 # lease is free at once.
 failover() {
-  local from t0 t_admit lines
+  local from t0 t_admit lines lease rebuilt t_lease=""
   stop_operator
   "${kubectl[@]}" patch visionqueue vision-bench-paused --type merge -p '{"spec":{"paused":false}}' >/dev/null
   lines="$(wc -l <"$LOG")"
@@ -215,22 +231,33 @@ failover() {
   done
   # (The log's colour codes stripped first.)
   from() { tail -n +"$((lines + 1))" "$LOG" | sed 's/\x1b\[[0-9;]*m//g' | grep -m1 "$1" | grep -o '^[0-9T:.-]*Z' || true; }
-  local lease rebuilt
   lease="$(from 'acquired the lease')"
   rebuilt="$(tail -n +"$((lines + 1))" "$LOG" | sed 's/\x1b\[[0-9;]*m//g' | grep -m1 'worker pool rebuilt' | grep -o 'elapsed_ms=[0-9]*' || true)"
+  [ -n "$lease" ] && t_lease="$(date -d "$lease" +%s.%N)"
+  # Seconds between two times, or null (JSON) when one is missing.
+  span() { if [ -n "$1" ] && [ -n "$2" ]; then echo "$2 - $1" | bc | sed 's/^\./0./;s/^-\./-0./'; else echo null; fi; }
+  local rss hwm rebuild_ms="${rebuilt#elapsed_ms=}"
+  rebuild_ms="${rebuild_ms:-null}"
+  rss="$(awk '/^VmRSS/ {printf "%.1f", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null || true)"
+  hwm="$(awk '/^VmHWM/ {printf "%.1f", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null || true)"
+  cat >"$OUT/failover.json" <<JSON
+{"jobs": $MEMORY_JOBS, "startToLeaseS": $(span "$t0" "$t_lease"), "leaseToFirstAdmissionS": $(span "$t_lease" "$t_admit"),
+ "startToFirstAdmissionS": $(span "$t0" "$t_admit"), "rebuildMs": $rebuild_ms,
+ "rssMiB": ${rss:-null}, "peakRssMiB": ${hwm:-null}}
+JSON
   echo
   echo "Failover with $MEMORY_JOBS jobs queued"
   if [ -n "$t_admit" ]; then
-    echo "  new operator started -> first admission: $(echo "$t_admit - $t0" | bc) s"
+    echo "  new operator started -> first admission: $(span "$t0" "$t_admit") s"
   else
     echo "  no admission within 300 s"
   fi
-  if [ -n "$lease" ]; then
-    echo "  new operator started -> acquired the lease: $(echo "$(date -d "$lease" +%s.%N) - $t0" | bc) s"
-    [ -n "$t_admit" ] && echo "  acquired the lease -> first admission: $(echo "$t_admit - $(date -d "$lease" +%s.%N)" | bc) s"
+  if [ -n "$t_lease" ]; then
+    echo "  new operator started -> acquired the lease: $(span "$t0" "$t_lease") s"
+    [ -n "$t_admit" ] && echo "  acquired the lease -> first admission: $(span "$t_lease" "$t_admit") s"
   fi
   echo "  rebuild of the worker pool: ${rebuilt:-?}"
-  echo "  operator RSS after the rebuild: $(awk '/^VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null), peak $(awk '/^VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$OP_PID/status" 2>/dev/null)"
+  echo "  operator RSS after the rebuild: ${rss:-?} MiB, peak ${hwm:-?} MiB"
 }
 
 if [ "$SCENARIO" = fairness ]; then
@@ -298,7 +325,19 @@ if [ "$CEILING" = 1 ]; then
   report+=(--ceiling "$OUT/ceiling.json")
 fi
 
-if [ "$MEMORY" = 1 ]; then
+if [ "$SCENARIO" = scale ]; then
+  say "scenario 3/3: $MEMORY_JOBS jobs into a paused queue, then a failover"
+  start_operator
+  vdev bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \
+    --concurrency 32 --timeout 7200 "${common[@]}" --operator-pid "$OP_PID" --out "$OUT/memory.json" |
+    tee -a "$OUT/report.txt"
+  # Not in a pipeline: the new operator's pid must reach stop_operator.
+  failover > >(tee -a "$OUT/report.txt")
+  sleep 1
+  stop_operator
+  report+=(--memory "$OUT/memory.json" --failover "$OUT/failover.json")
+  say "the $MEMORY_JOBS jobs stay in namespace vision-bench-mem: take this cluster down (VISION_CLUSTER_DIR=$STATE hack/cluster.sh down)"
+elif [ "$MEMORY" = 1 ]; then
   say "scenario 3/3: memory ($MEMORY_JOBS jobs into a paused queue)"
   start_operator
   vdev bench memory --namespace vision-bench-mem --queue vision-bench-paused --jobs "$MEMORY_JOBS" \

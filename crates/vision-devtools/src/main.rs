@@ -222,6 +222,9 @@ enum Bench {
         ceiling: Option<PathBuf>,
         #[arg(long)]
         memory: Option<PathBuf>,
+        /// The failover's result (hack/bench.sh writes failover.json).
+        #[arg(long)]
+        failover: Option<PathBuf>,
     },
 }
 
@@ -251,13 +254,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 throughput,
                 ceiling,
                 memory,
+                failover,
             },
     } = &cli.command
     {
         let t: bench::Throughput = bench::read_result(throughput)?;
         let c: Option<bench::Ceiling> = ceiling.as_deref().map(bench::read_result).transpose()?;
         let m: Option<bench::Memory> = memory.as_deref().map(bench::read_result).transpose()?;
-        let ok = bench::print_targets(&bench::targets(&t, c.as_ref(), m.as_ref()));
+        let f: Option<bench::Failover> = failover.as_deref().map(bench::read_result).transpose()?;
+        let ok = bench::print_targets(&bench::targets(&t, c.as_ref(), m.as_ref(), f.as_ref()));
         return Ok(if ok {
             ExitCode::SUCCESS
         } else {
