@@ -263,6 +263,7 @@ fn template_deployment_is_restricted_and_complete() {
     assert_eq!(val("VISION_LEASE_NAME"), "vision-operator");
     assert_eq!(val("VISION_LOG_FORMAT"), "json");
     assert_eq!(val("VISION_LOG"), "info");
+    assert_eq!(val("GLIBC_TUNABLES"), "glibc.malloc.arena_max=1");
     assert_eq!(
         env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"],
         "metadata.namespace"
