@@ -372,12 +372,17 @@ pub struct ApiRequests {
     pub visionjobs_writes: f64,
     pub pod_creates: f64,
     pub pod_deletes: f64,
+    /// PATCHes of pods (not their status, which the kubelet or KWOK
+    /// writes): the operator releasing a pod's tracking finalizer once the
+    /// job's status holds its outcome. Missing in results before 2026-11-30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_patches: Option<f64>,
     /// The operator's Event writes: a POST per object, a PATCH per repetition.
     pub operator_event_writes: i64,
     pub operator_event_objects: usize,
     pub all_event_writes_in_cluster: f64,
     pub leases: f64,
-    /// Job writes + pod creates and deletes + its events + leases.
+    /// Job writes + pod creates, patches and deletes + its events + leases.
     pub operator_total: f64,
     pub per_job: f64,
     pub queue_and_algorithm_status_writes: f64,
@@ -560,6 +565,7 @@ pub(crate) async fn operator_requests(
     let jobs_writes = sum(d, |v, r, _| r == "visionjobs" && WRITE_VERBS.contains(&v));
     let pod_creates = sum(d, |v, r, s| r == "pods" && v == "POST" && s.is_empty());
     let pod_deletes = sum(d, |v, r, _| r == "pods" && v == "DELETE");
+    let pod_patches = sum(d, |v, r, s| r == "pods" && v == "PATCH" && s.is_empty());
     let events_all = sum(d, |v, r, _| r == "events" && (v == "POST" || v == "PATCH"));
     let leases = sum(d, |v, r, _| r == "leases" && v != "WATCH");
     let pool_status = sum(d, |v, r, _| {
@@ -572,7 +578,8 @@ pub(crate) async fn operator_requests(
         ) && (v == "GET" || v == "LIST")
     });
     let (ev_objects, ev_writes, ev_by_source) = operator_events(client, namespace, prefix).await?;
-    let operator_requests = jobs_writes + pod_creates + pod_deletes + ev_writes as f64 + leases;
+    let operator_requests =
+        jobs_writes + pod_creates + pod_patches + pod_deletes + ev_writes as f64 + leases;
     let by_verb: BTreeMap<String, f64> = d
         .iter()
         .filter(|((_, _, r, _), _)| {
@@ -594,6 +601,7 @@ pub(crate) async fn operator_requests(
         visionjobs_writes: jobs_writes,
         pod_creates,
         pod_deletes,
+        pod_patches: Some(pod_patches),
         operator_event_writes: ev_writes,
         operator_event_objects: ev_objects,
         all_event_writes_in_cluster: events_all,
@@ -774,10 +782,11 @@ fn print_throughput(t: &Throughput) {
         t.max_live_pods, t.params.max_running, t.max_holding
     );
     println!(
-        "  operator API requests: {} per job = visionjobs writes {} + pod creates {} + pod deletes {} + its events {} + leases {} (total {})",
+        "  operator API requests: {} per job = visionjobs writes {} + pod creates {} + pod finalizer releases {} + pod deletes {} + its events {} + leases {} (total {})",
         show(Some(q.per_job), ""),
         q.visionjobs_writes,
         q.pod_creates,
+        q.pod_patches.unwrap_or(0.0),
         q.pod_deletes,
         q.operator_event_writes,
         q.leases,
