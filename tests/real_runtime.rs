@@ -2,10 +2,11 @@
 //! runc, the kubelet: hack/node/), each with the job status it must give:
 //! an image that does not exist, an image that runs as root under the
 //! operator's default runAsNonRoot, a missing ConfigMap, an OOM kill, a
-//! result over 4 KiB, an eviction by `kubectl drain`, and a slow SIGTERM on
-//! cancel and on timeout. The algorithm is the probe of hack/images (its
-//! arguments choose what it does); the operator is the tests' local process
-//! (`Scenario::operator`): what is real here is the runtime.
+//! container that exits non-zero (its log tail), a result over 4 KiB, an
+//! eviction by `kubectl drain`, and a slow SIGTERM on cancel and on timeout.
+//! The algorithm is the probe of hack/images (its arguments choose what it
+//! does); the operator is the tests' local process (`Scenario::operator`):
+//! what is real here is the runtime.
 //!
 //! Needs the real node, like tests/real_node.rs: `hack/test.sh` (or `--test
 //! real_runtime`) starts it; by hand, `hack/cluster.sh node up`.
@@ -308,6 +309,37 @@ async fn an_oom_kill_is_retried_then_fails_the_job_with_oom_killed_and_the_limit
     assert_eq!(
         message(&job),
         "attempt 2 failed (OOMKilled: the algorithm container used more than its memory limit of 32Mi; raise resources.limits.memory in the algorithm's template (exit code 137)); no retries left (retries: 1)"
+    );
+}
+
+#[tokio::test]
+async fn a_container_that_exits_non_zero_fails_the_job_with_its_log_tail() {
+    let client = cluster::client().await;
+    real_node(&client).await;
+    let probe = image("probe");
+    // Writes no result, logs two lines and exits 3: the operator's pod
+    // (FallbackToLogsOnError) gives the kubelet's log tail as the message.
+    let args = [
+        "--log",
+        "loading /models/x.onnx",
+        "--log",
+        "model file missing: /models/x.onnx",
+        "--exit",
+        "3",
+    ];
+    let s = Scenario::new("rt-exit")
+        .queue(mk_queue("pool", 1))
+        .algorithm(probe_algorithm("broken", &probe, &args).with_retries(1))
+        .operator()
+        .start()
+        .await;
+    s.submit(s.job("broken", "broken")).await;
+    let job = s.wait_phase("broken", JobPhase::Failed, WAIT).await;
+    assert_eq!(reason(&job), "BackoffLimitExceeded");
+    assert_eq!(attempts(&job), 2);
+    assert_eq!(
+        message(&job),
+        "attempt 2 failed (exit code 3: loading /models/x.onnx\nmodel file missing: /models/x.onnx); no retries left (retries: 1)"
     );
 }
 
