@@ -8,11 +8,12 @@ mod harness;
 use std::time::Duration;
 
 use harness::{Scenario, sim};
+use k8s_openapi::api::core::v1::{PodSpec, VolumeMount};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::json;
 use vision_api::JobPhase;
 use vision_api::contract::POD_FINALIZER;
-use vision_api::testing::{AlgorithmFixture, mk_algorithm, mk_queue};
+use vision_api::testing::{AlgorithmFixture, IMAGE, algorithm_container, mk_algorithm, mk_queue};
 
 const T: Duration = Duration::from_secs(60);
 /// A finalizer of someone else's (a CSI driver, a log shipper) that keeps a
@@ -201,4 +202,64 @@ async fn a_finished_pod_deleted_before_its_outcome_is_recorded_still_gives_it() 
         vec!["a-1".to_string()],
         "exactly one pod was ever created"
     );
+}
+
+/// A pod the API server refuses as invalid is a permanent error: the job
+/// fails at once with reason `PodRejected` and the API server's message,
+/// and its slot goes to the next job. The template here mounts a volume it
+/// does not define: the CRD's schema accepts that, pod validation does not.
+///
+/// On the code before 3d486d8 (e.g. c6ca22f) the operator retried the
+/// refused create every 2 s until the job's timeout (3600 s here), holding
+/// the only slot: `bad` never failed, `good` never ran, and this test fails.
+#[tokio::test]
+async fn a_pod_the_api_server_refuses_fails_its_job_at_once_and_frees_its_slot() {
+    let mut container = algorithm_container(IMAGE);
+    container.volume_mounts = Some(vec![VolumeMount {
+        name: "undefined".into(),
+        mount_path: "/data".into(),
+        ..Default::default()
+    }]);
+    let w = Scenario::new("refused")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("broken").with_pod_spec(PodSpec {
+            containers: vec![container],
+            ..Default::default()
+        }))
+        .algorithm(mk_algorithm("detect").with_template_annotations(&[(sim::DURATION, "1s")]))
+        .operator()
+        .start()
+        .await;
+    let pods = w.watch_pods();
+    w.submit(w.job("bad", "broken")).await;
+    w.submit(w.job("good", "detect")).await;
+
+    let bad = w
+        .wait_phase("bad", JobPhase::Failed, T)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(
+        (bad.reason.as_deref(), bad.attempts, bad.message.as_deref()),
+        (
+            Some("PodRejected"),
+            Some(1),
+            Some(
+                "the API server refused the pod of attempt 1: Pod \"bad-1\" is invalid: \
+                 spec.containers[0].volumeMounts[0].name: Not found: \"undefined\""
+            )
+        ),
+    );
+    let good = w
+        .wait_phase("good", JobPhase::Succeeded, T)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(good.attempts, Some(1));
+    assert_eq!(
+        pods.with(|t| t.pods.iter().map(|p| p.0.clone()).collect::<Vec<_>>()),
+        vec!["good-1".to_string()],
+        "the refused pod was never created"
+    );
+    assert_eq!(pods.max_live(), 1, "never more live pods than maxRunning 1");
 }
