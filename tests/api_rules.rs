@@ -215,3 +215,49 @@ async fn a_job_too_large_for_its_pod_is_refused_at_apply_time() {
     let accepted = create(100_000).await.unwrap();
     assert_eq!(accepted.name_any(), "big");
 }
+
+/// End-to-end: the API server itself refuses a VisionAlgorithm whose
+/// template has no container named `algorithm` (the CRD's CEL rule; the
+/// client-side check is crates/vision-api/tests/algorithm_rules.rs), with
+/// the rule's message. Before 6b7b2ec (e.g. c6ca22f) it was accepted and
+/// every job of it failed later.
+#[cfg(feature = "e2e")]
+#[tokio::test]
+async fn an_algorithm_without_an_algorithm_container_is_refused_at_apply_time() {
+    use kube::api::PostParams;
+    use vision_api::testing::{AlgorithmFixture, algorithm_container, mk_algorithm};
+
+    let w = harness::Scenario::new("algrule").start().await;
+    let mut main = algorithm_container(vision_api::testing::IMAGE);
+    main.name = "main".into();
+    let mut algorithm = mk_algorithm(&format!("{}-noalg", w.namespace)).with_pod_spec(
+        k8s_openapi::api::core::v1::PodSpec {
+            containers: vec![main],
+            ..Default::default()
+        },
+    );
+    algorithm.metadata.generation = None;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let refusal = w
+        .algorithms()
+        .create(&dry_run, &algorithm)
+        .await
+        .expect_err("an algorithm without an algorithm container must be refused");
+    let kube::Error::Api(status) = refusal else {
+        panic!("not an API error: {refusal:?}");
+    };
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        status.message,
+        format!(
+            "VisionAlgorithm.vision.zjlab.io \"{}-noalg\" is invalid: spec: Invalid value: \
+             spec.template.spec.containers must include a container named \"algorithm\": \
+             it runs the job, receives it in $VISION_JOB and /etc/vision/job.json, and \
+             writes the result to /dev/termination-log",
+            w.namespace
+        )
+    );
+}

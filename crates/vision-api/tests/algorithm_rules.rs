@@ -1,6 +1,6 @@
 //! The VisionAlgorithm CRD's CEL rules, evaluated client-side with kube's CEL
-//! evaluator (the API server runs the same rules at apply time; the e2e
-//! examples test shows its refusal).
+//! evaluator (the API server runs the same rules at apply time;
+//! tests/api_rules.rs shows its refusal there).
 
 use vision_api::testing::{algorithm_container, mk_algorithm};
 
