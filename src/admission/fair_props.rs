@@ -443,3 +443,168 @@ fn preemption_evicts_lower_priority_once_and_admits_after_they_are_gone() {
     );
     p.check_consistency();
 }
+
+/// `LowerPriorityOrOverShare` through the pool: a tenant that has held the
+/// whole queue gives one slot to a newcomer of the same priority, and the
+/// evicted job, waiting again, does not evict the newcomer back.
+#[test]
+fn over_share_preemption_through_the_pool_and_no_eviction_back() {
+    let mut spec = qspec(2, None, tenancy(&[], &[]));
+    spec.preemption = preempt::Policy::LowerPriorityOrOverShare;
+    let mut p = pool(spec);
+    p.observe_job(job("a0", "a", 0, 0, 1));
+    p.observe_job(job("a1", "a", 0, 1, 1));
+    assert_eq!(p.admit(0).len(), 2);
+    p.set_started(&JobKey::new("a", "a0"), 0);
+    p.set_started(&JobKey::new("a", "a1"), 5);
+    // a has held both slots for one half-life; b, same priority, arrives.
+    let now = HALF_LIFE_MS;
+    p.observe_job(job("b0", "b", 0, now, 1));
+    let got = p.preempt(now);
+    assert_eq!(
+        got,
+        vec![Preemption {
+            queue: Q.into(),
+            preemptor: JobKey::new("b", "b0"),
+            priority: 0,
+            victims: vec![JobKey::new("a", "a1")],
+        }]
+    );
+    assert_eq!(p.admit(now), vec![], "nothing admitted while a1 stops");
+    p.remove_job(&JobKey::new("a", "a1"));
+    p.observe_job(job("a1", "a", 0, 1, 1));
+    let adm: Vec<_> = p.admit(now).into_iter().map(|a| a.key).collect();
+    assert_eq!(adm, vec![JobKey::new("b", "b0")]);
+    // a (one slot and its history) is still above b (one slot, no
+    // history): a1 waits with TenantShare and evicts no one.
+    assert_eq!(p.preempt(now), vec![]);
+    assert_eq!(p.preempt(now + 1), vec![]);
+    let w = p.explain(&JobKey::new("a", "a1"), now).expect("pending");
+    assert_eq!(w.reason.label(), "TenantShare");
+    p.check_consistency();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// No preemption cycles, and the limits hold at every instant: from a
+    /// random history (jobs of three tenants admitted and finished over
+    /// time), new jobs arrive at one instant and the pool preempts (victims'
+    /// pods gone, the victims waiting again in their place) and admits until
+    /// nothing changes. It ends; no job is a victim of a job that it evicted
+    /// itself, directly or by a chain (the eviction graph is acyclic); every
+    /// victim has a lower priority, or the same priority and another tenant
+    /// under LowerPriorityOrOverShare; and neither the queue's nor a
+    /// tenant's limits are exceeded by the holders (victims being evicted
+    /// counted) after any step.
+    #[test]
+    fn preemption_ends_without_cycles_within_the_limits(
+        max_running in 1u32..4,
+        max_gpus in prop::option::of(1u32..5),
+        over_share in any::<bool>(),
+        weights in prop::collection::vec(1u32..4, 3),
+        lims in prop::collection::vec(prop::option::of(limits()), 3),
+        history in prop::collection::vec(ev(), 0..40),
+        late in prop::collection::vec((0usize..3, 0i32..3, 0u32..3), 1..8),
+    ) {
+        let ts = TenancySpec {
+            default_weight: 1,
+            weights: TENANTS.iter().zip(&weights).map(|(n, w)| (n.to_string(), *w)).collect(),
+            default_limits: TenantLimits::default(),
+            limits: TENANTS.iter().zip(&lims).filter_map(|(n, l)| Some((n.to_string(), (*l)?))).collect(),
+            half_life_ms: HALF_LIFE_MS,
+        };
+        let mut spec = qspec(max_running, max_gpus, ts.clone());
+        spec.preemption = if over_share {
+            preempt::Policy::LowerPriorityOrOverShare
+        } else {
+            preempt::Policy::LowerPriority
+        };
+        let mut p = pool(spec);
+        let mut jobs: BTreeMap<JobKey, PoolJob> = BTreeMap::new();
+        let mut now = 0i64;
+        let mut n = 0;
+        for e in history {
+            match e {
+                Ev::Submit { tenant, priority, gpus } => {
+                    n += 1;
+                    let j = job(&format!("j{n:03}"), TENANTS[tenant], priority, now, gpus);
+                    jobs.insert(j.key.clone(), j.clone());
+                    p.observe_job(j);
+                }
+                Ev::Finish(i) => {
+                    let holders: Vec<JobKey> = jobs.keys()
+                        .filter(|k| p.job_phase(k) == Some(PoolState::Holding))
+                        .cloned()
+                        .collect();
+                    if !holders.is_empty() {
+                        let k = holders[i % holders.len()].clone();
+                        jobs.remove(&k);
+                        p.advance_clock(now);
+                        p.remove_job(&k);
+                    }
+                }
+                Ev::Wait(ms) => now += ms,
+                Ev::Rebuild => {}
+            }
+            p.admit(now);
+        }
+        for (tenant, priority, gpus) in late {
+            n += 1;
+            let j = job(&format!("j{n:03}"), TENANTS[tenant], priority, now, gpus);
+            jobs.insert(j.key.clone(), j.clone());
+            p.observe_job(j);
+        }
+        let within_limits = |p: &WorkerPool| -> Result<(), TestCaseError> {
+            let q = p.queue_stats(Q).expect("queue");
+            prop_assert!(q.holding <= max_running, "queue slots: {}", q.holding);
+            prop_assert!(max_gpus.is_none_or(|m| q.gpus_in_use <= u64::from(m)), "queue GPUs");
+            for t in p.tenant_stats(Q, now) {
+                let l = ts.limits(&t.name);
+                prop_assert!(l.max_running.is_none_or(|m| t.holding <= m), "tenant {} slots", t.name);
+                prop_assert!(l.max_gpus.is_none_or(|m| t.gpus_in_use <= u64::from(m)), "tenant {} GPUs", t.name);
+            }
+            Ok(())
+        };
+        // Who evicted whom: preemptor -> victims.
+        let mut evicted: BTreeMap<JobKey, Vec<JobKey>> = BTreeMap::new();
+        let mut quiet = false;
+        for _ in 0..200 {
+            let admitted = p.admit(now);
+            within_limits(&p)?;
+            let pre = p.preempt(now);
+            within_limits(&p)?;
+            if admitted.is_empty() && pre.is_empty() {
+                quiet = true;
+                break;
+            }
+            for x in pre {
+                let by = &jobs[&x.preemptor];
+                for v in &x.victims {
+                    let vj = &jobs[v];
+                    prop_assert!(vj.priority < by.priority
+                        || (over_share && vj.priority == by.priority && vj.tenant != by.tenant),
+                        "{} evicted {}", x.preemptor, v);
+                    // Its pod is gone: it waits again, in its place.
+                    p.remove_job(v);
+                    p.observe_job(vj.clone());
+                }
+                evicted.entry(x.preemptor).or_default().extend(x.victims);
+            }
+            within_limits(&p)?;
+        }
+        prop_assert!(quiet, "preemption and admission did not settle");
+        // Acyclic: no job reaches itself through the eviction graph.
+        for start in evicted.keys() {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut stack: Vec<&JobKey> = evicted[start].iter().collect();
+            while let Some(k) = stack.pop() {
+                prop_assert!(k != start, "cycle through {}: {:?}", start, evicted);
+                if seen.insert(k.clone()) {
+                    stack.extend(evicted.get(k).into_iter().flatten());
+                }
+            }
+        }
+        p.check_consistency();
+    }
+}
