@@ -188,7 +188,12 @@ async fn an_urgent_job_preempts_a_lower_priority_one_which_resumes_without_spend
         .await;
     let pods = w.watch_pods();
     w.submit(w.job("low", "slow")).await;
-    w.wait_phase("low", JobPhase::Running, T).await;
+    let running = w.wait_phase("low", JobPhase::Running, T).await;
+    let queued_at = running.status.and_then(|s| s.queued_at);
+    assert!(queued_at.is_some(), "low was queued before it ran");
+    // Same priority as low, created after it: it waits behind low.
+    w.submit(w.job("next", "fast")).await;
+    w.wait_phase("next", JobPhase::Queued, T).await;
     w.submit(w.job("urgent", "fast").with_priority(10)).await;
     // The victim waits again, in its place, told why.
     let requeued = harness::wait_for(T, || async {
@@ -216,6 +221,18 @@ async fn an_urgent_job_preempts_a_lower_priority_one_which_resumes_without_spend
     );
     let urgent = w.get("urgent").await.status.unwrap();
     assert_eq!(urgent.attempts, Some(1));
+    // Back in its original place: its queuedAt is kept, and its second
+    // attempt was admitted before "next", which was created after it (with
+    // 8 s jobs, well apart at the admission times' one-second resolution).
+    assert_eq!(low.queued_at, queued_at, "queuedAt kept");
+    let next = w.get("next").await.status.unwrap();
+    assert_eq!((next.attempts, next.preemptions), (Some(1), None));
+    assert!(
+        low.admitted_at.as_ref().unwrap().0 < next.admitted_at.as_ref().unwrap().0,
+        "low (attempt 2) at {:?}, next at {:?}",
+        low.admitted_at,
+        next.admitted_at
+    );
     // Limits held at every instant: the urgent pod started only once the
     // victim's was gone.
     assert_eq!(pods.max_live(), 1, "one slot, never two live pods");
