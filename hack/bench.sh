@@ -182,6 +182,15 @@ fi
 KBIN="$(hack/cluster.sh env | sed -n 's/^export PATH=\([^:]*\):.*/\1/p')"
 kubectl=("$KBIN/kubectl" --kubeconfig "$KCFG")
 "${kubectl[@]}" apply --server-side --force-conflicts -f crds/ >/dev/null
+# As the chart installs it on a cluster that serves it (1.36+): the policy
+# that gives new jobs the operator's finalizer at creation.
+if "${kubectl[@]}" api-resources --api-group admissionregistration.k8s.io -o name 2>/dev/null |
+  grep -qx 'mutatingadmissionpolicies.admissionregistration.k8s.io'; then
+  "$KBIN/helm" template vision-bench charts/vision-operator --kube-version 1.37.2 \
+    --api-versions admissionregistration.k8s.io/v1/MutatingAdmissionPolicy \
+    --show-only templates/job-finalizer-policy.yaml |
+    "${kubectl[@]}" apply --server-side --force-conflicts -f - >/dev/null
+fi
 # Just-created CRDs have no conditions yet, which `kubectl wait` takes as an error.
 for _ in $(seq 1 60); do
   "${kubectl[@]}" wait --for condition=established --timeout=5s \

@@ -216,6 +216,102 @@ async fn a_job_too_large_for_its_pod_is_refused_at_apply_time() {
     assert_eq!(accepted.name_any(), "big");
 }
 
+/// End-to-end: the chart's finalizer policy
+/// (templates/job-finalizer-policy.yaml) gives a job the operator's
+/// finalizer as the API server creates it, so the operator need not PATCH it
+/// on (one request per job less), keeps the job's own finalizers and never
+/// writes the operator's twice. Applied as the chart renders it for this
+/// cluster (Kubernetes 1.37), renamed and bound to the test's namespace.
+#[cfg(feature = "e2e")]
+#[tokio::test]
+async fn a_new_job_gets_the_operators_finalizer_from_the_chart_policy() {
+    use harness::cluster::ClusterObjects;
+    use harness::helm::{CHART, KUBE_VERSION, MUTATING_POLICY_API, helm, parse_docs};
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+    use kube::{Api, ResourceExt};
+    use std::time::Duration;
+    use vision_operator::controller::FINALIZER;
+
+    let w = harness::Scenario::new("jobfin").start().await;
+    let name = format!("{}-job-finalizer", w.namespace);
+    let docs = parse_docs(&helm(&[
+        "template",
+        "vo",
+        CHART,
+        "--kube-version",
+        KUBE_VERSION,
+        "--api-versions",
+        MUTATING_POLICY_API,
+        "--show-only",
+        "templates/job-finalizer-policy.yaml",
+    ]));
+    let [policy, binding] = docs.as_slice() else {
+        panic!("the template renders a policy and its binding: {docs:?}");
+    };
+    let mut policy: DynamicObject = serde_json::from_value(policy.clone()).unwrap();
+    let mut binding: DynamicObject = serde_json::from_value(binding.clone()).unwrap();
+    policy.metadata.name = Some(name.clone());
+    binding.metadata.name = Some(name.clone());
+    binding.data["spec"] = json!({
+        "policyName": name,
+        "matchResources": {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": w.namespace}}
+        },
+    });
+    let _cleanup = ClusterObjects(vec![
+        format!("mutatingadmissionpolicybinding/{name}"),
+        format!("mutatingadmissionpolicy/{name}"),
+    ]);
+    let api = |kind: &str| {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        Api::<DynamicObject>::all_with(w.client.clone(), &ApiResource::from_gvk(&gvk))
+    };
+    let pp = PostParams::default();
+    api("MutatingAdmissionPolicy")
+        .create(&pp, &policy)
+        .await
+        .unwrap();
+    api("MutatingAdmissionPolicyBinding")
+        .create(&pp, &binding)
+        .await
+        .unwrap();
+
+    // Dry runs: the API server mutates them as it would, stores nothing
+    // (no operator runs in this scenario to remove a finalizer).
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let create = |finalizers: Vec<String>| {
+        let mut job = w.job("fin", "detect");
+        job.metadata.uid = None;
+        job.metadata.generation = None;
+        job.metadata.creation_timestamp = None;
+        job.metadata.finalizers = (!finalizers.is_empty()).then_some(finalizers);
+        let (jobs, dry_run) = (w.jobs(), dry_run.clone());
+        async move { jobs.create(&dry_run, &job).await.unwrap() }
+    };
+    // The API server takes the new policy into account within a second or two.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let created = create(vec![]).await;
+        if !created.finalizers().is_empty() {
+            assert_eq!(created.finalizers(), [FINALIZER.to_string()]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the policy never added the finalizer"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let theirs = "example.com/keep".to_string();
+    let created = create(vec![theirs.clone()]).await;
+    assert_eq!(created.finalizers(), [theirs, FINALIZER.to_string()]);
+    let created = create(vec![FINALIZER.to_string()]).await;
+    assert_eq!(created.finalizers(), [FINALIZER.to_string()]);
+}
+
 /// End-to-end: the API server itself refuses a VisionAlgorithm whose
 /// template has no container named `algorithm` (the CRD's CEL rule; the
 /// client-side check is crates/vision-api/tests/algorithm_rules.rs), with

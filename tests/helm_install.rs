@@ -154,6 +154,9 @@ async fn install_upgrade_operate_with_chart_rbac_uninstall() {
         format!("clusterrolebinding/{fullname}-platform-admin"),
         format!("validatingadmissionpolicy/{fullname}-job-size"),
         format!("validatingadmissionpolicybinding/{fullname}-job-size"),
+        // Rendered on this cluster (1.37 serves MutatingAdmissionPolicy v1).
+        format!("mutatingadmissionpolicy/{fullname}-job-finalizer"),
+        format!("mutatingadmissionpolicybinding/{fullname}-job-finalizer"),
     ]);
 
     // A wrong value fails the install with a clear message, and installs nothing.

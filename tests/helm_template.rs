@@ -16,7 +16,7 @@ mod harness;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use harness::helm::{CHART, KUBE_VERSION, helm, helm_raw, parse_docs};
+use harness::helm::{CHART, KUBE_VERSION, MUTATING_POLICY_API, helm, helm_raw, parse_docs};
 use serde_json::{Value, json};
 
 /// `helm template` of the chart as release `vo` in namespace `vision-system`
@@ -165,6 +165,40 @@ fn lint_strict() {
         "--set",
         "serviceMonitor.enabled=true,exampleAlgorithms.enabled=true,replicaCount=1",
     ]);
+}
+
+/// The policy that gives new jobs the operator's finalizer renders only
+/// where the API server serves MutatingAdmissionPolicy v1 (helm install
+/// reads that from discovery), matches job CREATEs only, never refuses a job
+/// (Ignore), and adds exactly the finalizer the operator uses.
+#[test]
+fn template_job_finalizer_policy_where_the_api_exists() {
+    assert_eq!(count(&render(&[]), "MutatingAdmissionPolicy"), 0);
+    let objs = render(&["--api-versions", MUTATING_POLICY_API]);
+    let name = "vo-vision-operator-job-finalizer";
+    let policy = find(&objs, "MutatingAdmissionPolicy", name);
+    let binding = find(&objs, "MutatingAdmissionPolicyBinding", name);
+    assert_eq!(binding["spec"], json!({"policyName": name}));
+    assert_eq!(policy["spec"]["failurePolicy"], "Ignore");
+    assert_eq!(
+        policy["spec"]["matchConstraints"],
+        json!({"resourceRules": [{
+            "apiGroups": ["vision.zjlab.io"],
+            "apiVersions": ["*"],
+            "operations": ["CREATE"],
+            "resources": ["visionjobs"],
+        }]})
+    );
+    assert_eq!(
+        policy["spec"]["mutations"],
+        json!([{
+            "patchType": "ApplyConfiguration",
+            "applyConfiguration": {"expression": format!(
+                "Object{{metadata: Object.metadata{{finalizers: [\"{}\"]}}}}",
+                vision_operator::controller::FINALIZER
+            )},
+        }])
+    );
 }
 
 #[test]

@@ -14,6 +14,10 @@ pub const CHART: &str = "charts/vision-operator";
 /// `helm template` and `helm lint` check the chart against the oldest
 /// Kubernetes it supports (Chart.yaml kubeVersion).
 pub const KUBE_VERSION: &str = "1.33.0";
+/// What `helm template` must be told (`--api-versions`) to render the
+/// chart's MutatingAdmissionPolicy: `helm install` learns it from the API
+/// server (Kubernetes 1.36+, the local cluster's 1.37).
+pub const MUTATING_POLICY_API: &str = "admissionregistration.k8s.io/v1/MutatingAdmissionPolicy";
 
 /// The helm binary: `$VISION_HELM`, else the one next to the kubectl that
 /// `hack/cluster.sh` built. A missing helm is a failure, never a skip.
