@@ -1,7 +1,8 @@
 //! End-to-end on the local cluster's real node (hack/node/node.sh: containerd,
 //! runc, the kubelet): real containers of images built offline by
-//! hack/images, their logs through the API server, their termination
-//! messages, and GPU requests counted against the node's fake capacity.
+//! hack/images, their logs through the API server (and through `visionctl
+//! logs [-f]`), their termination messages, and GPU requests counted
+//! against the node's fake capacity.
 //!
 //! The last test installs the Helm chart with the operator image built from
 //! the repository's Dockerfile: two replicas on the real kubelet, leader
@@ -19,6 +20,9 @@
 
 mod harness;
 
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -34,7 +38,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
-use vision_api::testing::{JobFixture, mk_queue};
+use vision_api::testing::{AlgorithmFixture, JobFixture, mk_algorithm, mk_queue};
 use vision_api::{JobPhase, VisionAlgorithm};
 use vision_operator::workers;
 use vision_operator::workers::worker_pod::build_worker_pod;
@@ -249,6 +253,153 @@ async fn gpu_requests_count_against_the_real_nodes_capacity() {
     pods.delete("too-big", &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// An algorithm `name` running the probe image with `args` on the real
+/// node: no GPU, a small memory limit, the image imported (never pulled).
+fn probe_algorithm(name: &str, probe: &str, args: &[&str]) -> VisionAlgorithm {
+    let mut algorithm = on_real_node(mk_algorithm(name).with_gpus_per_job(0));
+    let pod = algorithm.spec.template.spec.as_mut().unwrap();
+    pod.termination_grace_period_seconds = Some(30);
+    let container = &mut pod.containers[0];
+    container.image = Some(probe.to_string());
+    container.image_pull_policy = Some("Never".into());
+    container.args = Some(args.iter().map(|a| a.to_string()).collect());
+    container.resources = Some(
+        serde_json::from_value(json!(
+            {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
+        ))
+        .unwrap(),
+    );
+    algorithm
+}
+
+/// `visionctl --kubeconfig <the local cluster's> -n <ns>` with `args`.
+fn visionctl(namespace: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(harness::workspace_binary("visionctl"));
+    cmd.arg("--kubeconfig")
+        .arg(cluster::kubeconfig_path())
+        .args(["-n", namespace])
+        .args(args);
+    cmd
+}
+
+/// Exit code, stdout and stderr of a finished `visionctl` run.
+fn ran(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("running visionctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn visionctl_logs_prints_a_jobs_log_and_follows_it_until_the_pod_ends() {
+    let client = client().await;
+    real_node(&client).await;
+    let probe = image("probe");
+    let s = Scenario::new("real-logs")
+        .queue(mk_queue("pool", 2))
+        .algorithm(probe_algorithm(
+            "done",
+            &probe,
+            &["--log", "loading model", "--result", r#"{"objects":1}"#],
+        ))
+        // Logs a line, runs until stopped, and logs while it stops.
+        .algorithm(probe_algorithm(
+            "slow",
+            &probe,
+            &["--log", "started", "--sleep", "600", "--term-delay", "1"],
+        ))
+        .operator()
+        .start()
+        .await;
+    let ns = s.namespace.clone();
+    s.submit(s.job("done", "done")).await;
+    s.submit(s.job("slow", "slow")).await;
+
+    // A finished job: the log of its last attempt's pod, by default or by
+    // number; `-f` of a pod that has ended prints it and returns.
+    s.wait_phase("done", JobPhase::Succeeded, Duration::from_secs(90))
+        .await;
+    for args in [
+        &["logs", "done"][..],
+        &["logs", "done", "--attempt", "1"],
+        &["logs", "done", "-f"],
+    ] {
+        assert_eq!(
+            ran(&mut visionctl(&ns, args)),
+            (0, "loading model\n".to_string(), String::new()),
+            "visionctl {args:?}"
+        );
+    }
+    // An attempt that never ran has no pod: exit 3.
+    assert_eq!(
+        ran(&mut visionctl(&ns, &["logs", "done", "--attempt", "2"])),
+        (
+            3,
+            String::new(),
+            format!("visionctl: Pod {ns}/done-2 not found\n")
+        )
+    );
+
+    // `-f` of a running pod streams its log: the first line arrives while
+    // the container runs; what it logs while it stops (its job suspended,
+    // its pod deleted) follows, and the command ends with the pod, exit 0.
+    s.wait_phase("slow", JobPhase::Running, Duration::from_secs(90))
+        .await;
+    let mut follow = visionctl(&ns, &["logs", "slow", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running visionctl logs -f");
+    let stdout = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines() {
+            if lines.send(line.expect("visionctl's stdout")).is_err() {
+                return;
+            }
+        }
+    });
+    let patience = Duration::from_secs(60);
+    let first = received.recv_timeout(patience);
+    if first.as_deref() != Ok("started") {
+        let _ = follow.kill();
+        panic!("visionctl logs -f: first line {first:?}, not \"started\"");
+    }
+    assert_eq!(
+        ran(&mut visionctl(&ns, &["suspend", "slow"])),
+        (
+            0,
+            "visionjob.vision.zjlab.io/slow suspended\n".to_string(),
+            String::new()
+        )
+    );
+    let mut rest = Vec::new();
+    loop {
+        match received.recv_timeout(patience) {
+            Ok(line) => rest.push(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = follow.kill();
+                panic!("visionctl logs -f did not end with the pod; it printed {rest:?}");
+            }
+        }
+    }
+    assert_eq!(
+        rest,
+        ["probe: SIGTERM", "probe: stopping for 1s", "probe: stopped"]
+    );
+    let out = follow.wait_with_output().expect("visionctl logs -f");
+    assert_eq!(
+        (out.status.code(), String::from_utf8_lossy(&out.stderr)),
+        (Some(0), "".into()),
+        "visionctl logs -f"
+    );
+    s.wait_phase("slow", JobPhase::Suspended, Duration::from_secs(90))
+        .await;
 }
 
 /// The face-detect VisionAlgorithm of examples/, with the locally built image

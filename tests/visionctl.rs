@@ -311,6 +311,21 @@ async fn failures_and_their_exit_codes() {
     let r = expect(1, &["-n", ns, "wait", "bad-1"]);
     assert_eq!(r.stdout, "visionjob.vision.zjlab.io/bad-1 Failed\n");
     expect(1, &["-n", ns, "result", "bad-1"]);
+    let r = expect(1, &["-n", ns, "watch", "bad-1"]);
+    assert!(
+        r.stdout
+            .lines()
+            .last()
+            .unwrap_or("")
+            .starts_with("Failed after "),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stderr.contains(&format!("{ns}/bad-1 Failed (")),
+        "{}",
+        r.stderr
+    );
 
     // A missing job: exit 3 from every verb that names one.
     for verb in [

@@ -536,6 +536,36 @@ mod tests {
     }
 
     #[test]
+    fn the_users_help_has_the_verbs_and_no_developer_tools() {
+        // demo and bench are vision-dev's (crates/vision-devtools).
+        let verbs: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(
+            verbs,
+            [
+                "submit",
+                "get",
+                "describe",
+                "watch",
+                "wait",
+                "result",
+                "logs",
+                "cancel",
+                "suspend",
+                "resume",
+                "retry",
+                "queue",
+                "ui",
+                "completion",
+            ]
+        );
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains("demo") && !help.contains("bench"), "{help}");
+    }
+
+    #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
