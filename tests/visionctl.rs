@@ -363,7 +363,7 @@ async fn failures_and_their_exit_codes() {
     let good = manifest(
         "good.yaml",
         format!(
-            "apiVersion: vision.zjlab.io/v1alpha1\nkind: VisionJob\nmetadata:\n  name: from-file\nspec:\n  algorithm: {alg}\n  queue: {held}\n  input: {{uri: s3://f/2.jpg}}\n"
+            "apiVersion: vision.zjlab.io/v1alpha1\nkind: VisionJob\nmetadata:\n  name: from-file\n  labels: {{team: a}}\nspec:\n  algorithm: {alg}\n  queue: {held}\n  input: {{uri: s3://f/2.jpg}}\n"
         ),
     );
     let refused = manifest(
@@ -440,6 +440,34 @@ async fn failures_and_their_exit_codes() {
     assert_eq!(
         (pos["position"].clone(), pos["waiting"].clone()),
         (Value::from(1), Value::from(1))
+    );
+
+    // get's filters, evaluated by the API server: phase, queue, label;
+    // -A lists every namespace (here: of this test's queue) with a
+    // NAMESPACE column.
+    let names = |filters: &[&str]| {
+        let mut args = vec!["-n", ns, "get", "-o", "name"];
+        args.extend_from_slice(filters);
+        expect(0, &args).stdout
+    };
+    let (bad, queued) = (
+        "visionjob.vision.zjlab.io/bad-1\n",
+        "visionjob.vision.zjlab.io/from-file\n",
+    );
+    assert_eq!(names(&["--phase", "Failed"]), bad);
+    assert_eq!(names(&["--phase", "Queued"]), queued);
+    assert_eq!(names(&["--queue", &held]), queued);
+    assert_eq!(names(&["-l", "team=a"]), queued);
+    assert_eq!(names(&["-A", "--queue", &queue]), bad);
+    let table = expect(0, &["get", "-A", "--queue", &queue]).stdout;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().take(2).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [vec!["NAMESPACE", "NAME"], vec![ns, "bad-1"]],
+        "{table}"
     );
 
     // Usage errors are exit 2 (clap's own and ours).
