@@ -38,10 +38,22 @@ pub async fn reconcile(job: Arc<VisionJob>, ctx: Arc<Context>) -> Result<Action>
         let api: Api<VisionJob> =
             Api::namespaced(ctx.client.clone(), &job.namespace().unwrap_or_default());
         let key = key_of(job.as_ref());
+        // kube's helper patches the finalizer itself: on, before Apply, for
+        // a job without it; off, after Cleanup returned Ok. Both are fenced
+        // like every write of the writer: a leader paused past its lease
+        // must not let a deleted job go from a stale view.
+        if !job.finalizers().iter().any(|f| f == FINALIZER) {
+            ctx.writer.fence()?;
+        }
         // Apply and Cleanup both plan: the plan tells a deleted job apart.
         let result = finalizer(&api, FINALIZER, job, |event| async {
             match event {
-                Finalizer::Apply(job) | Finalizer::Cleanup(job) => step(&job, &ctx).await,
+                Finalizer::Apply(job) => step(&job, &ctx).await,
+                Finalizer::Cleanup(job) => {
+                    let action = step(&job, &ctx).await?;
+                    ctx.writer.fence()?;
+                    Ok(action)
+                }
             }
         })
         .await

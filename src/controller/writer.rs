@@ -108,7 +108,7 @@ impl Writer {
 
     /// Fencing: nothing is written once this replica's leadership may have
     /// lapsed, whatever the rest of the process still believes.
-    fn fence(&self) -> Result<()> {
+    pub fn fence(&self) -> Result<()> {
         if self.validity.is_valid() {
             Ok(())
         } else {
