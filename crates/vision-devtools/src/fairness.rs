@@ -2,15 +2,18 @@
 //! queue measured on the live cluster. Two tenants with weights 3:1 keep a
 //! queue of `max_running` slots saturated (each keeps a backlog topped up)
 //! for `minutes`; a third tenant starts submitting at `late_minute`; urgent
-//! jobs of a higher priority arrive every `urgent_every` with preemption
-//! `LowerPriority` on. Measured from outside, from the API server:
+//! jobs of a higher priority arrive every `urgent_every`, with the queue's
+//! preemption policy `preemption` (`LowerPriority` by default: the late
+//! tenant then reaches its share from free slots only;
+//! `LowerPriorityOrOverShare`: it may evict jobs of the tenants over their
+//! share). Measured from outside, from the API server:
 //!
 //! - each tenant's share of slot-time over every window (sliding by 60 s,
 //!   from the first minute on), from the jobs' `status.admittedAt` and
 //!   `finishedAt`; a preempted attempt counts from its `admittedAt` to when
 //!   the watch saw it `Queued` again;
 //! - the third tenant's time from its first job to holding its share of the
-//!   slots;
+//!   slots, and the jobs preempted (seen `Queued` again) in that time;
 //! - each urgent job's admission latency: from its create call's answer to
 //!   the watch seeing it `Admitted` (client clock, ms);
 //! - invariants: every job submitted ends `Succeeded` (0 lost), every
@@ -79,6 +82,8 @@ pub struct FairnessArgs {
     pub grace_seconds: i64,
     /// The share window, seconds.
     pub window_seconds: u64,
+    /// The queue's `spec.preemption.withinQueue`.
+    pub preemption: PreemptionPolicy,
     pub operator: Option<OperatorCmd>,
     pub out: Option<PathBuf>,
 }
@@ -110,9 +115,24 @@ pub struct Fairness {
     pub windows: Vec<Window>,
     /// Largest |alice_of_pair - 75| over the windows, percentage points.
     pub worst_deviation_pp: Option<f64>,
+    /// The queue's preemption policy (results written before it was an
+    /// option ran `LowerPriority`).
+    #[serde(default = "lower_priority")]
+    pub preemption: PreemptionPolicy,
     /// The late tenant: first job created -> it holds floor(its share x slots), ms.
     pub late_tenant_to_share_ms: Option<f64>,
     pub late_tenant_share_slots: usize,
+    /// The target for `late_tenant_to_share_ms` under `preemption`
+    /// ([`late_target_ms`]); None in results written before it was recorded.
+    #[serde(default)]
+    pub late_tenant_target_ms: Option<u64>,
+    /// Jobs seen preempted between the late tenant's first job and its
+    /// reaching its share (an urgent job's victims in that time included).
+    #[serde(default)]
+    pub preempted_while_late_tenant_caught_up: usize,
+    /// terminationGracePeriodSeconds of the pods (None: not recorded).
+    #[serde(default)]
+    pub grace_seconds: Option<i64>,
     /// Urgent jobs: create answered -> seen Admitted, ms.
     pub urgent_admission_ms: Percentiles,
     pub jobs_submitted: usize,
@@ -226,6 +246,38 @@ pub fn slot_time(spans: &[(String, i64, i64)], from: i64, to: i64) -> BTreeMap<S
         }
     }
     out
+}
+
+fn lower_priority() -> PreemptionPolicy {
+    PreemptionPolicy::LowerPriority
+}
+
+/// `--preemption`: the policy's name as in `spec.preemption.withinQueue`.
+pub fn parse_preemption(s: &str) -> std::result::Result<PreemptionPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        format!("expected Never, LowerPriority or LowerPriorityOrOverShare, got '{s}'")
+    })
+}
+
+/// Issue 17's bound on the late tenant's time to its share, ms: with
+/// `LowerPriorityOrOverShare` it may evict the tenants over their share, so
+/// its victims' grace period + 1 s; otherwise it waits for free slots, so one
+/// job's run time + 1 s of refill.
+pub fn late_target_ms(policy: PreemptionPolicy, job_ms: u64, grace_seconds: i64) -> u64 {
+    match policy {
+        PreemptionPolicy::LowerPriorityOrOverShare => {
+            u64::try_from(grace_seconds).unwrap_or(0) * 1000 + 1000
+        }
+        PreemptionPolicy::Never | PreemptionPolicy::LowerPriority => job_ms + 1000,
+    }
+}
+
+/// How many of the preemption times fall within [from, to] (ms).
+pub fn preempted_between(seen_ms: impl IntoIterator<Item = i64>, from: i64, to: i64) -> usize {
+    seen_ms
+        .into_iter()
+        .filter(|t| (from..=to).contains(t))
+        .count()
 }
 
 fn round1(x: f64) -> f64 {
@@ -365,7 +417,7 @@ async fn install(client: &Client, a: &FairnessArgs) -> Result<()> {
                 usage_half_life_seconds: 600,
             }),
             preemption: Some(QueuePreemption {
-                within_queue: PreemptionPolicy::LowerPriority,
+                within_queue: a.preemption,
             }),
             default_ttl_seconds_after_finished: None,
             pod_retention: None,
@@ -635,6 +687,15 @@ fn summarize(s: &State, a: &FairnessArgs, t0: i64, late_share: usize) -> Fairnes
             _ => None,
         },
         late_tenant_share_slots: late_share,
+        preemption: a.preemption,
+        late_tenant_target_ms: Some(late_target_ms(a.preemption, a.job_ms, a.grace_seconds)),
+        preempted_while_late_tenant_caught_up: match (s.late_first_ms, s.late_reached_ms) {
+            (Some(f), Some(r)) => {
+                preempted_between(s.jobs.values().filter_map(|j| j.preempted_seen_ms), f, r)
+            }
+            _ => 0,
+        },
+        grace_seconds: Some(a.grace_seconds),
         urgent_admission_ms: Percentiles::full(&urgent),
         jobs_submitted: s.jobs.len(),
         jobs_succeeded: succeeded,
@@ -657,6 +718,12 @@ fn print(r: &Fairness) {
     println!(
         "\nFairness: weights alice 3, bob 1 (carol 1 from the late minute, ops urgent priority {URGENT_PRIORITY}); {} slots, jobs of {} ms, {} min",
         r.max_running, r.job_ms, r.minutes
+    );
+    println!(
+        "  preemption: {:?}, pods' grace period {}",
+        r.preemption,
+        r.grace_seconds
+            .map_or("-".to_string(), |g| format!("{g} s"))
     );
     println!(
         "  window       alice/(alice+bob)  shares of slot-time                      utilisation"
@@ -682,11 +749,17 @@ fn print(r: &Fairness) {
         r.worst_deviation_pp
             .map_or("-".to_string(), |x| format!("{x:.1}"))
     );
+    let target = r.late_tenant_target_ms.unwrap_or(r.job_ms + 1000);
+    let how = if r.preemption == PreemptionPolicy::LowerPriorityOrOverShare {
+        "grace period + 1 s, with preemption"
+    } else {
+        "one job + 1 s refill, without preemption"
+    };
     println!(
-        "  late tenant carol: first job -> holds {} slots: {} (target <= {} ms: one job + 1 s refill)",
+        "  late tenant carol: first job -> holds {} slots: {} (target <= {target} ms: {how}); {} jobs preempted meanwhile",
         r.late_tenant_share_slots,
         show(r.late_tenant_to_share_ms),
-        r.job_ms + 1000
+        r.preempted_while_late_tenant_caught_up
     );
     let u = &r.urgent_admission_ms;
     println!(
@@ -724,6 +797,82 @@ mod tests {
             st,
             BTreeMap::from([("alice".to_string(), 7_000), ("bob".to_string(), 12_000)])
         );
+    }
+
+    #[test]
+    fn preemption_policy_by_its_api_name() {
+        assert_eq!(
+            parse_preemption("LowerPriorityOrOverShare"),
+            Ok(PreemptionPolicy::LowerPriorityOrOverShare)
+        );
+        assert_eq!(
+            parse_preemption("LowerPriority"),
+            Ok(PreemptionPolicy::LowerPriority)
+        );
+        assert_eq!(
+            parse_preemption("lowerpriority"),
+            Err(
+                "expected Never, LowerPriority or LowerPriorityOrOverShare, got 'lowerpriority'"
+                    .to_string()
+            )
+        );
+    }
+
+    #[test]
+    fn late_target_is_the_grace_period_only_with_share_preemption() {
+        assert_eq!(
+            late_target_ms(PreemptionPolicy::LowerPriorityOrOverShare, 5000, 1),
+            2000
+        );
+        assert_eq!(
+            late_target_ms(PreemptionPolicy::LowerPriority, 5000, 1),
+            6000
+        );
+        assert_eq!(late_target_ms(PreemptionPolicy::Never, 5000, 30), 6000);
+    }
+
+    #[test]
+    fn preempted_between_counts_both_ends() {
+        assert_eq!(
+            preempted_between([999, 1000, 1500, 2000, 2001], 1000, 2000),
+            3
+        );
+        assert_eq!(preempted_between([], 1000, 2000), 0);
+    }
+
+    #[test]
+    fn results_written_before_the_policy_was_an_option_read_as_lower_priority() {
+        let r = Fairness {
+            minutes: 3.0,
+            max_running: 32,
+            job_ms: 5000,
+            windows: vec![],
+            worst_deviation_pp: None,
+            preemption: PreemptionPolicy::LowerPriority,
+            late_tenant_to_share_ms: Some(1370.0),
+            late_tenant_share_slots: 6,
+            late_tenant_target_ms: None,
+            preempted_while_late_tenant_caught_up: 0,
+            grace_seconds: None,
+            urgent_admission_ms: Percentiles::full(&[]),
+            jobs_submitted: 1,
+            jobs_succeeded: 1,
+            jobs_lost: 0,
+            preempted_jobs: 0,
+            preempted_finished_later: 0,
+            max_running_pods: 1,
+        };
+        let mut v = serde_json::to_value(&r).expect("json");
+        let o = v.as_object_mut().expect("object");
+        for new in [
+            "preemption",
+            "late_tenant_target_ms",
+            "preempted_while_late_tenant_caught_up",
+            "grace_seconds",
+        ] {
+            assert!(o.remove(new).is_some(), "{new}");
+        }
+        assert_eq!(serde_json::from_value::<Fairness>(v).expect("old json"), r);
     }
 
     #[test]

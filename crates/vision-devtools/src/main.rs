@@ -134,6 +134,11 @@ struct Fairness {
     /// Share window, seconds.
     #[arg(long, default_value_t = 120)]
     window: u64,
+    /// The queue's spec.preemption.withinQueue: LowerPriority (the late
+    /// tenant gets only free slots) or LowerPriorityOrOverShare (it may evict
+    /// jobs of tenants over their share), or Never.
+    #[arg(long, default_value = "LowerPriority", value_parser = vision_devtools::fairness::parse_preemption)]
+    preemption: vision_api::PreemptionPolicy,
     /// Start this operator binary once the turn is held (args after --).
     #[arg(long)]
     operator_bin: Option<PathBuf>,
@@ -321,6 +326,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     urgent_every: Duration::from_secs(f.urgent_every),
                     grace_seconds: f.grace_seconds,
                     window_seconds: f.window,
+                    preemption: f.preemption,
                     operator: f
                         .operator_bin
                         .map(|bin| vision_devtools::fairness::OperatorCmd {
