@@ -212,15 +212,15 @@ impl Dispatcher {
                 outcome,
                 job,
                 attempt,
-            } => {
-                // Once per attempt: a status write that lost a race (409)
-                // is planned again and reports the same outcome again.
-                let counted = self.outcomes_counted.entry(job).or_insert(0);
-                if attempt > *counted {
-                    *counted = attempt;
-                    self.pool.record_outcome(&algorithm, outcome, now_ms())
-                }
-            }
+            } => count_outcome(
+                &mut self.pool,
+                &mut self.outcomes_counted,
+                &algorithm,
+                outcome,
+                job,
+                attempt,
+                now_ms(),
+            ),
             PoolEvent::Written {
                 key,
                 admission,
@@ -933,6 +933,25 @@ fn tenant_key(q: &VisionQueue) -> Option<Option<String>> {
     q.spec.tenancy.as_ref().map(|t| t.tenant_label.clone())
 }
 
+/// Feeds attempt `attempt` of `job` ending with `outcome` to its
+/// algorithm's breaker, once per job and attempt: a status write that lost
+/// a race (409) is planned again and reports the same outcome again.
+fn count_outcome(
+    pool: &mut WorkerPool,
+    counted: &mut HashMap<JobKey, i32>,
+    algorithm: &str,
+    outcome: crate::admission::Outcome,
+    job: JobKey,
+    attempt: i32,
+    now_ms: i64,
+) {
+    let last = counted.entry(job).or_insert(0);
+    if attempt > *last {
+        *last = attempt;
+        pool.record_outcome(algorithm, outcome, now_ms);
+    }
+}
+
 pub fn algorithm_spec(a: &VisionAlgorithm) -> AlgorithmSpec {
     AlgorithmSpec {
         max_running: a.spec.max_running.map(|m| m.max(0) as u32),
@@ -941,5 +960,69 @@ pub fn algorithm_spec(a: &VisionAlgorithm) -> AlgorithmSpec {
             window_ms: b.window_seconds * 1000,
             cooldown_ms: b.cooldown_seconds * 1000,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::{BreakerState, Outcome};
+
+    /// The reconciler reports an attempt's outcome before it writes the
+    /// job's status, and again each time that write lost a race (409) and
+    /// was planned again. The breaker counts the attempt once.
+    ///
+    /// On c6ca22f the dispatcher fed every report to the breaker
+    /// (`DispatchEvent::Outcome` called `record_outcome` each time, and
+    /// `job.rs` reported before each retried write): by reading the code,
+    /// the second report of attempt 1 here would have opened the breaker.
+    /// `count_outcome` did not exist there, so this test was not run on it.
+    #[test]
+    fn an_attempts_outcome_reported_again_after_a_409_is_counted_once() {
+        let mut pool = WorkerPool::new();
+        pool.set_algorithm(
+            "detect",
+            AlgorithmSpec {
+                max_running: None,
+                breaker: Some(BreakerSpec {
+                    failure_threshold: 2,
+                    window_ms: 60_000,
+                    cooldown_ms: 60_000,
+                }),
+            },
+        );
+        let mut counted = HashMap::new();
+        let job = JobKey::new("ns".to_string(), "a".to_string());
+        let state = |pool: &WorkerPool| {
+            pool.algorithm_stats("detect")
+                .map(|s| (s.breaker, s.recent_failures))
+        };
+        // Attempt 1 failed; its status write is retried twice after a 409.
+        for at in [1_000, 1_050, 1_100] {
+            count_outcome(
+                &mut pool,
+                &mut counted,
+                "detect",
+                Outcome::Failed,
+                job.clone(),
+                1,
+                at,
+            );
+        }
+        assert_eq!(state(&pool), Some((BreakerState::Closed, 1)));
+        // Attempt 2 fails too: the second failure opens the breaker.
+        count_outcome(
+            &mut pool,
+            &mut counted,
+            "detect",
+            Outcome::Failed,
+            job.clone(),
+            2,
+            2_000,
+        );
+        assert_eq!(
+            state(&pool).map(|(b, _)| b),
+            Some(BreakerState::Open { until_ms: 62_000 })
+        );
     }
 }
