@@ -5,15 +5,24 @@
 
 mod harness;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use harness::{Scenario, sim};
-use k8s_openapi::api::core::v1::{PodSpec, VolumeMount};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, VolumeMount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
-use vision_api::JobPhase;
 use vision_api::contract::POD_FINALIZER;
 use vision_api::testing::{AlgorithmFixture, IMAGE, algorithm_container, mk_algorithm, mk_queue};
+use vision_api::{JobPhase, VisionQueueStatus};
+use vision_operator::controller::JobEvents;
+use vision_operator::controller::events::Events;
+use vision_operator::controller::plan::StopReason;
+use vision_operator::controller::writer::Writer;
+use vision_operator::error::Error;
+use vision_operator::leader::Validity;
+use vision_operator::metrics::Metrics;
 
 const T: Duration = Duration::from_secs(60);
 /// A finalizer of someone else's (a CSI driver, a log shipper) that keeps a
@@ -262,4 +271,254 @@ async fn a_pod_the_api_server_refuses_fails_its_job_at_once_and_frees_its_slot()
         "the refused pod was never created"
     );
     assert_eq!(pods.max_live(), 1, "never more live pods than maxRunning 1");
+}
+
+/// A pod that is not the job's own (here a plain pod nobody owns) under the
+/// name of the job's first attempt: the operator's create gets 409, and the
+/// existing pod is not taken as the job's. The job stays Admitted with no
+/// pod of its own, the operator counts the error `pod_name_taken` and
+/// retries, the foreign pod is left as it was; once it is gone, the job's
+/// own pod is created and the job succeeds.
+///
+/// On c6ca22f (by reading its `job::create_pod`; not run) any 409 was taken
+/// as "pod exists already" and the attempt's deadline (the job's timeout,
+/// 3600 s here) became the next look at the job: no error was counted, so
+/// this test fails at its first wait, and the job would not have run after
+/// the foreign pod went either.
+#[tokio::test]
+async fn a_foreign_pod_of_the_attempts_name_is_not_taken_as_the_jobs_pod() {
+    let w = Scenario::new("taken")
+        .queue(mk_queue("pool", 1))
+        .algorithm(mk_algorithm("detect").with_template_annotations(&[(sim::DURATION, "1s")]))
+        .operator()
+        .start()
+        .await;
+    let foreign = Pod {
+        metadata: ObjectMeta {
+            name: Some("a-1".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "other".into(),
+                image: Some(IMAGE.into()),
+                ..Default::default()
+            }],
+            // Never scheduled: it stays Pending, and goes at once when deleted.
+            node_selector: Some(
+                [(
+                    "e2e.vision.zjlab.io/nowhere".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let foreign = w
+        .pods()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    w.submit(w.job("a", "detect")).await;
+
+    let taken = harness::wait_for(T, || async {
+        w.operator()
+            .metric(
+                "vision_operator_reconcile_errors_total",
+                r#"kind="pod_name_taken""#,
+            )
+            .await
+            .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert!(
+        taken,
+        "the operator never reported the pod name as taken; log:\n{}",
+        w.operator().log_tail()
+    );
+    let a = w.get("a").await.status.unwrap_or_default();
+    assert_eq!(
+        (a.phase, a.started_at),
+        (Some(JobPhase::Admitted), None),
+        "the job must not run on a pod that is not its own"
+    );
+    let still = w.pods().get("a-1").await.unwrap();
+    assert_eq!(
+        still.metadata.uid, foreign.metadata.uid,
+        "the foreign pod was replaced"
+    );
+    assert_eq!(
+        still.metadata.owner_references, None,
+        "the foreign pod was adopted"
+    );
+    assert_eq!(
+        still.metadata.deletion_timestamp, None,
+        "the foreign pod was deleted"
+    );
+
+    // Once the name is free, the job's own pod is created and runs.
+    w.delete_pod("a-1").await;
+    let a = w
+        .wait_phase("a", JobPhase::Succeeded, T)
+        .await
+        .status
+        .unwrap();
+    assert_eq!(a.attempts, Some(1));
+}
+
+/// A writer of the operator's, against the local cluster, valid for the
+/// whole test (no election). Its Events are never sent.
+fn writer(client: &kube::Client) -> Writer {
+    let (events, _sender) = Events::new(client.clone(), "vision-e2e".into(), None);
+    Writer::new(
+        client.clone(),
+        Arc::new(Metrics::new()),
+        events,
+        JobEvents::None,
+        Validity::always(),
+    )
+}
+
+/// A pod or a finished job the operator read, then replaced by another of
+/// the same name (another UID) before the operator's delete: the delete
+/// carries the UID it read as a precondition, so the newer object survives,
+/// and the stale delete is not an error. The writer is called directly, no
+/// operator runs: the replacement happens between the read and the delete
+/// exactly.
+///
+/// On c6ca22f (by reading `job.rs`; not run) the pod delete and the TTL
+/// delete sent `DeleteParams::default()`, by name only: they would have
+/// deleted the newer pod and the newer job. `Writer` did not exist there,
+/// so this test was not run on it.
+#[tokio::test]
+async fn a_pod_or_job_replaced_under_the_same_name_is_not_deleted_by_a_stale_delete() {
+    let w = Scenario::new("staledel").start().await;
+    let writer = writer(&w.client);
+    let pod = |image: &str| Pod {
+        metadata: ObjectMeta {
+            name: Some("p".into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "c".into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }],
+            node_selector: Some(
+                [(
+                    "e2e.vision.zjlab.io/nowhere".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let gone = |name: &'static str| {
+        let pods = w.pods();
+        async move { pods.get_opt(name).await.unwrap().is_none() }
+    };
+
+    // The pod.
+    let read = w
+        .pods()
+        .create(&PostParams::default(), &pod(IMAGE))
+        .await
+        .unwrap();
+    w.delete_pod("p").await;
+    assert!(harness::wait_for(T, || gone("p")).await, "pod p not gone");
+    let newer = w
+        .pods()
+        .create(&PostParams::default(), &pod(IMAGE))
+        .await
+        .unwrap();
+    assert_ne!(read.metadata.uid, newer.metadata.uid);
+    writer
+        .delete_pod(&read, StopReason::JobDeleted)
+        .await
+        .expect("a stale delete is not an error");
+    let after = w.pods().get("p").await.unwrap();
+    assert_eq!(
+        (
+            after.metadata.uid.as_ref(),
+            after.metadata.deletion_timestamp.as_ref()
+        ),
+        (newer.metadata.uid.as_ref(), None),
+        "the newer pod must be left alone"
+    );
+    // The same delete with the current UID does delete.
+    writer
+        .delete_pod(&newer, StopReason::JobDeleted)
+        .await
+        .unwrap();
+    assert!(
+        harness::wait_for(T, || gone("p")).await,
+        "the current pod p was not deleted"
+    );
+
+    // The job (the TTL delete).
+    let read = w.submit(w.job("j", "detect")).await;
+    w.jobs()
+        .delete("j", &DeleteParams::default())
+        .await
+        .unwrap();
+    let jobs = w.jobs();
+    let job_gone = || {
+        let jobs = jobs.clone();
+        async move { jobs.get_opt("j").await.unwrap().is_none() }
+    };
+    assert!(harness::wait_for(T, job_gone).await, "job j not gone");
+    let newer = w.submit(w.job("j", "detect")).await;
+    assert_ne!(read.metadata.uid, newer.metadata.uid);
+    writer
+        .delete_job(&read)
+        .await
+        .expect("a stale delete is not an error");
+    assert_eq!(
+        w.get("j").await.metadata.uid,
+        newer.metadata.uid,
+        "the newer job must be left alone"
+    );
+    writer.delete_job(&newer).await.unwrap();
+    assert!(
+        harness::wait_for(T, job_gone).await,
+        "the current job j was not deleted"
+    );
+}
+
+/// A queue's status computed from a stale read is refused (409, mapped to
+/// `Conflict`) instead of overwriting a newer one: the write carries the
+/// resourceVersion it was computed from. Here the `admittedTotal` written
+/// from the first read (5) is not taken back to 3 by a second write from
+/// the same, now stale, read. The writer is called directly, no operator
+/// runs.
+///
+/// On c6ca22f (by reading `dispatch::spawn_status_patch`; not run) the
+/// queue's status apply had only the name in its metadata, so the second
+/// write would have landed and `admittedTotal` gone back to 3. `Writer` did
+/// not exist there, so this test was not run on it.
+#[tokio::test]
+async fn a_queue_status_computed_from_a_stale_read_is_refused() {
+    let w = Scenario::new("stalequeue")
+        .queue(mk_queue("pool", 1))
+        .start()
+        .await;
+    let writer = writer(&w.client);
+    let read = w.queues().get(w.queue()).await.unwrap();
+    let status = |admitted_total| VisionQueueStatus {
+        admitted_total,
+        ..Default::default()
+    };
+    writer.queue_status(&read, status(5)).await.unwrap();
+    let stale = writer.queue_status(&read, status(3)).await;
+    assert!(
+        matches!(stale, Err(Error::Conflict(_))),
+        "a write from a stale read must be refused: {stale:?}"
+    );
+    let now = w.queues().get(w.queue()).await.unwrap();
+    assert_eq!(now.status.map(|s| s.admitted_total), Some(5));
 }
