@@ -59,7 +59,7 @@ pub struct Dispatcher {
     to_queue: ToQueue,
 
     /// Admissions per queue not yet counted in a written `admittedTotal`.
-    admitted_total: HashMap<String, i64>,
+    admitted_total: UnwrittenAdmissions,
     /// The status last written (or being written) per queue and algorithm.
     last_queue_status: HashMap<String, VisionQueueStatus>,
     last_algorithm_status: HashMap<String, VisionAlgorithmStatus>,
@@ -85,7 +85,7 @@ impl Dispatcher {
             inflight: HashSet::new(),
             to_queue: ToQueue::default(),
 
-            admitted_total: HashMap::new(),
+            admitted_total: UnwrittenAdmissions::default(),
             last_queue_status: HashMap::new(),
             last_algorithm_status: HashMap::new(),
             queue_writes: HashSet::new(),
@@ -228,7 +228,7 @@ impl Dispatcher {
             } => {
                 self.inflight.remove(&key);
                 if let (Ok(()), Some(queue)) = (&result, &admission) {
-                    *self.admitted_total.entry(queue.clone()).or_default() += 1;
+                    self.admitted_total.admitted(queue);
                 }
                 if let Err(fresh) = result {
                     if admission.is_some() {
@@ -732,7 +732,7 @@ impl Dispatcher {
                 continue;
             }
             let head_reason = head_reason.map(|w| w.reason.to_string());
-            let admitted = self.admitted_total.get(&name).copied().unwrap_or(0);
+            let admitted = self.admitted_total.unwritten(&name);
             let mut status = status::queue_status(&q, &stats, head_reason, admitted, &now);
             status.tenants = status::tenant_statuses(&self.pool.tenant_stats(&name, now_ms));
             if !status.tenants.is_empty() {
@@ -799,12 +799,7 @@ impl Dispatcher {
             } => {
                 self.queue_writes.remove(&name);
                 if written {
-                    if let Some(unwritten) = self.admitted_total.get_mut(&name) {
-                        *unwritten -= admitted;
-                        if *unwritten == 0 {
-                            self.admitted_total.remove(&name);
-                        }
-                    }
+                    self.admitted_total.written(&name, admitted);
                 } else {
                     self.last_queue_status.remove(&name);
                 }
@@ -933,6 +928,37 @@ fn tenant_key(q: &VisionQueue) -> Option<Option<String>> {
     q.spec.tenancy.as_ref().map(|t| t.tenant_label.clone())
 }
 
+/// Admissions per queue not yet counted in a written `admittedTotal`. A
+/// queue's status write carries the count it was computed with; only a
+/// write that landed counts them down, so a write that failed (a stale
+/// read: 409) loses none, and admissions made while it was in flight stay
+/// for the next one.
+#[derive(Default)]
+struct UnwrittenAdmissions(HashMap<String, i64>);
+
+impl UnwrittenAdmissions {
+    /// A job of `queue` was admitted (its status write landed).
+    fn admitted(&mut self, queue: &str) {
+        *self.0.entry(queue.to_string()).or_default() += 1;
+    }
+
+    /// The admissions a status of `queue` computed now adds to the total
+    /// it read.
+    fn unwritten(&self, queue: &str) -> i64 {
+        self.0.get(queue).copied().unwrap_or(0)
+    }
+
+    /// A status of `queue` that added `admitted` was written.
+    fn written(&mut self, queue: &str, admitted: i64) {
+        if let Some(unwritten) = self.0.get_mut(queue) {
+            *unwritten -= admitted;
+            if *unwritten == 0 {
+                self.0.remove(queue);
+            }
+        }
+    }
+}
+
 /// Feeds attempt `attempt` of `job` ending with `outcome` to its
 /// algorithm's breaker, once per job and attempt: a status write that lost
 /// a race (409) is planned again and reports the same outcome again.
@@ -966,7 +992,7 @@ pub fn algorithm_spec(a: &VisionAlgorithm) -> AlgorithmSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admission::{BreakerState, Outcome};
+    use crate::admission::{BreakerState, Outcome, QueueStats};
 
     /// The reconciler reports an attempt's outcome before it writes the
     /// job's status, and again each time that write lost a race (409) and
@@ -1024,5 +1050,53 @@ mod tests {
             state(&pool).map(|(b, _)| b),
             Some(BreakerState::Open { until_ms: 62_000 })
         );
+    }
+
+    /// A queue's `admittedTotal` counts every admission once, across a
+    /// status write that fails (a stale read: 409, now that the write is
+    /// preconditioned) and admissions made while a write is in flight.
+    ///
+    /// On c6ca22f (by reading its `Dispatcher::write_pool_statuses`; not run) the
+    /// unwritten admissions were taken out of the map when a status was
+    /// computed (`self.admitted_total.remove(&name)`), whether or not its
+    /// write then landed: a failed write lost them, and the total below
+    /// would have stayed 10. `UnwrittenAdmissions` did not exist there, so
+    /// this test was not run on it.
+    #[test]
+    fn admissions_are_counted_down_only_by_a_queue_status_write_that_landed() {
+        let mut queue = vision_api::testing::mk_queue("pool", 1);
+        queue.status = Some(VisionQueueStatus {
+            admitted_total: 10,
+            ..Default::default()
+        });
+        let stats = QueueStats {
+            spec: None,
+            pending: 0,
+            holding: 0,
+            gpus_in_use: 0,
+            head: None,
+        };
+        let now = time_at(0);
+        let total = |queue: &VisionQueue, unwritten: &UnwrittenAdmissions| {
+            status::queue_status(queue, &stats, None, unwritten.unwritten("pool"), &now)
+                .admitted_total
+        };
+        let mut unwritten = UnwrittenAdmissions::default();
+        unwritten.admitted("pool");
+        unwritten.admitted("pool");
+        // A write of 12 fails (409): the next one, from a fresh read that
+        // still says 10, writes 12 again.
+        assert_eq!(total(&queue, &unwritten), 12);
+        assert_eq!(total(&queue, &unwritten), 12);
+        // A write of 12 is in flight (it carries 2) and one more job is
+        // admitted meanwhile; then the write lands.
+        unwritten.admitted("pool");
+        unwritten.written("pool", 2);
+        queue.status.as_mut().unwrap().admitted_total = 12;
+        assert_eq!(total(&queue, &unwritten), 13);
+        unwritten.written("pool", 1);
+        queue.status.as_mut().unwrap().admitted_total = 13;
+        assert_eq!(total(&queue, &unwritten), 13);
+        assert!(unwritten.0.is_empty());
     }
 }
