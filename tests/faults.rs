@@ -335,7 +335,19 @@ async fn a_foreign_pod_of_the_attempts_name_is_not_taken_as_the_jobs_pod() {
     .await;
     assert!(
         taken,
-        "the operator never reported the pod name as taken; log:\n{}",
+        "the operator never reported the pod name as taken; job a: {:#?}\npods (name, is the foreign one): {:?}\nlog:\n{}",
+        w.get("a").await.status,
+        w.pods()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|p| (
+                p.metadata.name.clone(),
+                p.metadata.uid == foreign.metadata.uid
+            ))
+            .collect::<Vec<_>>(),
         w.operator().log_tail()
     );
     let a = w.get("a").await.status.unwrap_or_default();
