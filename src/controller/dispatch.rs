@@ -53,6 +53,11 @@ pub struct Dispatcher {
     synced: [bool; 4],
     leader: bool,
     rebuilt: bool,
+    /// Told once the rebuilt pool has made its first admission pass: a new
+    /// leader's reconcile of every job waits for it, so that with 100,000
+    /// jobs it does not take the CPU from the rebuild and the first
+    /// admissions (docs/PERFORMANCE.md, Scale).
+    first_pass: Option<tokio::sync::oneshot::Sender<()>>,
     /// Jobs with a status write of the dispatcher in flight.
     inflight: HashSet<JobKey>,
     /// New jobs accepted as pending whose Queued status is still to be written.
@@ -73,7 +78,11 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(ctx: Arc<Context>, rx: mpsc::UnboundedReceiver<PoolEvent>) -> Self {
+    pub fn new(
+        ctx: Arc<Context>,
+        rx: mpsc::UnboundedReceiver<PoolEvent>,
+        first_pass: tokio::sync::oneshot::Sender<()>,
+    ) -> Self {
         Dispatcher {
             ctx,
             rx,
@@ -82,6 +91,7 @@ impl Dispatcher {
             synced: [false; 4],
             leader: false,
             rebuilt: false,
+            first_pass: Some(first_pass),
             inflight: HashSet::new(),
             to_queue: ToQueue::default(),
 
@@ -131,6 +141,9 @@ impl Dispatcher {
             }
             if self.active() {
                 self.admit();
+                if let Some(first_pass) = self.first_pass.take() {
+                    let _ = first_pass.send(());
+                }
             }
         }
     }
