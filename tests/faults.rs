@@ -280,11 +280,11 @@ async fn a_pod_the_api_server_refuses_fails_its_job_at_once_and_frees_its_slot()
 /// retries, the foreign pod is left as it was; once it is gone, the job's
 /// own pod is created and the job succeeds.
 ///
-/// On c6ca22f (by reading its `job::create_pod`; not run) any 409 was taken
-/// as "pod exists already" and the attempt's deadline (the job's timeout,
-/// 3600 s here) became the next look at the job: no error was counted, so
-/// this test fails at its first wait, and the job would not have run after
-/// the foreign pod went either.
+/// On c6ca22f any 409 was taken as "pod exists already" and the attempt's
+/// deadline (the job's timeout, 3600 s here) became the next look at the
+/// job. Run against its operator (`VISION_OPERATOR_BIN`), this test fails
+/// at its first wait: no error counted, the job Admitted with `podName`
+/// `a-1` (the foreign pod), its log "pod exists already pod=a-1".
 #[tokio::test]
 async fn a_foreign_pod_of_the_attempts_name_is_not_taken_as_the_jobs_pod() {
     let w = Scenario::new("taken")
