@@ -21,8 +21,9 @@ hack/cluster.sh up >.local/logs/cluster-up.log 2>&1 || {
   tail -n 40 .local/logs/cluster-up.log >&2
   exit 1
 }
-cargo build --quiet -p vision-operator --bin vision-operator
-cargo build --quiet -p vision-chaos --bin vision-chaos
+# The build the tests make (tests/harness WORKSPACE_BUILD): `-p` builds
+# unify features differently and would compile kube once more.
+cargo build --quiet --workspace --bins --tests --features e2e
 
 out=".local/logs/chaos/long-$(date -u +%Y%m%dT%H%M%SZ).md"
 echo "[chaos] table goes to $out; replica logs and the timeline to .local/logs/chaos/<namespace>/" >&2
