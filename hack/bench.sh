@@ -6,7 +6,7 @@
 #   hack/bench.sh [--jobs N] [--max-running M] [--gpus G] [--runtime-ms R]
 #                 [--nodes K] [--gpus-per-node X] [--memory-jobs N]
 #                 [--no-ceiling] [--no-memory] [--scenario all|scale|queued|fairness|workers]
-#                 [--minutes M] [--short]
+#                 [--minutes M] [--short] [--preemption POLICY]
 #
 # Defaults: 1000 jobs of 1 GPU and 2000 ms each through a queue of 32 slots
 # on 4 nodes x 8 GPUs (ideal makespan ceil(1000/32) x 2 s = 64 s); the
@@ -34,7 +34,9 @@
 # --scenario fairness (issue 17, docs/FAIRNESS.md): tenants alice and bob,
 # weights 3:1, keep a 32-slot queue saturated with 5 s jobs for --minutes
 # (default 10); carol (weight 1) starts at minute 5 (or half of a shorter
-# run); an urgent job of priority 10 every 20 s with preemption LowerPriority.
+# run); an urgent job of priority 10 every 20 s with preemption LowerPriority,
+# or --preemption LowerPriorityOrOverShare (carol may then evict jobs of the
+# tenants over their share: the late tenant's time to its share with preemption).
 # vision-dev takes the e2e tests' cluster turn, then starts the operator.
 #
 # --scenario workers (issue 18, docs/PERFORMANCE.md "Worker mode"): pod mode
@@ -59,7 +61,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
 JOBS=1000 MAX_RUNNING=32 GPUS=1 RUNTIME_MS=2000 NODES=4 GPUS_PER_NODE=8 MEMORY_JOBS=10000
-CEILING=1 MEMORY=1 SCENARIO=all MINUTES=10
+CEILING=1 MEMORY=1 SCENARIO=all MINUTES=10 PREEMPTION=LowerPriority
 usage() { sed -n '2,/^set -euo/p' "$0" | sed -n '/^#/p' | sed 's/^# \{0,1\}//'; exit 2; }
 JOBS_SET=0 SHORT=0 MEMORY_JOBS_SET=0
 int() { [[ "$2" =~ ^[0-9]+$ ]] || { echo "$1 takes an integer, got '$2'" >&2; exit 2; }; echo "$2"; }
@@ -75,6 +77,8 @@ while [ $# -gt 0 ]; do
     --memory-jobs) MEMORY_JOBS="$(int "$1" "${2:-}")"; MEMORY_JOBS_SET=1; shift 2 ;;
     --no-ceiling) CEILING=0; shift ;;
     --minutes) MINUTES="$(int "$1" "${2:-}")"; shift 2 ;;
+    --preemption) PREEMPTION="${2:-}"; shift 2
+      case "$PREEMPTION" in Never|LowerPriority|LowerPriorityOrOverShare) ;; *) echo "--preemption takes Never, LowerPriority or LowerPriorityOrOverShare" >&2; exit 2 ;; esac ;;
     --no-memory) MEMORY=0; shift ;;
     --scenario) SCENARIO="${2:-}"; shift 2
       case "$SCENARIO" in all|scale|queued|fairness|workers) ;; *) echo "--scenario takes all, scale, queued, fairness or workers" >&2; exit 2 ;; esac ;;
@@ -272,9 +276,9 @@ JSON
 if [ "$SCENARIO" = fairness ]; then
   late="$(( MINUTES >= 10 ? 5 : MINUTES / 2 ))"
   [ "$late" -ge 1 ] || late=0.5
-  say "scenario fairness: $MINUTES min, tenants 3:1, a third tenant from minute $late, urgent jobs with preemption"
-  echo "command: hack/bench.sh --scenario fairness --minutes $MINUTES" >>"$OUT/report.txt"
-  vdev bench fairness --minutes "$MINUTES" --late-minute "$late" --max-running "$MAX_RUNNING" \
+  say "scenario fairness: $MINUTES min, tenants 3:1, a third tenant from minute $late, urgent jobs with preemption $PREEMPTION"
+  echo "command: hack/bench.sh --scenario fairness --minutes $MINUTES --preemption $PREEMPTION" >>"$OUT/report.txt"
+  vdev bench fairness --minutes "$MINUTES" --late-minute "$late" --max-running "$MAX_RUNNING" --preemption "$PREEMPTION" \
     --operator-bin "$OPERATOR" --operator-log "$LOG" --ready-url "http://$HTTP_ADDR/readyz" \
     --out "$OUT/fairness.json" -- --kubeconfig "$KCFG" --http-addr "$HTTP_ADDR" \
     --leader-election true --lease-name vision-operator-bench --lease-namespace default |
