@@ -103,6 +103,24 @@ fn queue_defaults_apply_when_omitted() {
 #[cfg(feature = "e2e")]
 mod harness;
 
+/// One template of the chart as `helm template` renders it, with `extra`
+/// arguments (e.g. `--api-versions`).
+#[cfg(feature = "e2e")]
+fn chart_template(template: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
+    let mut args = vec![
+        "template",
+        "vo",
+        CHART,
+        "--kube-version",
+        KUBE_VERSION,
+        "--show-only",
+        template,
+    ];
+    args.extend_from_slice(extra);
+    parse_docs(&helm(&args))
+}
+
 /// End-to-end: the chart's admission policy (templates/job-size-policy.yaml)
 /// refuses, at apply time and with a message that says what to do, a job
 /// whose input and params are more than its pod may carry. Applied here as
@@ -112,7 +130,6 @@ mod harness;
 #[tokio::test]
 async fn a_job_too_large_for_its_pod_is_refused_at_apply_time() {
     use harness::cluster::ClusterObjects;
-    use harness::helm::{CHART, KUBE_VERSION, helm, parse_docs};
     use k8s_openapi::api::admissionregistration::v1::{
         ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
     };
@@ -122,15 +139,7 @@ async fn a_job_too_large_for_its_pod_is_refused_at_apply_time() {
 
     let w = harness::Scenario::new("jobsize").start().await;
     let name = format!("{}-job-size", w.namespace);
-    let docs = parse_docs(&helm(&[
-        "template",
-        "vo",
-        CHART,
-        "--kube-version",
-        KUBE_VERSION,
-        "--show-only",
-        "templates/job-size-policy.yaml",
-    ]));
+    let docs = chart_template("templates/job-size-policy.yaml", &[]);
     let [policy, binding] = docs.as_slice() else {
         panic!("the template renders a policy and its binding: {docs:?}");
     };
@@ -226,7 +235,7 @@ async fn a_job_too_large_for_its_pod_is_refused_at_apply_time() {
 #[tokio::test]
 async fn a_new_job_gets_the_operators_finalizer_from_the_chart_policy() {
     use harness::cluster::ClusterObjects;
-    use harness::helm::{CHART, KUBE_VERSION, MUTATING_POLICY_API, helm, parse_docs};
+    use harness::helm::MUTATING_POLICY_API;
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
     use kube::{Api, ResourceExt};
     use std::time::Duration;
@@ -234,17 +243,10 @@ async fn a_new_job_gets_the_operators_finalizer_from_the_chart_policy() {
 
     let w = harness::Scenario::new("jobfin").start().await;
     let name = format!("{}-job-finalizer", w.namespace);
-    let docs = parse_docs(&helm(&[
-        "template",
-        "vo",
-        CHART,
-        "--kube-version",
-        KUBE_VERSION,
-        "--api-versions",
-        MUTATING_POLICY_API,
-        "--show-only",
+    let docs = chart_template(
         "templates/job-finalizer-policy.yaml",
-    ]));
+        &["--api-versions", MUTATING_POLICY_API],
+    );
     let [policy, binding] = docs.as_slice() else {
         panic!("the template renders a policy and its binding: {docs:?}");
     };

@@ -293,29 +293,7 @@ async fn a_foreign_pod_of_the_attempts_name_is_not_taken_as_the_jobs_pod() {
         .operator()
         .start()
         .await;
-    let foreign = Pod {
-        metadata: ObjectMeta {
-            name: Some("a-1".into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "other".into(),
-                image: Some(IMAGE.into()),
-                ..Default::default()
-            }],
-            // Never scheduled: it stays Pending, and goes at once when deleted.
-            node_selector: Some(
-                [(
-                    "e2e.vision.zjlab.io/nowhere".to_string(),
-                    "true".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let foreign = unscheduled_pod("a-1", "other", IMAGE);
     let foreign = w
         .pods()
         .create(&PostParams::default(), &foreign)
@@ -408,28 +386,7 @@ fn writer(client: &kube::Client) -> Writer {
 async fn a_pod_or_job_replaced_under_the_same_name_is_not_deleted_by_a_stale_delete() {
     let w = Scenario::new("staledel").start().await;
     let writer = writer(&w.client);
-    let pod = |image: &str| Pod {
-        metadata: ObjectMeta {
-            name: Some("p".into()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "c".into(),
-                image: Some(image.into()),
-                ..Default::default()
-            }],
-            node_selector: Some(
-                [(
-                    "e2e.vision.zjlab.io/nowhere".to_string(),
-                    "true".to_string(),
-                )]
-                .into(),
-            ),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let pod = |image: &str| unscheduled_pod("p", "c", image);
     let gone = |name: &'static str| {
         let pods = w.pods();
         async move { pods.get_opt(name).await.unwrap().is_none() }
@@ -533,4 +490,31 @@ async fn a_queue_status_computed_from_a_stale_read_is_refused() {
     );
     let now = w.queues().get(w.queue()).await.unwrap();
     assert_eq!(now.status.map(|s| s.admitted_total), Some(5));
+}
+
+/// A pod of one container that no node takes (a node selector nothing
+/// matches): it stays Pending, and goes at once when deleted.
+fn unscheduled_pod(name: &str, container: &str, image: &str) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: container.into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }],
+            node_selector: Some(
+                [(
+                    "e2e.vision.zjlab.io/nowhere".to_string(),
+                    "true".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
