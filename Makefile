@@ -15,7 +15,9 @@ test:
 	hack/test.sh $(ARGS)
 
 # The end-to-end benchmark (release build); results in .local/bench/.
-# Scenarios: ARGS="--scenario all|queued|fairness|workers"; workers = pod mode
+# Scenarios: ARGS="--scenario all|scale|queued|fairness|workers"; scale = every
+# scale target from one run with 100,000 jobs (about 20-35 min; run it on a
+# cluster of its own, see docs/PERFORMANCE.md); workers = pod mode
 # vs worker mode on one burst of 100 ms jobs, with a worker and the leader
 # killed mid-burst (ARGS="--scenario workers --short" for 300 jobs).
 bench:
