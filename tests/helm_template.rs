@@ -170,10 +170,19 @@ fn lint_strict() {
 /// The policy that gives new jobs the operator's finalizer renders only
 /// where the API server serves MutatingAdmissionPolicy v1 (helm install
 /// reads that from discovery), matches job CREATEs only, never refuses a job
-/// (Ignore), and adds exactly the finalizer the operator uses.
+/// (Ignore), adds exactly the finalizer the operator uses, and is left out
+/// when no operator runs (replicaCount 0).
 #[test]
 fn template_job_finalizer_policy_where_the_api_exists() {
     assert_eq!(count(&render(&[]), "MutatingAdmissionPolicy"), 0);
+    // No operator (replicaCount 0): nobody would remove the finalizer.
+    let none = render(&[
+        "--api-versions",
+        MUTATING_POLICY_API,
+        "--set",
+        "replicaCount=0",
+    ]);
+    assert_eq!(count(&none, "MutatingAdmissionPolicy"), 0);
     let objs = render(&["--api-versions", MUTATING_POLICY_API]);
     let name = "vo-vision-operator-job-finalizer";
     let policy = find(&objs, "MutatingAdmissionPolicy", name);
