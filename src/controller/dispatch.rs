@@ -53,11 +53,11 @@ pub struct Dispatcher {
     synced: [bool; 4],
     leader: bool,
     rebuilt: bool,
-    /// Told once the rebuilt pool has made its first admission pass: a new
-    /// leader's reconcile of every job waits for it, so that with 100,000
-    /// jobs it does not take the CPU from the rebuild and the first
-    /// admissions (docs/PERFORMANCE.md, Scale).
-    first_pass: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Asks the reconciler to reconcile every job, once, after the rebuilt
+    /// pool's first admission pass: with 100,000 jobs the reconciles took
+    /// the CPU from the rebuild and the first admissions when a new leader
+    /// started them at once (docs/PERFORMANCE.md, Scale).
+    reconcile_all: Option<mpsc::UnboundedSender<()>>,
     /// Jobs with a status write of the dispatcher in flight.
     inflight: HashSet<JobKey>,
     /// New jobs accepted as pending whose Queued status is still to be written.
@@ -81,7 +81,7 @@ impl Dispatcher {
     pub fn new(
         ctx: Arc<Context>,
         rx: mpsc::UnboundedReceiver<PoolEvent>,
-        first_pass: tokio::sync::oneshot::Sender<()>,
+        reconcile_all: mpsc::UnboundedSender<()>,
     ) -> Self {
         Dispatcher {
             ctx,
@@ -91,7 +91,7 @@ impl Dispatcher {
             synced: [false; 4],
             leader: false,
             rebuilt: false,
-            first_pass: Some(first_pass),
+            reconcile_all: Some(reconcile_all),
             inflight: HashSet::new(),
             to_queue: ToQueue::default(),
 
@@ -141,8 +141,8 @@ impl Dispatcher {
             }
             if self.active() {
                 self.admit();
-                if let Some(first_pass) = self.first_pass.take() {
-                    let _ = first_pass.send(());
+                if let Some(reconcile_all) = self.reconcile_all.take() {
+                    let _ = reconcile_all.send(());
                 }
             }
         }

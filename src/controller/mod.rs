@@ -231,8 +231,6 @@ pub async fn run(
     // on losing it, stop (the caller exits so that a fresh process starts as
     // a follower with no state of its former term).
     let (reconcile_all_tx, reconcile_all_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let (first_pass_tx, first_pass_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut first_pass_rx = Some(first_pass_rx);
     let leader_ctx = ctx.clone();
     let leader_readiness = readiness.clone();
     let leader_wake = orphans_wake.clone();
@@ -260,16 +258,8 @@ pub async fn run(
                 leader_ctx.metrics.set_leader(true);
                 leader_ctx.pool.send(PoolEvent::Leader);
                 leader_ctx.pool.send(PoolEvent::Rebuild(holders));
-                // Every job is reconciled once the rebuilt pool has made its
-                // first admissions: with 100,000 jobs the reconciles took the
-                // CPU from the rebuild (docs/PERFORMANCE.md, Scale).
-                if let Some(first_pass) = first_pass_rx.take() {
-                    let reconcile_all = reconcile_all_tx.clone();
-                    tokio::spawn(async move {
-                        let _ = first_pass.await;
-                        let _ = reconcile_all.send(());
-                    });
-                }
+                // The dispatcher asks for the reconcile of every job after
+                // its first admission pass (see `Dispatcher::reconcile_all`).
                 leader_wake.notify_one();
                 had = true;
             } else if !is && had {
@@ -284,7 +274,7 @@ pub async fn run(
         }
     };
 
-    let dispatcher = dispatch::Dispatcher::new(ctx.clone(), pool_inbox, first_pass_tx).run();
+    let dispatcher = dispatch::Dispatcher::new(ctx.clone(), pool_inbox, reconcile_all_tx).run();
     let orphans = release_orphans(ctx.clone(), orphans_wake);
 
     // Graceful stop: admit and write nothing new, let the reconciles in
